@@ -1,0 +1,131 @@
+"""Strict IP address and prefix parsing, backed by netaddr.
+
+Different parsers read the same text differently: ``010.1.1.1`` is 10.1.1.1
+to one and 8.1.1.1 to another (nft reads octal), ``10.1.1.70/26`` is a host
+to one and a network to another (nft silently masks it). relaygate therefore
+accepts only one spelling of each address, the canonical one, and says which
+spelling it wanted when it refuses another.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import netaddr
+
+_IPV4_SHAPE = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
+_PREFIX_LEN = re.compile(r"0|[1-9][0-9]{0,2}")
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """An address or prefix that parsed.
+
+    ``canonical`` is the one spelling relaygate accepts; ``problem`` says why
+    ``text`` is not that spelling (None when it is). ``network`` always has
+    its host bits cleared.
+    """
+
+    text: str
+    network: netaddr.IPNetwork
+    canonical: str
+    problem: str | None
+
+    @property
+    def is_host(self) -> bool:
+        return bool(self.network.prefixlen == _max_len(self.network.version))
+
+    @property
+    def version(self) -> Literal[4, 6]:
+        return 4 if self.network.version == 4 else 6
+
+
+def _max_len(version: int) -> int:
+    return 32 if version == 4 else 128
+
+
+def canonical_text(network: netaddr.IPNetwork) -> str:
+    """The canonical spelling: a bare address for a host, ``net/len`` otherwise."""
+    if network.prefixlen == _max_len(network.version):
+        return str(network.ip)
+    return f"{network.network}/{network.prefixlen}"
+
+
+def parse(text: str) -> Parsed | str:
+    """Parse ``text`` as an IP host or prefix; return an error message if it is not one."""
+    if not isinstance(text, str) or not text:
+        return "empty address"
+    if text != text.strip() or any(c.isspace() for c in text):
+        return "whitespace in an address"
+    if "%" in text:
+        return "zone ids (%...) are not allowed"
+    address, slash, length = text.partition("/")
+    problem: str | None = None
+    if slash:
+        if "." in length or ":" in length:
+            try:
+                mask = netaddr.IPAddress(length)
+            except (netaddr.AddrFormatError, ValueError):
+                return f"{length!r} is not a prefix length"
+            if not mask.is_netmask():
+                return f"{length!r} is not a netmask"
+            length = str(mask.netmask_bits())
+            problem = "a netmask instead of a prefix length"
+        elif not _PREFIX_LEN.fullmatch(length):
+            if length.isdigit():
+                length = str(int(length))
+                problem = "leading zeros in the prefix length"
+            else:
+                return f"{length!r} is not a prefix length"
+    is_ipv4 = ":" not in address
+    if is_ipv4:
+        if not _IPV4_SHAPE.fullmatch(address):
+            return f"{address!r} is not a dotted-quad IPv4 address (short forms are refused)"
+        octets = address.split(".")
+        if any(int(octet) > 255 for octet in octets):
+            return f"{address!r} has an octet over 255"
+        if any(len(octet) > 1 and octet.startswith("0") for octet in octets):
+            address = ".".join(str(int(octet)) for octet in octets)
+            problem = problem or "leading zeros (other tools read them as octal)"
+    try:
+        ip = netaddr.IPAddress(address, flags=netaddr.INET_PTON)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return f"{address!r} is not an IP address"
+    max_len = _max_len(ip.version)
+    bits = int(length) if slash else max_len
+    if bits > max_len:
+        return f"/{bits} is longer than an IPv{ip.version} address"
+    network = netaddr.IPNetwork(f"{ip}/{bits}")
+    if network.ip != network.network:
+        problem = problem or f"host bits set; the network is {network.network}/{bits}"
+        network = netaddr.IPNetwork(f"{network.network}/{bits}")
+    canonical = canonical_text(network)
+    if problem is None and text != canonical:
+        problem = "not the canonical spelling"
+    return Parsed(text=text, network=network, canonical=canonical, problem=problem)
+
+
+def special_kind(network: netaddr.IPNetwork) -> str | None:
+    """Why this network can never be a device address, or None if it can be."""
+    ip = network.network
+    checks = (
+        ("an unspecified address", int(ip) == 0),
+        ("a loopback address", ip.is_loopback()),
+        ("a link-local address", ip.is_link_local()),
+        ("a multicast address", ip.is_multicast()),
+        (
+            "an IPv4-mapped or IPv4-compatible IPv6 address",
+            network.version == 6 and (ip.is_ipv4_mapped() or ip.is_ipv4_compat()),
+        ),
+        ("a reserved address", ip.is_reserved()),
+        ("the broadcast address", network.version == 4 and int(ip) == 0xFFFFFFFF),
+    )
+    for name, hit in checks:
+        if hit:
+            return name
+    first, last = network.first, network.last
+    if network.version == 4 and (first >> 24 == 0 or last >> 24 == 0):
+        return "an address in 0.0.0.0/8 ('this network')"
+    return None

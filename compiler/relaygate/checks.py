@@ -1,0 +1,609 @@
+"""Stage 4: every rule of the procedure, as checks over the typed model.
+
+Input: the site, units and NetReg models (each may be missing when its file
+was invalid), the devices that passed their schema, their documents (for
+positions) and the as-of date. Output: findings. A check never raises for
+bad data; an exception escaping a check is a bug and fails the run closed.
+
+Record checks look at one device; inventory checks compare devices with each
+other. Retired records are history: they keep their name but give up their
+address, FQDN and account, so those may be reused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import netaddr
+
+from relaygate import addresses
+from relaygate.findings import Finding
+from relaygate.load import FORBIDDEN_CHARACTERS, Document, Pointer
+from relaygate.model import (
+    ACKNOWLEDGMENTS,
+    PREFIX_KINDS,
+    Device,
+    Reservation,
+    Site,
+    Status,
+    Unit,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    as_of: dt.date
+    site: Site | None
+    units: dict[str, Unit] | None
+    reservations: dict[str, Reservation] | None
+    site_doc: Document | None
+    docs: dict[str, Document]  # device documents by display path
+
+
+RecordCheck = Callable[[Device, Document, Context], Iterator[Finding]]
+_RECORD_CHECKS: list[RecordCheck] = []
+
+
+def record_check(function: RecordCheck) -> RecordCheck:
+    """Register a check that looks at one device record."""
+    _RECORD_CHECKS.append(function)
+    return function
+
+
+# --- text ---------------------------------------------------------------------
+
+
+def _strings(value: Any, pointer: Pointer) -> Iterator[tuple[Pointer, str]]:
+    if isinstance(value, str):
+        yield pointer, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*pointer, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*pointer, index))
+
+
+def text_checks(document: Document, raw_findings: Iterable[Finding]) -> Iterator[Finding]:
+    """No value may carry invisible characters or surrounding whitespace.
+
+    Characters written literally were already reported by the loader at their
+    exact position; this catches those written as escapes ("\\u202e").
+    """
+    literal_reported = any(f.rule == "file.forbidden-character" for f in raw_findings)
+    for pointer, value in _strings(document.data, ()):
+        if value != value.strip():
+            yield document.finding(
+                "text.surrounding-whitespace", pointer, f"{'/'.join(map(str, pointer))}: {value!r}"
+            )
+        if not literal_reported and (match := FORBIDDEN_CHARACTERS.search(value)):
+            yield document.finding(
+                "text.forbidden-character",
+                pointer,
+                f"{'/'.join(map(str, pointer))}: character U+{ord(match.group()):04X}",
+            )
+        elif "\t" in value:
+            yield document.finding(
+                "text.forbidden-character", pointer, f"{'/'.join(map(str, pointer))}: tab character"
+            )
+
+
+# --- identity -----------------------------------------------------------------
+
+
+@record_check
+def _identity(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
+    stem = doc.path.name.removesuffix(".yaml")
+    if device.name != stem:
+        yield doc.finding(
+            "identity.name-mismatch",
+            ("name",),
+            f"name {device.name!r} but the file is {doc.path.name!r}",
+        )
+    folder = doc.path.parent.name
+    if device.unit != folder:
+        yield doc.finding(
+            "identity.unit-mismatch",
+            ("unit",),
+            f"unit {device.unit!r} but the file is in devices/{folder}/",
+        )
+    if ctx.units is not None and device.unit not in ctx.units:
+        yield doc.finding(
+            "identity.unit-undeclared",
+            ("unit",),
+            f"unit {device.unit!r} is not declared in units.yaml",
+        )
+
+
+# --- addressing ---------------------------------------------------------------
+
+
+def _inside(network: netaddr.IPNetwork, prefixes: Iterable[netaddr.IPNetwork]) -> bool:
+    return any(
+        p.version == network.version and p.first <= network.first and network.last <= p.last
+        for p in prefixes
+    )
+
+
+def _overlaps(network: netaddr.IPNetwork, other: netaddr.IPNetwork) -> bool:
+    return bool(
+        network.version == other.version
+        and network.first <= other.last
+        and other.first <= network.last
+    )
+
+
+@record_check
+def _addressing(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
+    parsed = addresses.parse(device.address)
+    if isinstance(parsed, str):  # pragma: no cover - refused by the schema format
+        yield doc.finding("address.invalid", ("address",), parsed)
+        return
+    if parsed.problem:
+        yield doc.finding(
+            "address.not-canonical",
+            ("address",),
+            f"{device.address!r}: {parsed.problem}; write {parsed.canonical!r}",
+        )
+    network = device.network
+    special = addresses.special_kind(network)
+    if special:
+        yield doc.finding("address.special", ("address",), f"{device.address} is {special}")
+    if not device.is_host and device.kind not in PREFIX_KINDS:
+        yield doc.finding(
+            "address.prefix-not-allowed",
+            ("address",),
+            f"a {device.kind} must be a single host, not {device.address}",
+        )
+    site = ctx.site
+    if site is None:
+        return
+    if not device.is_host and device.kind in PREFIX_KINDS:
+        limit = (
+            site.policy.shortest_prefix_v4
+            if network.version == 4
+            else site.policy.shortest_prefix_v6
+        )
+        if network.prefixlen < limit:
+            yield doc.finding(
+                "address.prefix-too-broad",
+                ("address",),
+                f"/{network.prefixlen} is broader than the site limit /{limit}",
+            )
+    if not special and not _inside(network, (n.prefix for n in site.campus_networks)):
+        yield doc.finding(
+            "address.outside-campus",
+            ("address",),
+            f"{device.address} is outside every campus network",
+        )
+    for host in site.relay_hosts:
+        if any(_overlaps(network, a) for a in host.addresses):
+            yield doc.finding(
+                "address.relay-host",
+                ("address",),
+                f"{device.address} overlaps relay host {host.name}",
+            )
+
+
+# --- authentication and legacy access -------------------------------------------
+
+
+@record_check
+def _authentication(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
+    if device.is_legacy:
+        if device.exception is None:
+            yield doc.finding(
+                "legacy.exception-missing",
+                ("auth",),
+                f"auth {device.auth} is legacy access and needs an exception",
+            )
+        if device.account is not None:
+            yield doc.finding(
+                "auth.account-on-legacy",
+                ("account",),
+                f"auth {device.auth} does not log in; account is misleading",
+            )
+    else:
+        if device.account is None:
+            yield doc.finding(
+                "auth.account-missing",
+                ("auth",),
+                f"auth {device.auth} needs the account the device logs in with",
+            )
+        if device.exception is not None:
+            yield doc.finding(
+                "auth.exception-forbidden",
+                ("exception",),
+                f"auth {device.auth} is authenticated; it needs no exception",
+            )
+
+
+_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+@record_check
+def _legacy(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
+    exception = device.exception
+    if not device.is_legacy or exception is None:
+        return
+    missing = [a for a in ACKNOWLEDGMENTS if a not in exception.acknowledged]
+    for item in missing:
+        yield doc.finding(
+            "legacy.acknowledgment-missing",
+            ("exception", "acknowledged"),
+            f"missing acknowledgment {item!r}",
+        )
+    words = _WORD.findall(exception.justification)
+    minimum = ctx.site.policy.min_justification_chars if ctx.site else 0
+    real = " ".join(exception.justification.split())
+    if len(real) < minimum or len({w.lower() for w in words}) < 5:
+        yield doc.finding(
+            "legacy.justification-too-short",
+            ("exception", "justification"),
+            f"{len(real)} characters, {len({w.lower() for w in words})} distinct words; "
+            f"at least {minimum} characters and 5 distinct words are required",
+        )
+    if exception.mod_ticket is None:
+        yield doc.finding("legacy.mod-ticket-missing", ("exception",), "no mod_ticket")
+    if ctx.units is not None and device.unit in ctx.units:
+        approver = exception.approver
+        listed = {a.email: a for a in ctx.units[device.unit].approvers}
+        known = listed.get(approver.email)
+        if known is None:
+            yield doc.finding(
+                "legacy.approver-not-listed",
+                ("exception", "approver", "email"),
+                f"{approver.email} is not an approver of unit {device.unit}",
+            )
+        elif (known.name, known.role) != (approver.name, approver.role):
+            yield doc.finding(
+                "legacy.approver-mismatch",
+                ("exception", "approver"),
+                f"units.yaml lists {known.email} as {known.name!r} ({known.role}), "
+                f"the record says {approver.name!r} ({approver.role})",
+            )
+    if ctx.site is not None and not any(
+        _inside(device.network, segment.prefixes) for segment in ctx.site.mod_segments
+    ):
+        yield doc.finding(
+            "legacy.outside-mod", ("address",), f"{device.address} is in no MOD segment"
+        )
+    if device.netreg is None:
+        yield doc.finding("legacy.netreg-missing", ("auth",), "netreg is not given")
+    if ctx.reservations is not None:
+        reservation = ctx.reservations.get(addresses.canonical_text(device.network))
+        if reservation is None:
+            yield doc.finding(
+                "legacy.netreg-no-reservation",
+                ("address",),
+                f"NetReg has no reservation for {device.address}",
+            )
+        else:
+            if reservation.fqdn != device.fqdn:
+                yield doc.finding(
+                    "legacy.netreg-mismatch",
+                    ("fqdn",),
+                    f"NetReg reserves {device.address} for {reservation.fqdn}, not {device.fqdn}",
+                )
+            if device.netreg is not None and reservation.type != device.netreg:
+                yield doc.finding(
+                    "legacy.netreg-mismatch",
+                    ("netreg",),
+                    f"NetReg has a {reservation.type} reservation, the record says {device.netreg}",
+                )
+
+
+@record_check
+def _exception_dates(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
+    exception = device.exception
+    if exception is None or not device.is_legacy:
+        return
+    if exception.approved_on > ctx.as_of:
+        yield doc.finding(
+            "exception.approved-in-future",
+            ("exception", "approved_on"),
+            f"approved_on {exception.approved_on} is after {ctx.as_of}",
+        )
+    if exception.expires_on <= exception.approved_on:
+        yield doc.finding(
+            "exception.expires-before-approval",
+            ("exception", "expires_on"),
+            f"expires_on {exception.expires_on} is not after approved_on {exception.approved_on}",
+        )
+    if ctx.site is not None:
+        term = (exception.expires_on - exception.approved_on).days
+        limit = ctx.site.policy.max_exception_days
+        if term > limit:
+            yield doc.finding(
+                "exception.term-too-long",
+                ("exception", "expires_on"),
+                f"a term of {term} days; the site allows at most {limit}",
+            )
+    if device.status is not Status.ACTIVE:
+        return  # history: an old record may carry an old exception
+    if exception.expires_on <= ctx.as_of:
+        yield doc.finding(
+            "exception.expired",
+            ("exception", "expires_on"),
+            f"expired on {exception.expires_on} (as of {ctx.as_of})",
+        )
+    elif ctx.site is not None:
+        left = (exception.expires_on - ctx.as_of).days
+        if left <= ctx.site.policy.expiry_warning_days:
+            yield doc.finding(
+                "exception.expires-soon",
+                ("exception", "expires_on"),
+                f"expires on {exception.expires_on}, in {left} days",
+            )
+
+
+# --- senders ----------------------------------------------------------------------
+
+
+@record_check
+def _senders(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
+    if ctx.site is None:
+        return
+    for index, sender in enumerate(device.senders):
+        domain = sender.rpartition("@")[2]
+        if domain not in ctx.site.sender_domains:
+            yield doc.finding(
+                "sender.domain-not-allowed",
+                ("senders", index),
+                f"{sender}: {domain} is not an allowed sender domain",
+            )
+
+
+# --- status -------------------------------------------------------------------------
+
+
+@record_check
+def _status(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
+    if device.status is Status.ACTIVE:
+        for field in ("status_reason", "status_date"):
+            if field in doc.data:
+                yield doc.finding(
+                    "status.stale-fields", (field,), f"active record with {field}", key=True
+                )
+        return
+    if device.status_reason is None:
+        yield doc.finding(
+            "status.reason-missing", ("status",), f"status {device.status} needs status_reason"
+        )
+    if device.status_date is None:
+        yield doc.finding(
+            "status.date-missing", ("status",), f"status {device.status} needs status_date"
+        )
+    elif device.status_date > ctx.as_of:
+        yield doc.finding(
+            "status.date-in-future",
+            ("status_date",),
+            f"status_date {device.status_date} is after {ctx.as_of}",
+        )
+
+
+# --- across records -----------------------------------------------------------------
+
+
+def _first_seen(
+    devices: Iterable[Device],
+    key: Callable[[Device], Any],
+    ctx: Context,
+    rule_id: str,
+    pointer: Pointer,
+    what: str,
+) -> Iterator[Finding]:
+    seen: dict[Any, Device] = {}
+    for device in devices:
+        value = key(device)
+        if value is None:
+            continue
+        other = seen.setdefault(value, device)
+        if other is not device:
+            yield ctx.docs[device.source].finding(
+                rule_id, pointer, f"{what} {value} is also used by {other.name} ({other.source})"
+            )
+
+
+def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
+    """Uniqueness and cross-record rules; ``devices`` is in a stable order."""
+    yield from _first_seen(
+        devices, lambda d: d.name, ctx, "identity.duplicate-name", ("name",), "name"
+    )
+    live = [d for d in devices if d.status is not Status.RETIRED]
+    yield from _first_seen(
+        live, lambda d: d.fqdn, ctx, "identity.duplicate-fqdn", ("fqdn",), "FQDN"
+    )
+    yield from _first_seen(
+        live,
+        lambda d: addresses.canonical_text(d.network),
+        ctx,
+        "identity.duplicate-address",
+        ("address",),
+        "address",
+    )
+    yield from _first_seen(
+        [d for d in live if not d.is_legacy],
+        lambda d: d.account,
+        ctx,
+        "auth.shared-account",
+        ("account",),
+        "account",
+    )
+    yield from _overlapping(live, ctx)
+    owners: dict[str, Device] = {}
+    for device in live:
+        if not device.is_legacy:
+            for sender in device.senders:
+                owners.setdefault(sender, device)
+    for device in live:
+        if device.is_legacy:
+            for index, sender in enumerate(device.senders):
+                owner = owners.get(sender)
+                if owner is not None:
+                    yield ctx.docs[device.source].finding(
+                        "sender.claimed-by-account",
+                        ("senders", index),
+                        f"{sender} belongs to account {owner.account} ({owner.name})",
+                    )
+
+
+def _overlapping(devices: list[Device], ctx: Context) -> Iterator[Finding]:
+    """Distinct records whose ranges overlap (identical ranges are duplicates)."""
+    ordered = sorted(
+        devices, key=lambda d: (d.network.version, d.network.first, -d.network.last, d.name)
+    )
+    open_range: Device | None = None
+    for device in ordered:
+        if (
+            open_range is not None
+            and open_range.network.version == device.network.version
+            and device.network.first <= open_range.network.last
+        ):
+            if (device.network.first, device.network.last) != (
+                open_range.network.first,
+                open_range.network.last,
+            ):
+                yield ctx.docs[device.source].finding(
+                    "identity.overlapping-prefix",
+                    ("address",),
+                    f"{device.address} overlaps {open_range.address} of {open_range.name}",
+                )
+            if device.network.last > open_range.network.last:
+                open_range = device
+        else:
+            open_range = device
+
+
+def record_checks(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
+    for check in _RECORD_CHECKS:
+        yield from check(device, doc, ctx)
+
+
+# --- site, units and NetReg -------------------------------------------------------------
+
+
+def site_checks(site: Site, doc: Document) -> Iterator[Finding]:
+    for index, item in enumerate(doc.data["campus_networks"]):
+        yield from _canonical_prefix(doc, ("campus_networks", index, "prefix"), item["prefix"])
+    for index, segment in enumerate(doc.data["mod_segments"]):
+        for p_index, text in enumerate(segment["prefixes"]):
+            yield from _canonical_prefix(doc, ("mod_segments", index, "prefixes", p_index), text)
+    campus = [n.prefix for n in site.campus_networks]
+    seen_vlans: dict[int, str] = {}
+    spans: list[tuple[netaddr.IPNetwork, str, Pointer]] = []
+    for index, segment in enumerate(site.mod_segments):
+        if segment.vlan in seen_vlans:
+            yield doc.finding(
+                "site.duplicate-vlan",
+                ("mod_segments", index, "vlan"),
+                f"VLAN {segment.vlan} is also used by {seen_vlans[segment.vlan]}",
+            )
+        seen_vlans.setdefault(segment.vlan, segment.name)
+        for p_index, prefix in enumerate(segment.prefixes):
+            pointer: Pointer = ("mod_segments", index, "prefixes", p_index)
+            if not _inside(prefix, campus):
+                yield doc.finding(
+                    "site.mod-outside-campus",
+                    pointer,
+                    f"{prefix} of {segment.name} is outside every campus network",
+                )
+            for other, other_name, _ in spans:
+                if _overlaps(prefix, other):
+                    yield doc.finding(
+                        "site.overlapping-segments",
+                        pointer,
+                        f"{prefix} of {segment.name} overlaps {other} of {other_name}",
+                    )
+            spans.append((prefix, segment.name, pointer))
+        for h_index, host in enumerate(site.relay_hosts):
+            for a_index, address in enumerate(host.addresses):
+                if _inside(address, segment.prefixes):
+                    yield doc.finding(
+                        "site.relay-in-mod",
+                        ("relay", "hosts", h_index, "addresses", a_index),
+                        f"relay host {host.name} address {address.ip} is inside "
+                        f"MOD segment {segment.name}",
+                    )
+    for section, names in (
+        ("campus_networks", [n.name for n in site.campus_networks]),
+        ("mod_segments", [s.name for s in site.mod_segments]),
+    ):
+        yield from _duplicate_names(doc, (section,), names)
+    yield from _duplicate_names(doc, ("relay", "hosts"), [h.name for h in site.relay_hosts])
+
+
+def _duplicate_names(doc: Document, pointer: Pointer, names: list[str]) -> Iterator[Finding]:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            yield doc.finding(
+                "site.duplicate-name", (*pointer, index, "name"), f"name {name!r} is used twice"
+            )
+        seen.add(name)
+
+
+def _canonical_prefix(doc: Document, pointer: Pointer, text: str) -> Iterator[Finding]:
+    parsed = addresses.parse(text)
+    if not isinstance(parsed, str) and parsed.problem:
+        yield doc.finding(
+            "site.prefix-not-canonical",
+            pointer,
+            f"{text!r}: {parsed.problem}; write {parsed.canonical!r}",
+        )
+
+
+def netreg_checks(
+    reservations: list[Reservation], doc: Document
+) -> tuple[dict[str, Reservation], list[Finding]]:
+    """Index reservations by canonical address; report duplicates and gaps."""
+    found: list[Finding] = []
+    index: dict[str, Reservation] = {}
+    for position, item in enumerate(reservations):
+        parsed = addresses.parse(item.address)
+        key = item.address
+        if not isinstance(parsed, str) and parsed.problem:
+            found.append(
+                doc.finding(
+                    "netreg.not-canonical",
+                    ("reservations", position, "address"),
+                    f"{item.address!r}: {parsed.problem}; write {parsed.canonical!r}",
+                )
+            )
+            key = parsed.canonical
+        if key in index:
+            found.append(
+                doc.finding(
+                    "netreg.duplicate-address",
+                    ("reservations", position, "address"),
+                    f"{key} is reserved twice",
+                )
+            )
+            continue
+        index[key] = item
+        if item.type == "static-dhcp" and item.mac is None:
+            found.append(
+                doc.finding(
+                    "netreg.missing-mac",
+                    ("reservations", position),
+                    f"static-dhcp reservation for {key} has no mac",
+                )
+            )
+    return index, found
+
+
+def units_checks(units: dict[str, Unit], doc: Document) -> Iterator[Finding]:
+    for unit in units.values():
+        seen: set[str] = set()
+        for index, approver in enumerate(unit.approvers):
+            if approver.email in seen:
+                yield doc.finding(
+                    "units.duplicate-approver",
+                    ("units", unit.id, "approvers", index, "email"),
+                    f"{approver.email} is listed twice for {unit.id}",
+                )
+            seen.add(approver.email)

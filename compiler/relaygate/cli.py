@@ -1,0 +1,137 @@
+"""The relaygate command line: a thin layer over the pipeline.
+
+Each command parses its options into a frozen options object, calls the
+pipeline and returns an exit code. Exit codes (PRODUCT.md): 0 success
+(warnings allowed), 1 findings or policy errors, 2 usage error, 3 internal
+failure. Any exception that is not a deliberate ``RelaygateError`` is an
+internal failure: it is reported and exits 3, never 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from relaygate import __version__
+from relaygate.errors import RelaygateError, UsageError
+from relaygate.pipeline import validate
+from relaygate.report import FORMATTERS, summary_line
+from relaygate.rules import RULES
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+class DateParam(click.ParamType):  # type: ignore[type-arg]
+    name = "DATE"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dt.date:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a date (YYYY-MM-DD)", param, ctx)
+
+
+def inventory_option(function: Any) -> Any:
+    return click.option(
+        "--inventory",
+        "inventory",
+        default="inventory",
+        show_default=True,
+        type=click.Path(path_type=Path, file_okay=False),
+        help="The inventory folder.",
+    )(function)
+
+
+def as_of_option(function: Any) -> Any:
+    return click.option(
+        "--as-of",
+        "as_of",
+        type=DateParam(),
+        default=None,
+        help="The day to check against (YYYY-MM-DD); default: today.",
+    )(function)
+
+
+def _inventory_root(path: Path) -> Path:
+    if not path.is_dir():
+        raise UsageError(f"inventory folder {path} not found (use --inventory DIR)")
+    return path.resolve()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="relaygate")
+def cli() -> None:
+    """relaygate: compile reviewed device records into SMTP relay policy."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValidateOptions:
+    inventory: Path
+    as_of: dt.date
+    format: str
+
+
+@cli.command("validate")
+@inventory_option
+@as_of_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(sorted(FORMATTERS)),
+    default="text",
+    show_default=True,
+    help="How to print findings.",
+)
+def validate_command(inventory: Path, as_of: dt.date | None, output_format: str) -> None:
+    """Check every record against the schemas and every rule of the procedure."""
+    options = ValidateOptions(
+        inventory=_inventory_root(inventory), as_of=as_of or dt.date.today(), format=output_format
+    )
+    result = validate(options.inventory, options.as_of)
+    summary = summary_line(result.findings, result.files_checked)
+    click.echo(FORMATTERS[options.format](result.findings, summary), nl=False)
+    sys.exit(EXIT_FINDINGS if result.errors else EXIT_OK)
+
+
+@cli.command("rules")
+def rules_command() -> None:
+    """List every rule id with its severity and what to do."""
+    for rule in RULES.values():
+        click.echo(f"{rule.id:36} {rule.severity!s:8} {rule.summary}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and map every outcome to an exit code."""
+    try:
+        cli.main(args=argv, prog_name="relaygate", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return int(done.exit_code)
+    except click.ClickException as error:
+        error.show()
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_USAGE
+    except SystemExit as done:
+        return int(done.code or 0) if isinstance(done.code, int | None) else EXIT_INTERNAL
+    except RelaygateError as error:
+        click.echo(f"relaygate: {error}", err=True)
+        return error.exit_code
+    except Exception:
+        click.echo("relaygate: internal error; nothing was written. Details:", err=True)
+        click.echo(traceback.format_exc(), err=True)
+        return EXIT_INTERNAL
+    return EXIT_OK

@@ -1,0 +1,309 @@
+"""Stage 3: the typed model, built from schema-valid documents.
+
+Input: plain data that passed its schema. Output: frozen dataclasses. Builders
+here never validate policy (that is ``relaygate.checks``); they only convert
+types, so they may assume the schema's shapes. An address that does not parse
+at all was already refused by the schema's format; an address that parses but
+is not canonical is kept with its parsed form and reported by the checks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import netaddr
+
+from relaygate import addresses
+from relaygate.errors import InternalError
+
+
+class Kind(enum.StrEnum):
+    COPIER = "copier"
+    MFD = "mfd"
+    SCANNER = "scanner"
+    APPLICATION = "application"
+    SERVER = "server"
+    APPLIANCE = "appliance"
+
+
+#: Kinds that may give a prefix rather than a single host address.
+PREFIX_KINDS = frozenset({Kind.APPLICATION, Kind.SERVER})
+
+
+class Auth(enum.StrEnum):
+    OAUTH2 = "oauth2"
+    CREDENTIALS = "credentials"
+    IP = "ip"
+    NONE = "none"
+
+
+LEGACY_AUTH = frozenset({Auth.IP, Auth.NONE})
+
+
+class Status(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+    RETIRED = "retired"
+
+
+class Role(enum.StrEnum):
+    DEAN = "dean"
+    DEPARTMENT_HEAD = "department-head"
+    DIRECTOR = "director"
+
+
+#: The three statements the procedure requires the approver to acknowledge.
+ACKNOWLEDGMENTS = (
+    "unauthenticated-smtp-is-legacy-and-insecure",
+    "service-may-be-interrupted",
+    "support-may-be-discontinued",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    name: str
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class Approver:
+    name: str
+    email: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Exception_:
+    """A legacy-access exception (``exception:`` in a record)."""
+
+    approver: Approver
+    justification: str
+    acknowledged: tuple[str, ...]
+    approved_on: dt.date
+    expires_on: dt.date
+    mod_ticket: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    name: str
+    unit: str
+    kind: Kind
+    model: str
+    fqdn: str
+    address: str
+    network: netaddr.IPNetwork
+    auth: Auth
+    account: str | None
+    senders: tuple[str, ...]
+    volume_per_day: int
+    requestor: Person
+    technical_contact: Person
+    netreg: str | None
+    exception: Exception_ | None
+    status: Status
+    status_reason: str | None
+    status_date: dt.date | None
+    status_ticket: str | None
+    source: str
+
+    @property
+    def is_legacy(self) -> bool:
+        return self.auth in LEGACY_AUTH
+
+    @property
+    def is_host(self) -> bool:
+        return bool(self.network.prefixlen == (32 if self.network.version == 4 else 128))
+
+
+@dataclass(frozen=True, slots=True)
+class NamedPrefix:
+    name: str
+    prefix: netaddr.IPNetwork
+
+
+@dataclass(frozen=True, slots=True)
+class ModSegment:
+    name: str
+    vlan: int
+    description: str
+    prefixes: tuple[netaddr.IPNetwork, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayHost:
+    name: str
+    fqdn: str
+    addresses: tuple[netaddr.IPNetwork, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    max_exception_days: int
+    expiry_warning_days: int
+    inactivity_days: int
+    min_justification_chars: int
+    shortest_prefix_v4: int
+    shortest_prefix_v6: int
+    mass_change_share: float
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    name: str
+    campus_networks: tuple[NamedPrefix, ...]
+    mod_segments: tuple[ModSegment, ...]
+    relay_hosts: tuple[RelayHost, ...]
+    relay_port: int
+    submission_port: int
+    sender_domains: frozenset[str]
+    policy: Policy
+    platform_team: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    id: str
+    name: str
+    owners: tuple[str, ...]
+    approvers: tuple[Approver, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    address: str
+    fqdn: str
+    type: str
+    mac: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """A whole, checked inventory. ``devices`` is sorted by name."""
+
+    site: Site
+    units: dict[str, Unit]
+    reservations: dict[str, Reservation]
+    devices: tuple[Device, ...]
+
+
+def _network(text: str) -> netaddr.IPNetwork:
+    parsed = addresses.parse(text)
+    if isinstance(parsed, str):  # the schema's format refuses these first
+        raise InternalError(f"unparsable address {text!r} reached the model: {parsed}")
+    return parsed.network
+
+
+def _date(text: str | None) -> dt.date | None:
+    return None if text is None else dt.date.fromisoformat(text)
+
+
+def _person(data: dict[str, Any]) -> Person:
+    return Person(name=data["name"], email=data["email"])
+
+
+def _approver(data: dict[str, Any]) -> Approver:
+    return Approver(name=data["name"], email=data["email"], role=Role(data["role"]))
+
+
+def build_device(data: dict[str, Any], source: str) -> Device:
+    exception = data.get("exception")
+    status_date = _date(data.get("status_date"))
+    return Device(
+        name=data["name"],
+        unit=data["unit"],
+        kind=Kind(data["kind"]),
+        model=data["model"],
+        fqdn=data["fqdn"],
+        address=data["address"],
+        network=_network(data["address"]),
+        auth=Auth(data["auth"]),
+        account=data.get("account"),
+        senders=tuple(data["senders"]),
+        volume_per_day=data["volume_per_day"],
+        requestor=_person(data["requestor"]),
+        technical_contact=_person(data["technical_contact"]),
+        netreg=data.get("netreg"),
+        exception=None
+        if exception is None
+        else Exception_(
+            approver=_approver(exception["approver"]),
+            justification=exception["justification"],
+            acknowledged=tuple(exception["acknowledged"]),
+            approved_on=dt.date.fromisoformat(exception["approved_on"]),
+            expires_on=dt.date.fromisoformat(exception["expires_on"]),
+            mod_ticket=exception.get("mod_ticket"),
+        ),
+        status=Status(data["status"]),
+        status_reason=data.get("status_reason"),
+        status_date=status_date,
+        status_ticket=data.get("status_ticket"),
+        source=source,
+    )
+
+
+def build_site(data: dict[str, Any]) -> Site:
+    policy = data["policy"]
+    relay = data["relay"]
+    return Site(
+        name=data["name"],
+        campus_networks=tuple(
+            NamedPrefix(item["name"], _network(item["prefix"])) for item in data["campus_networks"]
+        ),
+        mod_segments=tuple(
+            ModSegment(
+                name=item["name"],
+                vlan=item["vlan"],
+                description=item.get("description", ""),
+                prefixes=tuple(_network(p) for p in item["prefixes"]),
+            )
+            for item in data["mod_segments"]
+        ),
+        relay_hosts=tuple(
+            RelayHost(
+                name=item["name"],
+                fqdn=item["fqdn"],
+                addresses=tuple(_network(a) for a in item["addresses"]),
+            )
+            for item in relay["hosts"]
+        ),
+        relay_port=relay["relay_port"],
+        submission_port=relay["submission_port"],
+        sender_domains=frozenset(data["sender_domains"]),
+        policy=Policy(
+            max_exception_days=policy["max_exception_days"],
+            expiry_warning_days=policy["expiry_warning_days"],
+            inactivity_days=policy["inactivity_days"],
+            min_justification_chars=policy["min_justification_chars"],
+            shortest_prefix_v4=policy["shortest_prefix"]["ipv4"],
+            shortest_prefix_v6=policy["shortest_prefix"]["ipv6"],
+            mass_change_share=float(policy["mass_change_share"]),
+        ),
+        platform_team=data["review"]["platform_team"],
+    )
+
+
+def build_units(data: dict[str, Any]) -> dict[str, Unit]:
+    return {
+        unit_id: Unit(
+            id=unit_id,
+            name=item["name"],
+            owners=tuple(item["owners"]),
+            approvers=tuple(_approver(a) for a in item["approvers"]),
+        )
+        for unit_id, item in sorted(data["units"].items())
+    }
+
+
+def build_reservations(data: dict[str, Any]) -> list[Reservation]:
+    return [
+        Reservation(
+            address=item["address"], fqdn=item["fqdn"], type=item["type"], mac=item.get("mac")
+        )
+        for item in data["reservations"]
+    ]

@@ -1,0 +1,194 @@
+"""The validate pipeline: discover -> load -> schema -> model -> checks.
+
+``validate(root, as_of)`` reads a whole inventory folder and returns every
+finding of every file in one result, with the model of whatever was valid.
+User-data problems never raise; anything that does raise is a relaygate bug
+and the CLI turns it into a failing exit code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from relaygate import checks, model, schema
+from relaygate.findings import Finding, Severity
+from relaygate.load import Document, Limits, load_document
+from relaygate.rules import rule
+
+SITE_FILE = "site.yaml"
+UNITS_FILE = "units.yaml"
+NETREG_FILE = "netreg.yaml"
+DEVICES_DIR = "devices"
+_IGNORED = frozenset({".gitkeep"})
+
+
+@dataclass(slots=True)
+class ValidationResult:
+    """Everything ``validate`` learned. ``inventory`` is None unless it is error-free."""
+
+    findings: list[Finding]
+    inventory: model.Inventory | None
+    documents: dict[str, Document] = field(default_factory=dict)
+    devices: list[model.Device] = field(default_factory=list)
+    files_checked: int = 0
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for f in self.findings if f.severity is Severity.WARNING)
+
+
+def display_path(path: Path) -> str:
+    """How a path is shown in findings: relative to the working directory when inside it."""
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def discover_devices(root: Path) -> tuple[list[Path], list[Finding]]:
+    """Candidate record files under ``devices/``, and findings for everything else there.
+
+    Every entry is accounted for: a file that is not ``devices/<unit>/<name>.yaml``
+    is reported, never skipped silently.
+    """
+    devices = root / DEVICES_DIR
+    found: list[Finding] = []
+    paths: list[Path] = []
+    if not devices.is_dir() or devices.is_symlink():
+        found.append(
+            rule("file.missing").at(display_path(devices), 1, 1, "devices/ folder not found")
+        )
+        return paths, found
+    for unit_entry in sorted(os.scandir(devices), key=lambda e: e.name):
+        unit_path = Path(unit_entry.path)
+        if unit_entry.name in _IGNORED:
+            continue
+        mode = os.lstat(unit_path).st_mode
+        if stat.S_ISLNK(mode):
+            found.append(
+                rule("file.not-regular").at(
+                    display_path(unit_path), 1, 1, "a symbolic link where a unit folder belongs"
+                )
+            )
+            continue
+        if not stat.S_ISDIR(mode):
+            found.append(
+                rule("file.misplaced").at(
+                    display_path(unit_path), 1, 1, "records belong in devices/<unit>/<name>.yaml"
+                )
+            )
+            continue
+        for entry in sorted(os.scandir(unit_path), key=lambda e: e.name):
+            path = Path(entry.path)
+            if entry.name in _IGNORED:
+                continue
+            if entry.name.endswith(".yaml") and not entry.name.startswith("."):
+                paths.append(path)  # the loader refuses links, folders and special files
+            else:
+                found.append(
+                    rule("file.misplaced").at(
+                        display_path(path),
+                        1,
+                        1,
+                        f"{entry.name!r} is not a record file (<name>.yaml)",
+                    )
+                )
+    return paths, found
+
+
+def _load_checked(
+    path: Path, max_bytes: int, kind: schema.SchemaName, findings: list[Finding]
+) -> Document | None:
+    """Load a file and check its schema; the document only if both are clean."""
+    result = load_document(path, display_path(path), max_bytes)
+    findings.extend(result.findings)
+    document = result.document
+    if document is None:
+        return None
+    problems = schema.check(document, kind)
+    findings.extend(problems)
+    findings.extend(checks.text_checks(document, result.findings))
+    if not problems:
+        return document
+    # Unknown top-level fields are reported above; the rest of the record is
+    # still checked so one run shows everything. The model never sees them.
+    unknown = schema.unknown_top_level(document.data, kind)
+    if len(problems) != len(unknown) or any(p.rule != "schema.unknown-field" for p in problems):
+        return None
+    document.data = {k: v for k, v in document.data.items() if k not in unknown}
+    return document
+
+
+def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> ValidationResult:
+    """Validate the inventory at ``root`` as of the given day."""
+    limits = limits or Limits()
+    findings: list[Finding] = []
+
+    site_doc = _load_checked(root / SITE_FILE, limits.site_bytes, "site", findings)
+    site = model.build_site(site_doc.data) if site_doc else None
+    if site is not None and site_doc is not None:
+        findings.extend(checks.site_checks(site, site_doc))
+
+    units_doc = _load_checked(root / UNITS_FILE, limits.site_bytes, "units", findings)
+    units = model.build_units(units_doc.data) if units_doc else None
+    if units is not None and units_doc is not None:
+        findings.extend(checks.units_checks(units, units_doc))
+
+    netreg_doc = _load_checked(root / NETREG_FILE, limits.netreg_bytes, "netreg", findings)
+    reservations: dict[str, model.Reservation] | None = None
+    if netreg_doc is not None:
+        reservations, netreg_findings = checks.netreg_checks(
+            model.build_reservations(netreg_doc.data), netreg_doc
+        )
+        findings.extend(netreg_findings)
+
+    paths, structure = discover_devices(root)
+    findings.extend(structure)
+    documents: dict[str, Document] = {}
+    devices: list[model.Device] = []
+    for path in paths:
+        document = _load_checked(path, limits.record_bytes, "device", findings)
+        if document is None:
+            continue
+        documents[document.display] = document
+        devices.append(model.build_device(document.data, document.display))
+
+    context = checks.Context(
+        as_of=as_of,
+        site=site,
+        units=units,
+        reservations=reservations,
+        site_doc=site_doc,
+        docs=documents,
+    )
+    for device in devices:
+        findings.extend(checks.record_checks(device, documents[device.source], context))
+    devices.sort(key=lambda d: (d.name, d.source))
+    findings.extend(checks.inventory_checks(devices, context))
+
+    findings = sorted(set(findings), key=Finding.sort_key)
+    inventory = None
+    if (
+        site
+        and units is not None
+        and reservations is not None
+        and not any(f.is_error for f in findings)
+    ):
+        inventory = model.Inventory(
+            site=site, units=units, reservations=reservations, devices=tuple(devices)
+        )
+    return ValidationResult(
+        findings=findings,
+        inventory=inventory,
+        documents=documents,
+        devices=devices,
+        files_checked=3 + len(paths),
+    )

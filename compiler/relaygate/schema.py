@@ -1,0 +1,187 @@
+"""Stage 2: validate documents against the JSON Schemas in ``schemas/``.
+
+Input: a ``Document``. Output: findings, each located at the offending value
+(or, for an unknown field, its key) through the document's position table.
+
+Formats are checked with relaygate's own parsers (``ip-host``, ``ip-prefix``,
+``ip-host-or-prefix`` via netaddr, ``mail-address``, ``date``). A format
+accepts any spelling that parses; the canonical spelling is a check of its own
+(``address.not-canonical``) so the user is told which spelling to write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import jsonschema
+from jsonschema import Draft202012Validator, FormatChecker
+
+from relaygate import addresses
+from relaygate.errors import InternalError
+from relaygate.findings import Finding
+from relaygate.load import Document, Pointer
+
+SchemaName = Literal["device", "site", "units", "netreg"]
+
+MAIL_ADDRESS = re.compile(
+    r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+)
+
+_FORMAT_CHECKER = FormatChecker(formats=())
+
+
+@_FORMAT_CHECKER.checks("ip-host-or-prefix")
+def _is_host_or_prefix(value: object) -> bool:
+    return not isinstance(value, str) or not isinstance(addresses.parse(value), str)
+
+
+@_FORMAT_CHECKER.checks("ip-host")
+def _is_host(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    parsed = addresses.parse(value)
+    return not isinstance(parsed, str) and parsed.is_host and "/" not in value
+
+
+@_FORMAT_CHECKER.checks("ip-prefix")
+def _is_prefix(value: object) -> bool:
+    return not isinstance(value, str) or not isinstance(addresses.parse(value), str)
+
+
+@_FORMAT_CHECKER.checks("mail-address")
+def _is_mail_address(value: object) -> bool:
+    return not isinstance(value, str) or (
+        len(value) <= 254 and ".." not in value and MAIL_ADDRESS.fullmatch(value) is not None
+    )
+
+
+@_FORMAT_CHECKER.checks("date")
+def _is_date(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+_RULE_BY_KEYWORD = {
+    "required": "schema.required",
+    "additionalProperties": "schema.unknown-field",
+    "unevaluatedProperties": "schema.unknown-field",
+    "propertyNames": "schema.pattern",
+    "type": "schema.type",
+    "enum": "schema.enum",
+    "const": "schema.enum",
+    "format": "schema.format",
+    "pattern": "schema.pattern",
+    "minLength": "schema.length",
+    "maxLength": "schema.length",
+    "minItems": "schema.items",
+    "maxItems": "schema.items",
+    "uniqueItems": "schema.items",
+    "minProperties": "schema.items",
+    "maxProperties": "schema.items",
+    "minimum": "schema.range",
+    "maximum": "schema.range",
+    "exclusiveMinimum": "schema.range",
+    "exclusiveMaximum": "schema.range",
+}
+
+
+def schema_text(name: SchemaName) -> str:
+    """The text of a bundled schema (``schemas/<name>.schema.json``)."""
+    ref = resources.files("relaygate") / "resources" / "schemas" / f"{name}.schema.json"
+    try:
+        return ref.read_text(encoding="utf-8")
+    except OSError as error:  # pragma: no cover - an installation problem
+        raise InternalError(f"schema {name} is missing from the installation: {error}") from error
+
+
+@cache
+def validator(name: SchemaName) -> Draft202012Validator:
+    """A compiled validator for one schema; the schema itself is checked first."""
+    schema = json.loads(schema_text(name))
+    try:
+        Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as error:  # pragma: no cover - guarded by tests
+        raise InternalError(f"schema {name} is invalid: {error.message}") from error
+    return Draft202012Validator(schema, format_checker=_FORMAT_CHECKER)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _non_ascii(value: Any) -> str | None:
+    if isinstance(value, str) and not value.isascii():
+        char = next(c for c in value if not c.isascii())
+        return f"U+{ord(char):04X}"
+    return None
+
+
+def _findings(document: Document, error: jsonschema.ValidationError) -> Iterator[Finding]:
+    pointer: Pointer = tuple(error.absolute_path)
+    keyword = str(error.validator)
+    rule_id = _RULE_BY_KEYWORD.get(keyword, "schema.invalid")
+    field = "/".join(str(p) for p in pointer) or "(top level)"
+    if keyword == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = (
+            set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
+        )
+        for extra in sorted(k for k in error.instance if k not in allowed):
+            yield document.finding(
+                rule_id, (*pointer, extra), f"unknown field {extra!r} in {field}", key=True
+            )
+        return
+    if keyword == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        yield document.finding(rule_id, pointer, f"{field}: missing required field {missing!r}")
+        return
+    if keyword in ("pattern", "format") and (char := _non_ascii(error.instance)):
+        yield document.finding(
+            "text.non-ascii",
+            pointer,
+            f"{field}: {_short(error.instance)} contains the non-ASCII character {char}",
+        )
+        return
+    if keyword == "type":
+        expected = error.validator_value
+        message = f"{field}: {_short(error.instance)} is not of type {expected!r}"
+        if expected == "string" and not isinstance(error.instance, dict | list):
+            message += "; quote it"
+    elif keyword == "enum":
+        message = f"{field}: {_short(error.instance)} is not one of {error.validator_value}"
+    elif keyword == "format":
+        message = f"{field}: {_short(error.instance)} is not a valid {error.validator_value}"
+    elif keyword == "pattern":
+        message = f"{field}: {_short(error.instance)} is not in the required form"
+    else:
+        text = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+        message = f"{field}: {text}"
+    yield document.finding(rule_id, pointer, message)
+
+
+def check(document: Document, name: SchemaName) -> list[Finding]:
+    """All schema findings of one document (empty when it is valid)."""
+    found: list[Finding] = []
+    for error in validator(name).iter_errors(document.data):
+        found.extend(_findings(document, error))
+    return found
+
+
+def unknown_top_level(data: dict[str, Any], name: SchemaName) -> set[str]:
+    """Top-level keys of ``data`` that the schema does not define."""
+    schema_doc = validator(name).schema
+    known = schema_doc.get("properties", {}) if isinstance(schema_doc, dict) else {}
+    return {key for key in data if key not in known}
