@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from relaygate import __version__
+from relaygate import compile as compile_
 from relaygate.errors import RelaygateError, UsageError
 from relaygate.pipeline import validate
 from relaygate.report import FORMATTERS, summary_line
@@ -104,6 +105,61 @@ def validate_command(inventory: Path, as_of: dt.date | None, output_format: str)
     summary = summary_line(result.findings, result.files_checked)
     click.echo(FORMATTERS[options.format](result.findings, summary), nl=False)
     sys.exit(EXIT_FINDINGS if result.errors else EXIT_OK)
+
+
+@dataclass(frozen=True, slots=True)
+class CompileOptions:
+    inventory: Path
+    out: Path
+    as_of: dt.date
+    check: bool
+
+
+@cli.command("compile")
+@inventory_option
+@as_of_option
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The output folder (replaced atomically).",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if OUT is stale.")
+def compile_command(inventory: Path, as_of: dt.date | None, out: Path, check: bool) -> None:
+    """Compile the inventory into Postfix maps, nftables rules and MOD ACLs."""
+    options = CompileOptions(
+        inventory=_inventory_root(inventory), out=out, as_of=as_of or dt.date.today(), check=check
+    )
+    result = compile_.build(
+        options.inventory, options.as_of, compile_.inventory_commit(options.inventory)
+    )
+    validation = result.validation
+    if validation.findings:
+        click.echo(
+            FORMATTERS["text"](
+                validation.findings, summary_line(validation.findings, validation.files_checked)
+            ),
+            nl=False,
+            err=True,
+        )
+    if result.artifacts is None:
+        click.echo("relaygate: the inventory has errors; nothing was written", err=True)
+        sys.exit(EXIT_FINDINGS)
+    if options.check:
+        differ = compile_.stale(options.out, result.artifacts)
+        for path in differ:
+            click.echo(f"stale: {path}")
+        click.echo(
+            f"{options.out}: {'stale' if differ else 'up to date'}"
+            f" ({len(result.artifacts)} artifacts)"
+        )
+        sys.exit(EXIT_FINDINGS if differ else EXIT_OK)
+    changed = compile_.write(options.out, result.artifacts)
+    for path in changed:
+        click.echo(f"wrote: {path}")
+    click.echo(f"{options.out}: {len(changed)} of {len(result.artifacts)} artifacts changed")
+    sys.exit(EXIT_OK)
 
 
 @cli.command("rules")

@@ -1,0 +1,164 @@
+"""Stage 7: compile a checked inventory into artifacts, verify, and write them.
+
+``build`` is pure apart from reading the inventory: validate -> policy ->
+render -> verify -> manifest. ``write`` replaces the output folder
+atomically: the new tree is built beside it and swapped in with renames;
+files whose bytes did not change are hard-linked from the old tree, so only
+what changed is written, and an unchanged output is not touched at all. The
+swap is two renames (old tree aside, new tree in): a reader never sees a
+half-written tree, though for an instant there is no tree at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from relaygate import __version__
+from relaygate.errors import UsageError, VerificationFailed
+from relaygate.pipeline import ValidationResult, validate
+from relaygate.policy import build_policy
+from relaygate.render import Artifacts, Header
+from relaygate.render.targets import render_all
+from relaygate.verify import verify
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True, slots=True)
+class CompileResult:
+    validation: ValidationResult
+    artifacts: Artifacts | None  # None when the inventory has errors
+
+
+def inventory_commit(root: Path) -> str | None:
+    """The git commit of the inventory, with "-dirty" if it has local changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "."],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty.strip() else head
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def manifest(
+    artifacts: Artifacts, as_of: dt.date, commit: str | None, counts: dict[str, dict[str, int]]
+) -> str:
+    document = {
+        "tool": "relaygate",
+        "version": __version__,
+        "as_of": as_of.isoformat(),
+        "inventory_commit": commit,
+        "counts": counts,
+        "artifacts": {
+            path: {"sha256": _sha256(text), "bytes": len(text.encode("utf-8"))}
+            for path, text in sorted(artifacts.items())
+        },
+    }
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def build(root: Path, as_of: dt.date, commit: str | None = None) -> CompileResult:
+    """Validate and, when the inventory is clean, render and verify every artifact."""
+    result = validate(root, as_of)
+    inventory = result.inventory
+    if inventory is None or result.errors:
+        return CompileResult(result, None)
+    policy = build_policy(inventory)
+    artifacts = render_all(policy, Header(site=inventory.site.name))
+    problems = verify(inventory, artifacts)
+    if problems:
+        raise VerificationFailed(
+            "the compiled artifacts disagree with the inventory:\n  " + "\n  ".join(problems)
+        )
+    counts = {
+        "postfix": {
+            "legacy_clients": len(policy.legacy),
+            "restriction_classes": len(policy.classes),
+            "sender_logins": len(policy.sender_logins),
+            "refused": len(policy.refused),
+        },
+        "nftables": {
+            "legacy": len(policy.legacy),
+            "revoked": sum(1 for c in policy.refused if c.status.value == "revoked"),
+        },
+        "acl": {
+            "segments": len(policy.site.mod_segments),
+            "permits": len(policy.legacy) + sum(1 for c in policy.authenticated if c.segment),
+        },
+    }
+    artifacts[MANIFEST] = manifest(artifacts, as_of, commit, counts)
+    return CompileResult(result, artifacts)
+
+
+def read_tree(out: Path) -> dict[str, bytes]:
+    """Every file under ``out`` by relative path (empty if it does not exist)."""
+    if not out.is_dir():
+        return {}
+    return {
+        path.relative_to(out).as_posix(): path.read_bytes()
+        for path in sorted(out.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+def stale(out: Path, artifacts: Artifacts) -> list[str]:
+    """Paths whose bytes differ between ``out`` and ``artifacts`` (added, changed, removed)."""
+    current = read_tree(out)
+    wanted = {path: text.encode("utf-8") for path, text in artifacts.items()}
+    return sorted(p for p in set(current) | set(wanted) if current.get(p) != wanted.get(p))
+
+
+def write(out: Path, artifacts: Artifacts) -> list[str]:
+    """Replace ``out`` with exactly ``artifacts``; return the paths that changed."""
+    changed = stale(out, artifacts)
+    if not changed:
+        return []
+    out = out.absolute()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        for path, text in artifacts.items():
+            target = staging / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            old = out / path
+            if path not in changed and old.is_file() and not old.is_symlink():
+                os.link(old, target)
+            else:
+                target.write_bytes(text.encode("utf-8"))
+        if out.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rename(out, retired / "tree")
+            os.rename(staging, out)
+            shutil.rmtree(retired)
+        else:
+            os.rename(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return changed

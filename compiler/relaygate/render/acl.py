@@ -1,0 +1,138 @@
+"""MOD-segment ACLs: Cisco IOS, Junos, and Aerleon/Capirca naming definitions.
+
+For every MOD segment: permit each registered device to reach the relay
+hosts (legacy devices on the relay port, authenticated ones on the
+submission port), deny every other SMTP port from the segment, permit the
+rest. Remarks and term names carry the record name and its MOD ticket.
+
+The routers themselves cannot be reached from here; the deploy turns these
+files into a change package for the network team.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import netaddr
+
+from relaygate.model import ModSegment
+from relaygate.policy import Policy
+from relaygate.render import Artifacts, Header, guards, render_template, target
+
+PERMIT = "permit"
+DENY = "deny"
+#: Ports denied from MOD segments unless a rule above permits them.
+SMTP_PORTS = (25, 465, 587)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    ticket: str
+    source: str  # net/len
+    port: int
+
+
+def _ios_source(cidr: str) -> str:
+    network = netaddr.IPNetwork(cidr)
+    full = 32 if network.version == 4 else 128
+    if network.prefixlen == full:
+        return f"host {network.ip}"
+    if network.version == 4:
+        return f"{network.network} {network.hostmask}"
+    return cidr
+
+
+def _ios_host(address: str) -> str:
+    return f"host {address}"
+
+
+def _segment_rules(policy: Policy, segment: ModSegment, version: int) -> list[Rule]:
+    legacy, authenticated = policy.segment_clients(segment)
+    rules = [
+        Rule(
+            guards.name(c.name),
+            guards.ticket(c.ticket),
+            guards.cidr(c.address),
+            int(policy.site.relay_port),
+        )
+        for c in legacy
+        if c.network.version == version
+    ]
+    rules += [
+        Rule(guards.name(c.name), "", guards.cidr(c.address), int(policy.site.submission_port))
+        for c in authenticated
+        if c.network.version == version
+    ]
+    return sorted(rules, key=lambda r: (netaddr.IPNetwork(r.source).first, r.port, r.name))
+
+
+def _relays(policy: Policy, version: int) -> list[str]:
+    return sorted(
+        (
+            guards.network(a)
+            for h in policy.site.relay_hosts
+            for a in h.addresses
+            if a.version == version
+        ),
+        key=lambda text: int(netaddr.IPAddress(text)),
+    )
+
+
+def acl_name(segment: ModSegment, version: int) -> str:
+    return guards.acl_name(f"RELAYGATE-{segment.name.upper()}-V{version}")
+
+
+@target("acl")
+def render(policy: Policy, header: Header) -> Artifacts:
+    artifacts: Artifacts = {}
+    groups: list[tuple[str, list[tuple[str, str]]]] = []
+    for segment in policy.site.mod_segments:
+        seg = guards.name(segment.name)
+        for version in (4, 6):
+            has_prefix = any(p.version == version for p in segment.prefixes)
+            rules = _segment_rules(policy, segment, version)
+            if not has_prefix and not rules:
+                continue
+            relays = _relays(policy, version)
+            context = {
+                "header": header.lines("!"),
+                "name": acl_name(segment, version),
+                "segment": seg,
+                "vlan": int(segment.vlan),
+                "version": version,
+                "rules": rules,
+                "relays": relays,
+                "smtp_ports": SMTP_PORTS,
+                "permit": PERMIT,
+                "deny": DENY,
+                "ios_source": _ios_source,
+                "ios_host": _ios_host,
+            }
+            artifacts[f"acl/ios/{seg}-v{version}.acl"] = render_template(
+                "acl/ios.acl.j2", **context
+            )
+            context["header"] = header.lines("#")
+            artifacts[f"acl/junos/{seg}-v{version}.conf"] = render_template(
+                "acl/junos.conf.j2", **context
+            )
+            groups.append(
+                (
+                    f"RELAYGATE_{seg.upper().replace('-', '_')}_V{version}",
+                    [(r.source, r.name) for r in rules],
+                )
+            )
+    relay_hosts = [
+        (guards.cidr(a), guards.name(h.name)) for h in policy.site.relay_hosts for a in h.addresses
+    ]
+    artifacts["acl/aerleon/RELAYGATE.net"] = render_template(
+        "acl/aerleon.net.j2", header=header.lines("#"), groups=groups, relay_hosts=relay_hosts
+    )
+    artifacts["acl/aerleon/RELAYGATE.svc"] = render_template(
+        "acl/aerleon.svc.j2",
+        header=header.lines("#"),
+        relay_port=int(policy.site.relay_port),
+        submission_port=int(policy.site.submission_port),
+        smtp_ports=SMTP_PORTS,
+    )
+    return artifacts

@@ -1,0 +1,98 @@
+"""Render-time guards: every value is re-checked where it enters generated text.
+
+Validation should already have refused anything unsafe; these guards are the
+second wall. A value that fails here raises ``RenderRefused`` (an internal
+error), so the compile fails closed instead of emitting a line nobody
+reviewed. Each guard returns the exact text to emit.
+"""
+
+from __future__ import annotations
+
+import re
+
+import netaddr
+
+from relaygate import addresses
+from relaygate.errors import RenderRefused
+
+_MAIL = re.compile(
+    r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+)
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_TICKET = re.compile(r"[A-Z][A-Z0-9]{1,9}-[0-9]{1,9}")
+_CLASS = re.compile(r"relaygate_s_[0-9a-f]{12}")
+_ACL_NAME = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,62}")
+_FQDN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+#: No device entry may be broader than this, whatever the site policy says.
+_BROADEST = {4: 8, 6: 32}
+
+
+def _refuse(kind: str, value: object) -> RenderRefused:
+    return RenderRefused(f"refusing to render {kind} {value!r}: it did not pass the render guard")
+
+
+def address(value: str | netaddr.IPNetwork) -> str:
+    """A canonical, non-special address or prefix no broader than /8 (IPv4) or /32 (IPv6)."""
+    text = value if isinstance(value, str) else addresses.canonical_text(value)
+    parsed = addresses.parse(text)
+    if isinstance(parsed, str) or parsed.problem or parsed.canonical != text:
+        raise _refuse("address", value)
+    if (
+        addresses.special_kind(parsed.network)
+        or parsed.network.prefixlen < _BROADEST[parsed.version]
+    ):
+        raise _refuse("address", value)
+    return text
+
+
+def network(value: str | netaddr.IPNetwork) -> str:
+    """A site network (campus, relay host): canonical, may be broad but never /0."""
+    text = value if isinstance(value, str) else addresses.canonical_text(value)
+    parsed = addresses.parse(text)
+    if isinstance(parsed, str) or parsed.problem or parsed.network.prefixlen == 0:
+        raise _refuse("network", value)
+    return text
+
+
+def cidr(value: str | netaddr.IPNetwork) -> str:
+    """An address as net/len, the form nft, Junos, cidr maps and Aerleon accept."""
+    text = address(value)
+    return text if "/" in text else f"{text}/{32 if ':' not in text else 128}"
+
+
+def mail(value: str) -> str:
+    if not isinstance(value, str) or not _MAIL.fullmatch(value) or ".." in value:
+        raise _refuse("mail address", value)
+    return value
+
+
+def name(value: str) -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise _refuse("name", value)
+    return value
+
+
+def ticket(value: str | None) -> str:
+    if value is None or value == "":
+        return ""
+    if not _TICKET.fullmatch(value):
+        raise _refuse("ticket", value)
+    return value
+
+
+def class_name(value: str) -> str:
+    if not _CLASS.fullmatch(value):
+        raise _refuse("restriction class", value)
+    return value
+
+
+def acl_name(value: str) -> str:
+    if not _ACL_NAME.fullmatch(value):
+        raise _refuse("ACL name", value)
+    return value
+
+
+def fqdn(value: str) -> str:
+    if not isinstance(value, str) or len(value) > 253 or not _FQDN.fullmatch(value):
+        raise _refuse("FQDN", value)
+    return value

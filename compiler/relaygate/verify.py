@@ -1,0 +1,250 @@
+"""Cross-target verifier: read the artifacts back and prove they agree.
+
+Input: the checked ``Inventory`` (the expectation is derived from the records
+directly, not from ``Policy``, so a bug in policy building is caught) and the
+rendered artifacts as text. Output: a list of disagreements; ``compile``
+refuses to write anything when it is not empty.
+
+What is proven, per target:
+- Postfix: the legacy client keys are exactly the active legacy devices, each
+  bound to a class that allows exactly its senders; every right-hand side is
+  a known action word or a defined class; the sender login map is exactly
+  the authenticated devices' senders; every revoked or suspended device is
+  refused; the relay restrictions are the compiled constant.
+- nftables: the legacy set is exactly the active legacy devices; the revoked
+  set exactly the revoked ones.
+- ACLs: the relay-port permits of every segment (IOS and Junos, and the
+  Aerleon groups) are exactly the active legacy devices inside it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+import netaddr
+
+from relaygate.addresses import canonical_text
+from relaygate.model import Inventory, Status
+
+_CLASS = re.compile(r"relaygate_s_[0-9a-f]{12}")
+
+
+def _canonical(text: str) -> str:
+    network = netaddr.IPNetwork(text)
+    return canonical_text(network)
+
+
+def map_entries(text: str, path: str, problems: list[str]) -> dict[str, str]:
+    """Key -> value of a Postfix map source; continuation lines are a problem."""
+    entries: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line or line.startswith("#"):
+            continue
+        if line[0].isspace():
+            problems.append(f"{path}:{number}: a continuation line (leading whitespace)")
+            continue
+        key, _, value = line.partition("\t")
+        if not value or key in entries:
+            problems.append(f"{path}:{number}: malformed or repeated entry {line!r}")
+            continue
+        entries[key] = value
+    return entries
+
+
+def nft_sets(text: str) -> dict[str, set[str]]:
+    """Set name -> its elements (canonical) from a ruleset file or `nft list` output."""
+    sets: dict[str, set[str]] = {}
+    current: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if match := re.fullmatch(r"set (\w+) \{", line):
+            current = match.group(1)
+            sets[current] = set()
+        elif current and line == "}" and raw.startswith("\t}"):
+            current = None
+        elif current and (match := re.match(r"([0-9a-f.:]+(?:/[0-9]+)?)\s+comment\s", line)):
+            sets[current].add(_canonical(match.group(1)))
+    return sets
+
+
+def _ios_permits(text: str, port: int) -> set[str]:
+    found: set[str] = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:2] != ["permit", "tcp"] or parts[-2:] != ["eq", str(port)]:
+            continue
+        if parts[2] == "host":
+            found.add(_canonical(parts[3]))
+        elif "/" in parts[2]:
+            found.add(_canonical(parts[2]))
+        else:
+            found.add(_canonical(str(netaddr.IPNetwork(f"{parts[2]}/{parts[3]}").cidr)))
+    return found
+
+
+def _junos_permits(text: str, port: int) -> set[str]:
+    found: set[str] = set()
+    for term in re.findall(r"term \S+ \{(.*?)then accept;", text, re.S):
+        if f"destination-port {port};" not in term:
+            continue
+        source = re.search(r"source-address \{\s*([^;]+);", term)
+        if source:
+            found.add(_canonical(source.group(1)))
+    return found
+
+
+def _aerleon_groups(text: str) -> dict[str, set[str]]:
+    groups: dict[str, set[str]] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        if match := re.fullmatch(r"(\w+) =", line):
+            current = match.group(1)
+            groups[current] = set()
+        elif current and line.startswith("    ") and line.strip():
+            groups[current].add(_canonical(line.split()[0]))
+        elif not line.strip():
+            current = None
+    return groups
+
+
+def _compare(what: str, got: Iterable[str], want: Iterable[str], problems: list[str]) -> None:
+    got_set, want_set = set(got), set(want)
+    for extra in sorted(got_set - want_set):
+        problems.append(f"{what}: {extra} is present but no active record grants it")
+    for missing in sorted(want_set - got_set):
+        problems.append(f"{what}: {missing} is missing")
+
+
+def verify(inventory: Inventory, artifacts: Mapping[str, str]) -> list[str]:
+    """Every disagreement between the records and the artifacts (empty: they agree)."""
+    problems: list[str] = []
+    site = inventory.site
+    active = [d for d in inventory.devices if d.status is Status.ACTIVE]
+    legacy = {canonical_text(d.network): tuple(sorted(d.senders)) for d in active if d.is_legacy}
+    revoked = {canonical_text(d.network) for d in inventory.devices if d.status is Status.REVOKED}
+    refused = {
+        canonical_text(d.network)
+        for d in inventory.devices
+        if d.status in (Status.REVOKED, Status.SUSPENDED)
+    }
+    logins: dict[str, set[str]] = {}
+    for device in active:
+        if not device.is_legacy and device.account:
+            for sender in device.senders:
+                logins.setdefault(sender, set()).add(device.account)
+
+    def get(path: str) -> str:
+        if path not in artifacts:
+            problems.append(f"{path}: artifact missing")
+            return ""
+        return artifacts[path]
+
+    # --- Postfix ---
+    fragment = dict(
+        (line.partition(" = ")[0], line.partition(" = ")[2])
+        for line in get("postfix/main.cf.fragment").splitlines()
+        if line and not line.startswith("#")
+    )
+    classes = {c for c in fragment.get("smtpd_restriction_classes", "").split(", ") if c}
+    for name in classes:
+        if not _CLASS.fullmatch(name):
+            problems.append(f"postfix: restriction class {name!r} is not a relaygate class")
+    class_senders: dict[str, tuple[str, ...]] = {}
+    for name in classes:
+        path = f"postfix/senders/{name}"
+        entries = map_entries(get(path), path, problems)
+        for sender, action in entries.items():
+            if action != "OK":
+                problems.append(f"{path}: {sender} maps to {action!r}, not OK")
+        class_senders[name] = tuple(sorted(entries))
+    bound: dict[str, tuple[str, ...]] = {}
+    for path in ("postfix/legacy_clients", "postfix/legacy_clients.cidr"):
+        for key, value in map_entries(get(path), path, problems).items():
+            if value not in classes:
+                problems.append(f"{path}: {key} maps to {value!r}, not a defined class")
+                continue
+            bound[_canonical(key)] = class_senders.get(value, ())
+    _compare("postfix legacy clients", bound, legacy, problems)
+    for address, senders in sorted(bound.items()):
+        if address in legacy and senders != legacy[address]:
+            problems.append(
+                f"postfix: {address} may send as {senders}, the record says {legacy[address]}"
+            )
+    refused_seen: set[str] = set()
+    for path in ("postfix/refused_clients", "postfix/refused_clients.cidr"):
+        for key, value in map_entries(get(path), path, problems).items():
+            if not value.startswith("REJECT "):
+                problems.append(f"{path}: {key} maps to {value!r}, not a REJECT")
+            refused_seen.add(_canonical(key))
+    _compare("postfix refused clients", refused_seen, refused, problems)
+    login_map = map_entries(get("postfix/sender_login"), "postfix/sender_login", problems)
+    _compare("postfix sender logins", login_map, logins, problems)
+    for sender, owners in login_map.items():
+        if sender in logins and set(owners.split(",")) != logins[sender]:
+            problems.append(
+                f"postfix: {sender} is owned by {owners}, the records say {sorted(logins[sender])}"
+            )
+    restrictions = fragment.get("smtpd_relay_restrictions", "")
+    if not restrictions.endswith(", reject") or "permit_mynetworks" in restrictions:
+        problems.append("postfix: smtpd_relay_restrictions does not end in reject")
+    if "mynetworks" in fragment:
+        problems.append(
+            "postfix: the fragment sets mynetworks; relay policy belongs in "
+            "smtpd_relay_restrictions"
+        )
+
+    # --- nftables ---
+    sets = nft_sets(get("nftables/relay.nft"))
+    _compare(
+        "nftables legacy set",
+        sets.get("legacy_v4", set()) | sets.get("legacy_v6", set()),
+        legacy,
+        problems,
+    )
+    _compare(
+        "nftables revoked set",
+        sets.get("revoked_v4", set()) | sets.get("revoked_v6", set()),
+        revoked,
+        problems,
+    )
+
+    # --- ACLs ---
+    port = site.relay_port
+    for segment in site.mod_segments:
+        inside = {
+            a
+            for a in legacy
+            if any(
+                netaddr.IPNetwork(a) in p
+                for p in segment.prefixes
+                if p.version == netaddr.IPNetwork(a).version
+            )
+        }
+        ios: set[str] = set()
+        junos: set[str] = set()
+        for version in (4, 6):
+            ios |= _ios_permits(artifacts.get(f"acl/ios/{segment.name}-v{version}.acl", ""), port)
+            junos |= _junos_permits(
+                artifacts.get(f"acl/junos/{segment.name}-v{version}.conf", ""), port
+            )
+        _compare(f"IOS ACL {segment.name}", ios, inside, problems)
+        _compare(f"Junos filter {segment.name}", junos, inside, problems)
+    groups = _aerleon_groups(get("acl/aerleon/RELAYGATE.net"))
+    in_groups: set[str] = set()
+    for name, members in groups.items():
+        if name != "RELAYGATE_RELAY_HOSTS":
+            in_groups |= members
+    authenticated_in_mod = {
+        canonical_text(d.network)
+        for d in active
+        if not d.is_legacy
+        and any(
+            d.network in p
+            for s in site.mod_segments
+            for p in s.prefixes
+            if p.version == d.network.version
+        )
+    }
+    _compare("Aerleon groups", in_groups, set(legacy) | authenticated_in_mod, problems)
+    return problems
