@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import relaygate.checks
 from tests.conftest import AS_OF, EXAMPLE
 
 
@@ -30,20 +31,29 @@ def test_findings_exit_1_and_text_format(run_cli, inventory: Path) -> None:  # t
 def test_json_and_sarif_carry_the_same_findings(run_cli, inventory: Path) -> None:  # type: ignore[no-untyped-def]
     record = next((inventory / "devices" / "libraries").glob("*.yaml"))
     record.write_text(record.read_text().replace("status: active", "status: activ"))
-    as_json = run_cli("validate", "--inventory", str(inventory), "--as-of", AS_OF, "--format", "json")
-    as_sarif = run_cli("validate", "--inventory", str(inventory), "--as-of", AS_OF, "--format", "sarif")
+    as_json = run_cli(
+        "validate", "--inventory", str(inventory), "--as-of", AS_OF, "--format", "json"
+    )
+    as_sarif = run_cli(
+        "validate", "--inventory", str(inventory), "--as-of", AS_OF, "--format", "sarif"
+    )
     assert as_json.code == as_sarif.code == 1
     findings = json.loads(as_json.stdout)["findings"]
     results = json.loads(as_sarif.stdout)["runs"][0]["results"]
     assert [f["rule"] for f in findings] == [r["ruleId"] for r in results] == ["schema.enum"]
     region = results[0]["locations"][0]["physicalLocation"]["region"]
-    assert (region["startLine"], region["startColumn"]) == (findings[0]["line"], findings[0]["column"])
+    assert (region["startLine"], region["startColumn"]) == (
+        findings[0]["line"],
+        findings[0]["column"],
+    )
 
 
 def test_github_annotations_escape_newlines(run_cli, inventory: Path) -> None:  # type: ignore[no-untyped-def]
     record = next((inventory / "devices" / "libraries").glob("*.yaml"))
-    record.write_text(record.read_text().replace("status: active", "status: active\nnote: \"a\\nb\""))
-    result = run_cli("validate", "--inventory", str(inventory), "--as-of", AS_OF, "--format", "github")
+    record.write_text(record.read_text().replace("status: active", 'status: active\nnote: "a\\nb"'))
+    result = run_cli(
+        "validate", "--inventory", str(inventory), "--as-of", AS_OF, "--format", "github"
+    )
     assert result.code == 1, result
     annotation = next(x for x in result.stdout.splitlines() if x.startswith("::error "))
     assert "title=schema.unknown-field" in annotation
@@ -60,8 +70,6 @@ def test_usage_errors_exit_2(run_cli, tmp_path: Path) -> None:  # type: ignore[n
 
 
 def test_internal_error_fails_closed(run_cli, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import relaygate.checks
-
     def broken(*_args: object) -> object:
         raise ZeroDivisionError("a bug in a check")
 
