@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 # The example inventory is a snapshot: it is checked as of its export day (AS_OF).
 run: $(STAMP)
 	$(BIN)/relaygate validate --inventory inventory --as-of $(AS_OF)
+	$(BIN)/relaygate compile --inventory inventory --as-of $(AS_OF) --out $(OUT)
 
 validate: run
 

@@ -107,7 +107,7 @@ def discover_devices(root: Path) -> tuple[list[Path], list[Finding]]:
 def _load_checked(
     path: Path, max_bytes: int, kind: schema.SchemaName, findings: list[Finding]
 ) -> Document | None:
-    """Load a file and check its schema; the document only if both are clean."""
+    """Load a file and check its schema; the document if its checks can go on."""
     result = load_document(path, display_path(path), max_bytes)
     findings.extend(result.findings)
     document = result.document
@@ -118,13 +118,13 @@ def _load_checked(
     findings.extend(checks.text_checks(document, result.findings))
     if not problems:
         return document
-    # Unknown top-level fields are reported above; the rest of the record is
-    # still checked so one run shows everything. The model never sees them.
-    unknown = schema.unknown_top_level(document.data, kind)
-    if len(problems) != len(unknown) or any(p.rule != "schema.unknown-field" for p in problems):
-        return None
-    document.data = {k: v for k, v in document.data.items() if k not in unknown}
-    return document
+    # Unknown fields are reported above; the rest of the record is still
+    # checked so one run shows everything. The model never sees them.
+    if all(p.rule == "schema.unknown-field" for p in problems) and schema.strip_unknown_fields(
+        document.data, kind
+    ):
+        return document
+    return None
 
 
 def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> ValidationResult:

@@ -180,8 +180,18 @@ def check(document: Document, name: SchemaName) -> list[Finding]:
     return found
 
 
-def unknown_top_level(data: dict[str, Any], name: SchemaName) -> set[str]:
-    """Top-level keys of ``data`` that the schema does not define."""
-    schema_doc = validator(name).schema
-    known = schema_doc.get("properties", {}) if isinstance(schema_doc, dict) else {}
-    return {key for key in data if key not in known}
+def strip_unknown_fields(data: dict[str, Any], name: SchemaName) -> bool:
+    """Delete unknown fields in place if they are the only schema problems.
+
+    Returns False (and changes nothing) when any other problem exists. Used so
+    a misspelt field is reported without hiding the record's policy findings.
+    """
+    errors = list(validator(name).iter_errors(data))
+    if any(error.validator != "additionalProperties" for error in errors):
+        return False
+    for error in errors:
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        if isinstance(error.instance, dict):
+            for key in [k for k in error.instance if k not in known]:
+                del error.instance[key]
+    return True
