@@ -1,0 +1,114 @@
+"""The strict loader: what it refuses, where it says so, and the position table."""
+
+from __future__ import annotations
+
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from relaygate.load import FORBIDDEN_CHARACTERS, load_document, parse_text
+
+
+def rules_at(text: str) -> list[tuple[str, int, int]]:
+    result = parse_text(Path("x.yaml"), "x.yaml", text, [])
+    return [(f.rule, f.line, f.column) for f in result.findings]
+
+
+def test_forbidden_class_covers_every_invisible_code_point() -> None:
+    missing = [
+        f"U+{cp:04X}"
+        for cp in range(sys.maxunicode + 1)
+        if (
+            unicodedata.category(chr(cp)) in ("Cc", "Cf", "Zl", "Zp")
+            or (unicodedata.category(chr(cp)) == "Zs" and cp != 0x20)
+        )
+        and chr(cp) not in "\t\n\r"
+        and not FORBIDDEN_CHARACTERS.fullmatch(chr(cp))
+    ]
+    assert missing == []
+    assert FORBIDDEN_CHARACTERS.search("plain ascii, é and 中文") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: 1\nb: 2\na: 3\n", [("yaml.duplicate-key", 3, 1)]),
+        ("a: &x 1\nb: *x\n", [("yaml.anchor", 1, 4), ("yaml.alias", 2, 4)]),
+        ("a: 1\n<<: {b: 2}\n", [("yaml.merge-key", 2, 1)]),
+        ("a: !!str 123\n", [("yaml.tag", 1, 4)]),
+        ("- a\n", [("yaml.not-mapping", 1, 1)]),
+        ("", [("yaml.not-mapping", 1, 1)]),
+        ("a: 1\n---\nb: 2\n", [("yaml.multiple-documents", 2, 1)]),
+        ("a: [1, 2\n", [("yaml.syntax", 2, 1)]),
+        ("a: x\u202ey\n", [("file.forbidden-character", 1, 5)]),
+        ("# \u200b hidden\na: 1\n", [("file.forbidden-character", 1, 3)]),
+        ("a: 1\r\n", [("file.line-endings", 1, 5)]),
+        ("123: a\n", [("yaml.non-string-key", 1, 1)]),
+        ("a: no\n", [("yaml.ambiguous-scalar", 1, 4)]),
+        ("a: 0755\n", [("yaml.ambiguous-scalar", 1, 4)]),
+        ("a: 1:30\n", [("yaml.ambiguous-scalar", 1, 4)]),
+        ("a: 0x1f\n", [("yaml.ambiguous-scalar", 1, 4)]),
+        ("a: .inf\n", [("yaml.ambiguous-scalar", 1, 4)]),
+        ("a: 'no'\nb: true\nc: 12\nd: 2026-06-15\n", []),
+    ],
+)
+def test_refusals_are_located(text: str, expected: list[tuple[str, int, int]]) -> None:
+    assert rules_at(text) == expected
+
+
+def test_plain_values_keep_what_a_reader_sees() -> None:
+    result = parse_text(
+        Path("x"), "x", "a: true\nb: 12\nc: 1.5\nd: 2026-06-15\ne: ~\nf: '010'\n", []
+    )
+    assert result.document is not None
+    assert result.document.data == {
+        "a": True,
+        "b": 12,
+        "c": 1.5,
+        "d": "2026-06-15",
+        "e": None,
+        "f": "010",
+    }
+
+
+def test_positions_live_beside_the_data() -> None:
+    result = parse_text(Path("x"), "x", "a:\n  b:\n    - 1\n    - c: 2\n", [])
+    document = result.document
+    assert document is not None
+    assert document.data == {"a": {"b": [1, {"c": 2}]}}  # no position keys in the data
+    assert document.locate(("a", "b", 1, "c")) == (4, 10)
+    assert document.locate(("a", "b", 1, "c"), key=True) == (4, 7)
+    assert document.locate(("a", "b", 1, "missing"), key=True) == (4, 7)
+    assert document.locate(("a", "b", 0)) == (3, 7)
+
+
+def test_files_it_will_not_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("a: " + "x" * 200 + "\n")
+    assert [f.rule for f in load_document(big, "big.yaml", 100).findings] == ["file.too-large"]
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"a: 1\nb: caf\xe9\n")
+    findings = load_document(latin, "latin.yaml", 1000).findings
+    assert [(f.rule, f.line, f.column) for f in findings] == [("file.not-utf8", 2, 7)]
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes(b"\xef\xbb\xbfa: 1\n")
+    result = load_document(bom, "bom.yaml", 1000)
+    assert [f.rule for f in result.findings] == ["file.byte-order-mark"]
+    link = tmp_path / "link.yaml"
+    link.symlink_to(bom)
+    assert [f.rule for f in load_document(link, "link.yaml", 1000).findings] == ["file.not-regular"]
+    folder = tmp_path / "dir.yaml"
+    folder.mkdir()
+    assert [f.rule for f in load_document(folder, "dir.yaml", 1000).findings] == [
+        "file.not-regular"
+    ]
+
+
+def test_alias_bomb_is_refused_without_expanding(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    result = parse_text(Path("bomb"), "bomb", "\n".join(lines) + "\n", [])
+    assert result.document is None
+    assert {f.rule for f in result.findings} == {"yaml.anchor", "yaml.alias"}
