@@ -344,9 +344,7 @@ def _justification(rng: random.Random, unit: _Unit) -> str:
         (
             rng.choice(_PURPOSE).format(unit=unit.title),
             rng.choice(_WHY),
-            rng.choice(_PLAN).format(
-                year=year, year2=2000 + year, month=rng.choice(_MONTHS)
-            ),
+            rng.choice(_PLAN).format(year=year, year2=2000 + year, month=rng.choice(_MONTHS)),
         )
     )
     return "\n".join(textwrap.wrap(text, width=84, initial_indent="    ", subsequent_indent="    "))

@@ -1,0 +1,95 @@
+"""Property tests: random valid inventories compile and the verifier agrees;
+random mutations of a record are refused with a located finding or compile cleanly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relaygate import compile as compile_
+from relaygate.verify import verify
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from synth import generate
+
+DAY = dt.date(2026, 11, 29)
+SETTINGS = settings(
+    max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@SETTINGS
+@given(records=st.integers(min_value=1, max_value=60), seed=st.integers(0, 2**16))
+def test_random_valid_inventories_compile_and_agree(records: int, seed: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        generate(root, records, seed)
+        result = compile_.build(root, DAY)
+        assert result.validation.findings == []
+        assert result.artifacts is not None
+        assert result.validation.inventory is not None
+        assert verify(result.validation.inventory, result.artifacts) == []
+
+
+_FIELDS = ("address", "auth", "kind", "status", "fqdn", "name", "unit", "netreg")
+_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "OK",
+            "RELAY",
+            "0.0.0.0/0",
+            "10.0.0.1\nOK",
+            "no",
+            "ip",
+            "none",
+            "revoked",
+            "server",
+            "10.200.0.1/16",
+            "a@b",
+            "x" * 300,
+            "::1",
+            "static",
+        ]
+    ),
+    st.text(max_size=20),
+    st.integers(-5, 10**6),
+    st.booleans(),
+    st.none(),
+)
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**16),
+    field=st.sampled_from(_FIELDS),
+    value=_VALUES,
+    pick=st.integers(0, 29),
+)
+def test_mutations_are_refused_with_a_located_finding_or_compile_cleanly(
+    seed: int, field: str, value: object, pick: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        generate(root, 30, seed)
+        records = sorted((root / "devices").glob("*/*.yaml"))
+        record = records[pick % len(records)]
+        data = yaml.safe_load(record.read_text())
+        data = {k: (str(v) if hasattr(v, "isoformat") else v) for k, v in data.items()}
+        data[field] = value
+        record.write_text(yaml.safe_dump(data, allow_unicode=True))
+        result = compile_.build(root, DAY)  # raises only relaygate's own errors
+        if result.artifacts is None:
+            errors = [f for f in result.validation.findings if f.is_error]
+            assert errors, "refused without a finding"
+            assert all(f.line >= 1 and f.column >= 1 and f.path for f in errors)
+        else:
+            assert result.validation.inventory is not None
+            assert verify(result.validation.inventory, result.artifacts) == []
