@@ -1,0 +1,180 @@
+"""Example inventories as test cases: tests/cases/{valid,invalid}/<case>/.
+
+Each case is an overlay on the example inventory (``inventory/`` at the
+repository root):
+
+- ``remove.txt`` (optional): paths relative to the inventory root, one a
+  line, deleted from a fresh copy first (files or whole folders);
+- ``inventory/`` (optional): files copied over the copy, same relative paths;
+- ``setup.py`` (optional): ``def setup(root: pathlib.Path) -> None`` mutates
+  the copy for what git cannot hold as plain text (symlinks, BOMs, CRLF,
+  invalid UTF-8, oversized files, folders named like records);
+- ``expected.txt`` (invalid cases): the exact findings, one a line, as
+  ``<path>:<line>:<col>: <severity> <rule-id>: <message>`` with the path
+  relative to the inventory root, in the order relaygate sorts them.
+  Lines starting with ``#`` are comments; ``# xfail: <reason>`` marks a case
+  that documents a compiler bug (strict: it fails once the bug is fixed, so
+  the expectation gets reviewed). ``{root}`` stands for the absolute
+  inventory root where a message names it.
+
+A valid case must validate with zero findings; it may carry an
+``expected.txt`` holding only comments (for an ``# xfail:`` line).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from relaygate.findings import Finding
+from relaygate.pipeline import validate
+from relaygate.rules import RULES
+from tests.conftest import AS_OF, EXAMPLE, CliResult
+
+CASES = Path(__file__).resolve().parent / "cases"
+VALID = CASES / "valid"
+INVALID = CASES / "invalid"
+XFAIL = "# xfail:"
+
+#: Rules no inventory can trigger, with the reason. Keep this empty if you can:
+#: an entry here is a rule the catalogue promises and nothing checks.
+UNREACHABLE: dict[str, str] = {
+    "schema.invalid": (
+        "fallback for JSON Schema keywords that no bundled schema uses; every keyword "
+        "the schemas use maps to a specific schema.* rule"
+    ),
+}
+
+
+def _case_dirs(kind: Path) -> list[Path]:
+    return sorted(p for p in kind.iterdir() if p.is_dir()) if kind.is_dir() else []
+
+
+def read_expected(case: Path) -> tuple[list[str], list[str]]:
+    """The expected finding lines of a case and its xfail reasons."""
+    path = case / "expected.txt"
+    if not path.exists():
+        return [], []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    reasons = [line[len(XFAIL) :].strip() for line in lines if line.startswith(XFAIL)]
+    findings = [line for line in lines if line.strip() and not line.startswith("#")]
+    return findings, reasons
+
+
+def rule_of(line: str) -> str:
+    """The rule id of an expected line (``<path>:<l>:<c>: <severity> <rule>: <message>``)."""
+    return line.split(": ", 2)[1].split()[1]
+
+
+def _params(kind: Path) -> list[object]:
+    params: list[object] = []
+    for case in _case_dirs(kind):
+        _, reasons = read_expected(case)
+        marks = [pytest.mark.xfail(reason="; ".join(reasons), strict=True)] if reasons else []
+        params.append(pytest.param(case, id=case.name, marks=marks))
+    return params
+
+
+def _inside(root: Path, relative: str) -> Path:
+    target = root / relative
+    if not target.resolve().is_relative_to(root.resolve()) or target == root:
+        raise ValueError(f"{relative!r} is not a path inside the inventory")
+    return target
+
+
+def build_inventory(case: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the example inventory with the case applied; returns its root."""
+    root = (tmp_path / "inventory").resolve()
+    shutil.copytree(EXAMPLE, root)
+    remove = case / "remove.txt"
+    if remove.exists():
+        for line in remove.read_text(encoding="utf-8").splitlines():
+            relative = line.strip()
+            if not relative or relative.startswith("#"):
+                continue
+            target = _inside(root, relative)
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+    overlay = case / "inventory"
+    if overlay.is_dir():
+        shutil.copytree(overlay, root, dirs_exist_ok=True)
+    setup = case / "setup.py"
+    if setup.exists():
+        spec = importlib.util.spec_from_file_location(f"case_setup_{case.name}", setup)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.setup(root)
+    return root
+
+
+def finding_line(finding: Finding, root: Path) -> str:
+    """The text-format line of a finding without its hint, paths relative to ``root``."""
+    path = Path(finding.path)
+    if path.is_absolute():
+        path = path.relative_to(root)
+    message = finding.message.replace(str(root), "{root}")
+    return (
+        f"{path.as_posix()}:{finding.line}:{finding.column}: "
+        f"{finding.severity} {finding.rule}: {message}"
+    )
+
+
+def run_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    root = build_inventory(case, tmp_path)
+    # Finding paths are shown relative to the working directory.
+    monkeypatch.chdir(root)
+    result = validate(root, dt.date.fromisoformat(AS_OF))
+    return [finding_line(f, root) for f in result.findings]
+
+
+@pytest.mark.parametrize("case", _params(VALID))
+def test_valid_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected, _ = read_expected(case)
+    assert expected == [], "a valid case may only carry comments in expected.txt"
+    assert run_case(case, tmp_path, monkeypatch) == []
+
+
+@pytest.mark.parametrize("case", _params(INVALID))
+def test_invalid_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected, _ = read_expected(case)
+    assert expected, f"{case.name}: expected.txt lists no finding"
+    assert run_case(case, tmp_path, monkeypatch) == expected
+
+
+def test_every_rule_has_an_invalid_case() -> None:
+    covered: set[str] = set()
+    for case in _case_dirs(INVALID):
+        for line in read_expected(case)[0]:
+            covered.add(rule_of(line))
+    unknown = covered - set(RULES)
+    assert not unknown, f"expected.txt names unknown rule ids: {sorted(unknown)}"
+    stale = covered & set(UNREACHABLE)
+    assert not stale, f"now covered, remove from UNREACHABLE: {sorted(stale)}"
+    missing = set(RULES) - covered - set(UNREACHABLE)
+    assert not missing, f"rules without an invalid case: {sorted(missing)}"
+
+
+# findings in two files: a record and units.yaml, in relaygate's order
+CLI_CASE = INVALID / "units-duplicate-approver-conflicting-role"
+
+
+def test_cli_prints_a_case_with_hints(
+    run_cli: Callable[..., CliResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected, _ = read_expected(CLI_CASE)
+    root = build_inventory(CLI_CASE, tmp_path)
+    monkeypatch.chdir(root)
+    result = run_cli("validate", "--inventory", ".", "--as-of", AS_OF)
+    assert result.code == 1, result
+    lines = result.stdout.splitlines()
+    hinted = [f"{line} ({RULES[rule_of(line)].hint})" for line in expected]
+    assert lines[:-1] == hinted, result
+    assert lines[-1].endswith(f"{len(expected)} errors, 0 warnings"), result
