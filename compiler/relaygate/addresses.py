@@ -74,7 +74,7 @@ def parse(text: str) -> Parsed | str:
             length = str(mask.netmask_bits())
             problem = "a netmask instead of a prefix length"
         elif not _PREFIX_LEN.fullmatch(length):
-            if length.isdigit():
+            if length.isascii() and length.isdigit():
                 length = str(int(length))
                 problem = "leading zeros in the prefix length"
             else:
@@ -110,6 +110,11 @@ def parse(text: str) -> Parsed | str:
 def special_kind(network: netaddr.IPNetwork) -> str | None:
     """Why this network can never be a device address, or None if it can be."""
     ip = network.network
+    if network.version == 4 and int(ip) != 0:
+        if int(ip) == 0xFFFFFFFF:
+            return "the broadcast address"
+        if network.first >> 24 == 0:
+            return "an address in 0.0.0.0/8 ('this network')"
     checks = (
         ("an unspecified address", int(ip) == 0),
         ("a loopback address", ip.is_loopback()),
@@ -120,12 +125,8 @@ def special_kind(network: netaddr.IPNetwork) -> str | None:
             network.version == 6 and (ip.is_ipv4_mapped() or ip.is_ipv4_compat()),
         ),
         ("a reserved address", ip.is_reserved()),
-        ("the broadcast address", network.version == 4 and int(ip) == 0xFFFFFFFF),
     )
     for name, hit in checks:
         if hit:
             return name
-    first, last = network.first, network.last
-    if network.version == 4 and (first >> 24 == 0 or last >> 24 == 0):
-        return "an address in 0.0.0.0/8 ('this network')"
     return None

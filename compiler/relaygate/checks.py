@@ -44,6 +44,15 @@ class Context:
     docs: dict[str, Document]  # device documents by display path
 
 
+_KIND_LABEL = {
+    "copier": "a copier",
+    "mfd": "an MFD",
+    "scanner": "a scanner",
+    "appliance": "an appliance",
+    "application": "an application",
+    "server": "a server",
+}
+
 RecordCheck = Callable[[Device, Document, Context], Iterator[Finding]]
 _RECORD_CHECKS: list[RecordCheck] = []
 
@@ -74,17 +83,18 @@ def text_checks(document: Document, raw_findings: Iterable[Finding]) -> Iterator
     Characters written literally were already reported by the loader at their
     exact position; this catches those written as escapes ("\\u202e").
     """
-    literal_reported = any(f.rule == "file.forbidden-character" for f in raw_findings)
+    literal = {c for c in document.text if FORBIDDEN_CHARACTERS.fullmatch(c)}
     for pointer, value in _strings(document.data, ()):
         if value != value.strip():
             yield document.finding(
                 "text.surrounding-whitespace", pointer, f"{'/'.join(map(str, pointer))}: {value!r}"
             )
-        if not literal_reported and (match := FORBIDDEN_CHARACTERS.search(value)):
+        escaped = [c for c in FORBIDDEN_CHARACTERS.findall(value) if c not in literal]
+        if escaped:
             yield document.finding(
                 "text.forbidden-character",
                 pointer,
-                f"{'/'.join(map(str, pointer))}: character U+{ord(match.group()):04X}",
+                f"{'/'.join(map(str, pointer))}: character U+{ord(escaped[0]):04X}",
             )
         elif "\t" in value:
             yield document.finding(
@@ -157,7 +167,7 @@ def _addressing(device: Device, doc: Document, ctx: Context) -> Iterator[Finding
         yield doc.finding(
             "address.prefix-not-allowed",
             ("address",),
-            f"a {device.kind} must be a single host, not {device.address}",
+            f"{_KIND_LABEL[device.kind]} must be a single host, not {device.address}",
         )
     site = ctx.site
     if site is None:
@@ -228,7 +238,9 @@ _WORD = re.compile(r"[A-Za-z]{2,}")
 @record_check
 def _legacy(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
     exception = device.exception
-    if not device.is_legacy or exception is None:
+    if not device.is_legacy or exception is None or device.status is Status.RETIRED:
+        # A retired record is history: its approver may have left, its
+        # reservation and MOD placement are gone, and it grants nothing.
         return
     missing = [a for a in ACKNOWLEDGMENTS if a not in exception.acknowledged]
     for item in missing:
@@ -337,7 +349,7 @@ def _exception_dates(device: Device, doc: Document, ctx: Context) -> Iterator[Fi
             yield doc.finding(
                 "exception.expires-soon",
                 ("exception", "expires_on"),
-                f"expires on {exception.expires_on}, in {left} days",
+                f"expires on {exception.expires_on}, in {left} day{'s' if left != 1 else ''}",
             )
 
 
@@ -389,7 +401,7 @@ def _status(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
 # --- across records -----------------------------------------------------------------
 
 
-def _first_seen(
+def _shared(
     devices: Iterable[Device],
     key: Callable[[Device], Any],
     ctx: Context,
@@ -397,28 +409,32 @@ def _first_seen(
     pointer: Pointer,
     what: str,
 ) -> Iterator[Finding]:
-    seen: dict[Any, Device] = {}
+    """Every record sharing a value with another is told, naming the others.
+
+    Both sides are reported so the annotation lands on the new record of a
+    pull request as well as on the one it collides with.
+    """
+    groups: dict[Any, list[Device]] = {}
     for device in devices:
         value = key(device)
-        if value is None:
+        if value is not None:
+            groups.setdefault(value, []).append(device)
+    for value, members in groups.items():
+        if len(members) < 2:
             continue
-        other = seen.setdefault(value, device)
-        if other is not device:
+        for device in members:
+            others = ", ".join(f"{o.name} ({o.source})" for o in members if o is not device)
             yield ctx.docs[device.source].finding(
-                rule_id, pointer, f"{what} {value} is also used by {other.name} ({other.source})"
+                rule_id, pointer, f"{what} {value} is also used by {others}"
             )
 
 
 def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
     """Uniqueness and cross-record rules; ``devices`` is in a stable order."""
-    yield from _first_seen(
-        devices, lambda d: d.name, ctx, "identity.duplicate-name", ("name",), "name"
-    )
+    yield from _shared(devices, lambda d: d.name, ctx, "identity.duplicate-name", ("name",), "name")
     live = [d for d in devices if d.status is not Status.RETIRED]
-    yield from _first_seen(
-        live, lambda d: d.fqdn, ctx, "identity.duplicate-fqdn", ("fqdn",), "FQDN"
-    )
-    yield from _first_seen(
+    yield from _shared(live, lambda d: d.fqdn, ctx, "identity.duplicate-fqdn", ("fqdn",), "FQDN")
+    yield from _shared(
         live,
         lambda d: addresses.canonical_text(d.network),
         ctx,
@@ -426,7 +442,7 @@ def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
         ("address",),
         "address",
     )
-    yield from _first_seen(
+    yield from _shared(
         [d for d in live if not d.is_legacy],
         lambda d: d.account,
         ctx,
@@ -468,11 +484,12 @@ def _overlapping(devices: list[Device], ctx: Context) -> Iterator[Finding]:
                 open_range.network.first,
                 open_range.network.last,
             ):
-                yield ctx.docs[device.source].finding(
-                    "identity.overlapping-prefix",
-                    ("address",),
-                    f"{device.address} overlaps {open_range.address} of {open_range.name}",
-                )
+                for one, other in ((device, open_range), (open_range, device)):
+                    yield ctx.docs[one.source].finding(
+                        "identity.overlapping-prefix",
+                        ("address",),
+                        f"{one.address} overlaps {other.address} of {other.name}",
+                    )
             if device.network.last > open_range.network.last:
                 open_range = device
         else:

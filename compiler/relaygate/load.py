@@ -151,16 +151,19 @@ def _position_table(
     while stack:
         node, pointer = stack.pop()
         values.setdefault(pointer, (node.start_mark.line + 1, node.start_mark.column + 1))
+        # Children are pushed in reverse so they are visited in document order:
+        # for a duplicate key the first occurrence, the one the data keeps, wins.
         if isinstance(node, MappingNode):
-            for key_node, value_node in node.value:
+            for key_node, _ in node.value:
                 child = (*pointer, str(key_node.value))
                 keys.setdefault(
                     child, (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 )
-                stack.append((value_node, child))
+            for key_node, value_node in reversed(node.value):
+                stack.append((value_node, (*pointer, str(key_node.value))))
         elif isinstance(node, SequenceNode):
-            for index, item in enumerate(node.value):
-                stack.append((item, (*pointer, index)))
+            for index in reversed(range(len(node.value))):
+                stack.append((node.value[index], (*pointer, index)))
     return values, keys
 
 
@@ -178,16 +181,19 @@ class _Builder:
             )
         )
 
-    def build(self, node: Node) -> Any:
+    def build(self, node: Node, depth: int = 1) -> Any:
         if isinstance(node, ScalarNode):
             return self.scalar(node)
+        if depth > MAX_DEPTH:
+            self._at("yaml.too-deep", node, f"nesting deeper than {MAX_DEPTH} levels")
+            return None
         if isinstance(node, SequenceNode):
-            return [self.build(item) for item in node.value]
+            return [self.build(item, depth + 1) for item in node.value]
         if isinstance(node, MappingNode):
-            return self.mapping(node)
+            return self.mapping(node, depth)
         raise AssertionError(f"unknown YAML node {type(node).__name__}")  # pragma: no cover
 
-    def mapping(self, node: MappingNode) -> dict[str, Any]:
+    def mapping(self, node: MappingNode, depth: int = 1) -> dict[str, Any]:
         result: dict[str, Any] = {}
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -213,7 +219,7 @@ class _Builder:
                 )
                 continue
             first_line[key] = key_node.start_mark.line + 1
-            result[key] = self.build(value_node)
+            result[key] = self.build(value_node, depth + 1)
         return result
 
     def scalar(self, node: ScalarNode) -> Any:
@@ -237,7 +243,8 @@ class _Builder:
             self._at(
                 "yaml.ambiguous-scalar",
                 node,
-                f"plain {value!r} is read as a number in YAML 1.1 (octal, hex or base 60)",
+                f"plain {value!r} is read as a number in YAML 1.1"
+                " (octal, hex, base 60 or underscores)",
             )
             return value
         if tag == _FLOAT:
@@ -263,6 +270,8 @@ class _Builder:
 
 
 _TRUTHY = frozenset({"yes", "true", "on", "y"})
+#: Inventory files need a few levels; anything deeper is a mistake or an attack.
+MAX_DEPTH = 16
 
 
 def _scan_events(text: str, display: str) -> list[Finding]:
@@ -300,7 +309,7 @@ def read_text(path: Path, display: str, max_bytes: int) -> tuple[str | None, lis
     except FileNotFoundError:
         return None, [rule("file.missing").at(display, 1, 1, "file not found")]
     except OSError as error:
-        return None, [rule("file.unreadable").at(display, 1, 1, str(error))]
+        return None, [rule("file.unreadable").at(display, 1, 1, f"cannot read: {error.strerror}")]
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
         kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
         return None, [rule("file.not-regular").at(display, 1, 1, f"{kind}")]
@@ -315,7 +324,7 @@ def read_text(path: Path, display: str, max_bytes: int) -> tuple[str | None, lis
         with os.fdopen(fd, "rb") as handle:
             raw = handle.read(max_bytes + 1)
     except OSError as error:
-        return None, [rule("file.unreadable").at(display, 1, 1, str(error))]
+        return None, [rule("file.unreadable").at(display, 1, 1, f"cannot read: {error.strerror}")]
     if len(raw) > max_bytes:  # grew after lstat
         return None, [
             rule("file.too-large").at(display, 1, 1, f"more than the cap of {max_bytes} bytes")

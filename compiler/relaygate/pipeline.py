@@ -53,6 +53,20 @@ def display_path(path: Path) -> str:
         return path.as_posix()
 
 
+def _entries(folder: Path, found: list[Finding]) -> list[os.DirEntry[str]]:
+    """A folder's entries by name; an unreadable folder is a finding, not a crash."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except OSError as error:
+        found.append(
+            rule("file.unreadable").at(
+                display_path(folder), 1, 1, f"cannot list the folder: {error.strerror}"
+            )
+        )
+        return []
+
+
 def discover_devices(root: Path) -> tuple[list[Path], list[Finding]]:
     """Candidate record files under ``devices/``, and findings for everything else there.
 
@@ -62,12 +76,19 @@ def discover_devices(root: Path) -> tuple[list[Path], list[Finding]]:
     devices = root / DEVICES_DIR
     found: list[Finding] = []
     paths: list[Path] = []
-    if not devices.is_dir() or devices.is_symlink():
+    if devices.is_symlink() or (devices.exists() and not devices.is_dir()):
+        found.append(
+            rule("file.not-regular").at(
+                display_path(devices), 1, 1, "devices/ must be a real folder, not a link or file"
+            )
+        )
+        return paths, found
+    if not devices.exists():
         found.append(
             rule("file.missing").at(display_path(devices), 1, 1, "devices/ folder not found")
         )
         return paths, found
-    for unit_entry in sorted(os.scandir(devices), key=lambda e: e.name):
+    for unit_entry in _entries(devices, found):
         unit_path = Path(unit_entry.path)
         if unit_entry.name in _IGNORED:
             continue
@@ -86,7 +107,7 @@ def discover_devices(root: Path) -> tuple[list[Path], list[Finding]]:
                 )
             )
             continue
-        for entry in sorted(os.scandir(unit_path), key=lambda e: e.name):
+        for entry in _entries(unit_path, found):
             path = Path(entry.path)
             if entry.name in _IGNORED:
                 continue

@@ -108,6 +108,12 @@ _ALL: list[Rule] = [
         "remove the tag; quote the value if it must be a string",
     ),
     Rule(
+        "yaml.too-deep",
+        E,
+        "lists and mappings nested deeper than any inventory file needs",
+        "flatten the value; records are a few levels deep",
+    ),
+    Rule(
         "yaml.non-string-key",
         E,
         "a mapping key that is not a plain string",

@@ -108,17 +108,30 @@ def schema_text(name: SchemaName) -> str:
 
 
 @cache
-def validator(name: SchemaName) -> Draft202012Validator:
+def validator(name: SchemaName) -> Any:
     """A compiled validator for one schema; the schema itself is checked first."""
     schema = json.loads(schema_text(name))
     try:
         Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as error:  # pragma: no cover - guarded by tests
         raise InternalError(f"schema {name} is invalid: {error.message}") from error
-    return Draft202012Validator(schema, format_checker=_FORMAT_CHECKER)
+    return _StrictValidator(schema, format_checker=_FORMAT_CHECKER)
+
+
+def _is_integer(_checker: object, value: object) -> bool:
+    # JSON Schema lets 25.0 pass as an integer; it would render as "25.0".
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_StrictValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
 
 
 def _short(value: Any) -> str:
+    if value is None:
+        return "null"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -135,6 +148,19 @@ def _findings(document: Document, error: jsonschema.ValidationError) -> Iterator
     keyword = str(error.validator)
     rule_id = _RULE_BY_KEYWORD.get(keyword, "schema.invalid")
     field = "/".join(str(p) for p in pointer) or "(top level)"
+    if "propertyNames" in error.relative_schema_path:
+        yield document.finding(
+            "schema.pattern",
+            (*pointer, str(error.instance)),
+            f"{field}: key {_short(error.instance)} is not in the required form",
+            key=True,
+        )
+        return
+    if keyword == "format" and str(error.validator_value).startswith("ip-"):
+        reason = addresses.parse(error.instance) if isinstance(error.instance, str) else None
+        if isinstance(reason, str):
+            yield document.finding("address.invalid", pointer, f"{field}: {reason}")
+            return
     if keyword == "additionalProperties" and isinstance(error.instance, dict):
         allowed = (
             set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
@@ -158,7 +184,9 @@ def _findings(document: Document, error: jsonschema.ValidationError) -> Iterator
     if keyword == "type":
         expected = error.validator_value
         message = f"{field}: {_short(error.instance)} is not of type {expected!r}"
-        if expected == "string" and not isinstance(error.instance, dict | list):
+        if error.instance is None:
+            message = f"{field}: no value given; expected {expected!r}"
+        elif expected == "string" and not isinstance(error.instance, dict | list):
             message += "; quote it"
     elif keyword == "enum":
         message = f"{field}: {_short(error.instance)} is not one of {error.validator_value}"
