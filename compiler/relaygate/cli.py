@@ -10,66 +10,29 @@ internal failure: it is reported and exits 3, never 0.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 
 from relaygate import __version__
 from relaygate import compile as compile_
-from relaygate.errors import RelaygateError, UsageError
+from relaygate.cliutil import (
+    EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    as_of_option,
+    inventory_option,
+    inventory_root,
+)
+from relaygate.errors import RelaygateError
 from relaygate.pipeline import validate
 from relaygate.report import FORMATTERS, summary_line
 from relaygate.rules import RULES
-
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_USAGE = 2
-EXIT_INTERNAL = 3
-
-
-class DateParam(click.ParamType):  # type: ignore[type-arg]
-    name = "DATE"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> dt.date:
-        if isinstance(value, dt.date):
-            return value
-        try:
-            return dt.date.fromisoformat(str(value))
-        except ValueError:
-            self.fail(f"{value!r} is not a date (YYYY-MM-DD)", param, ctx)
-
-
-def inventory_option(function: Any) -> Any:
-    return click.option(
-        "--inventory",
-        "inventory",
-        default="inventory",
-        show_default=True,
-        type=click.Path(path_type=Path, file_okay=False),
-        help="The inventory folder.",
-    )(function)
-
-
-def as_of_option(function: Any) -> Any:
-    return click.option(
-        "--as-of",
-        "as_of",
-        type=DateParam(),
-        default=None,
-        help="The day to check against (YYYY-MM-DD); default: today.",
-    )(function)
-
-
-def _inventory_root(path: Path) -> Path:
-    if not path.is_dir():
-        raise UsageError(f"inventory folder {path} not found (use --inventory DIR)")
-    return path.resolve()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,7 +62,7 @@ class ValidateOptions:
 def validate_command(inventory: Path, as_of: dt.date | None, output_format: str) -> None:
     """Check every record against the schemas and every rule of the procedure."""
     options = ValidateOptions(
-        inventory=_inventory_root(inventory), as_of=as_of or dt.date.today(), format=output_format
+        inventory=inventory_root(inventory), as_of=as_of or dt.date.today(), format=output_format
     )
     result = validate(options.inventory, options.as_of)
     summary = summary_line(result.findings, result.files_checked)
@@ -129,7 +92,7 @@ class CompileOptions:
 def compile_command(inventory: Path, as_of: dt.date | None, out: Path, check: bool) -> None:
     """Compile the inventory into Postfix maps, nftables rules and MOD ACLs."""
     options = CompileOptions(
-        inventory=_inventory_root(inventory), out=out, as_of=as_of or dt.date.today(), check=check
+        inventory=inventory_root(inventory), out=out, as_of=as_of or dt.date.today(), check=check
     )
     result = compile_.build(
         options.inventory, options.as_of, compile_.inventory_commit(options.inventory)
@@ -167,6 +130,18 @@ def rules_command() -> None:
     """List every rule id with its severity and what to do."""
     for rule in RULES.values():
         click.echo(f"{rule.id:36} {rule.severity!s:8} {rule.summary}")
+
+
+#: Command groups that live in their own modules; each has ``register(group)``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(cli)
+
+
+_register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
