@@ -165,7 +165,6 @@ _ALL: list[Rule] = [
         "fix the list as the message says",
     ),
     Rule("schema.range", E, "a number out of range", "use a value inside the range"),
-    Rule("schema.invalid", E, "a value the schema rejects", "fix the value as the message says"),
     # --- site, units, netreg ----------------------------------------------------
     Rule(
         "site.prefix-not-canonical",

@@ -74,7 +74,7 @@ def _is_date(value: object) -> bool:
     return True
 
 
-_RULE_BY_KEYWORD = {
+RULE_BY_KEYWORD = {
     "required": "schema.required",
     "additionalProperties": "schema.unknown-field",
     "unevaluatedProperties": "schema.unknown-field",
@@ -146,7 +146,9 @@ def _non_ascii(value: Any) -> str | None:
 def _findings(document: Document, error: jsonschema.ValidationError) -> Iterator[Finding]:
     pointer: Pointer = tuple(error.absolute_path)
     keyword = str(error.validator)
-    rule_id = _RULE_BY_KEYWORD.get(keyword, "schema.invalid")
+    rule_id = RULE_BY_KEYWORD.get(keyword)
+    if rule_id is None:  # our schemas use a keyword this table does not know: our bug
+        raise InternalError(f"schema keyword {keyword!r} has no rule id in relaygate.schema")
     field = "/".join(str(p) for p in pointer) or "(top level)"
     if "propertyNames" in error.relative_schema_path:
         yield document.finding(
