@@ -34,6 +34,7 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+submission inet n       -       n       -       -       smtpd
 """
 
 POSTFIX_TOOLS = ("postfix", "postmap", "postconf")
@@ -85,6 +86,18 @@ def apply_fragment(compiled: Path, config: Path) -> None:
         if line and not line.startswith("#"):
             subprocess.run(
                 ["postconf", "-c", str(config), "-e", line],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+
+
+def apply_master_fragment(compiled: Path, config: Path) -> None:
+    """Apply master.cf.fragment with postconf -P (the submission service's settings)."""
+    for line in (compiled / "postfix" / "master.cf.fragment").read_text().splitlines():
+        if line and not line.startswith("#"):
+            subprocess.run(
+                ["postconf", "-c", str(config), "-P", line],
                 check=True,
                 capture_output=True,
                 text=True,

@@ -216,7 +216,7 @@ def test_renderers_refuse_a_smuggled_sender() -> None:
         (
             "postfix/main.cf.fragment",
             lambda t: t.replace(", reject\n", ", permit\n"),
-            "does not end in reject",
+            "sets smtpd_relay_restrictions",
         ),
         (
             "postfix/refused_clients",
@@ -270,7 +270,10 @@ def test_postfix_accepts_every_map_and_the_fragment(tmp_path: Path) -> None:
     config = postfix_instance.make_instance(tmp_path / "pf")
     postfix_instance.install_maps(out, config)
     postfix_instance.apply_fragment(out, config)
+    postfix_instance.apply_master_fragment(out, config)
     assert postfix_instance.check(config) == ""
+    master = (config / "master.cf").read_text()
+    assert "-o smtpd_relay_restrictions=$relaygate_submission_relay_restrictions" in master
     maps = config / "relaygate"
     _inventory, policy = _policy()
     hodges = next(c for c in policy.legacy if c.name == "lib-hodges-3f-copier")

@@ -26,6 +26,7 @@ import netaddr
 
 from relaygate.addresses import canonical_text
 from relaygate.model import Inventory, Status
+from relaygate.render import postfix
 
 _CLASS = re.compile(r"relaygate_s_[0-9a-f]{12}")
 
@@ -185,13 +186,23 @@ def verify(inventory: Inventory, artifacts: Mapping[str, str]) -> list[str]:
             problems.append(
                 f"postfix: {sender} is owned by {owners}, the records say {sorted(logins[sender])}"
             )
-    restrictions = fragment.get("smtpd_relay_restrictions", "")
-    if not restrictions.endswith(", reject") or "permit_mynetworks" in restrictions:
-        problems.append("postfix: smtpd_relay_restrictions does not end in reject")
-    if "mynetworks" in fragment:
+    # The fragment must be exactly what the code constants say: no extra
+    # parameter (mynetworks, a permit), no missing or reordered restriction.
+    wanted = postfix.main_cf(sorted(classes))
+    for name in sorted(set(fragment) | set(wanted)):
+        if fragment.get(name) != wanted.get(name):
+            problems.append(
+                f"postfix: main.cf.fragment sets {name} = {fragment.get(name)!r}, "
+                f"expected {wanted.get(name)!r}"
+            )
+    master = dict(
+        line.partition("=")[::2]
+        for line in get("postfix/master.cf.fragment").splitlines()
+        if line and not line.startswith("#")
+    )
+    if master != postfix.MASTER_CF:
         problems.append(
-            "postfix: the fragment sets mynetworks; relay policy belongs in "
-            "smtpd_relay_restrictions"
+            f"postfix: master.cf.fragment is {master!r}, expected {postfix.MASTER_CF!r}"
         )
 
     # --- nftables ---

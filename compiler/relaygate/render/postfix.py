@@ -4,7 +4,13 @@ Artifacts (under ``postfix/``), all read by Postfix from
 ``${config_directory}/relaygate/`` on the relay:
 
 - ``main.cf.fragment``: ``name = value`` lines the deploy applies with
-  ``postconf -e``. Relay policy lives only in ``smtpd_relay_restrictions``.
+  ``postconf -e``. Relay policy lives only in ``smtpd_relay_restrictions``
+  (port 25: refused clients, legacy clients, reject; no SASL there) and in
+  ``relaygate_submission_relay_restrictions`` (port 587: refused clients and
+  logins, ``reject_sender_login_mismatch``, logged-in clients, reject), never
+  in ``mynetworks``.
+- ``master.cf.fragment``: ``postconf -P`` lines that make the submission
+  service use its restrictions and offer AUTH.
 - ``legacy_clients`` (lmdb source): IPv4 host -> restriction class.
   ``legacy_clients.cidr``: IPv4 prefixes and every IPv6 entry -> class
   (indexed maps match IPv6 by string form only; cidr compares values).
@@ -26,6 +32,56 @@ from relaygate.render import Artifacts, Header, guards, render_template, target
 MAP_DIR = "${config_directory}/relaygate"
 OK = "OK"
 REJECT = "REJECT"
+#: The submission service's restrictions live in this parameter; the service
+#: uses it with ``-o smtpd_relay_restrictions=$relaygate_submission_relay_restrictions``.
+SUBMISSION_PARAMETER = "relaygate_submission_relay_restrictions"
+#: The service ``master.cf.fragment`` configures (``postconf -P``).
+SUBMISSION_SERVICE = "submission/inet"
+_REFUSED_CLIENTS = (
+    f"check_client_access lmdb:{MAP_DIR}/refused_clients",
+    f"check_client_access cidr:{MAP_DIR}/refused_clients.cidr",
+)
+#: Port 25: refused clients first, then legacy clients (each bound to its
+#: sender class), then nothing else. No SASL here: port 25 offers no AUTH.
+RELAY_RESTRICTIONS = (
+    *_REFUSED_CLIENTS,
+    f"check_client_access lmdb:{MAP_DIR}/legacy_clients",
+    f"check_client_access cidr:{MAP_DIR}/legacy_clients.cidr",
+    "reject",
+)
+#: Port 587: refused clients and logins, then only a logged-in client using a
+#: sender its login owns. A legacy device's address grants nothing here.
+SUBMISSION_RESTRICTIONS = (
+    *_REFUSED_CLIENTS,
+    f"check_sasl_access lmdb:{MAP_DIR}/refused_logins",
+    "reject_sender_login_mismatch",
+    "permit_sasl_authenticated",
+    "reject",
+)
+#: What a restriction class answers for a sender outside its set.
+CLASS_FALLBACK = "check_sender_access static:{REJECT sender not registered for this device}"
+
+
+def class_definition(name: str) -> str:
+    """The value of one restriction class: its own senders, else a clear refusal."""
+    return f"check_sender_access lmdb:{MAP_DIR}/senders/{name}, {CLASS_FALLBACK}"
+
+
+def main_cf(classes: list[str]) -> dict[str, str]:
+    """Every main.cf parameter the fragment sets, in order, from code constants."""
+    settings = {"smtpd_restriction_classes": ", ".join(classes)}
+    settings.update({name: class_definition(name) for name in classes})
+    settings["smtpd_sender_login_maps"] = f"lmdb:{MAP_DIR}/sender_login"
+    settings["smtpd_relay_restrictions"] = ", ".join(RELAY_RESTRICTIONS)
+    settings[SUBMISSION_PARAMETER] = ", ".join(SUBMISSION_RESTRICTIONS)
+    return settings
+
+
+#: ``postconf -P`` lines for the submission service.
+MASTER_CF = {
+    f"{SUBMISSION_SERVICE}/smtpd_sasl_auth_enable": "yes",
+    f"{SUBMISSION_SERVICE}/smtpd_relay_restrictions": f"${SUBMISSION_PARAMETER}",
+}
 #: Reply text per status reason, from code; the data only selects one of them.
 REASONS = {
     "spam": "sent spam",
@@ -75,7 +131,12 @@ def render(policy: Policy, header: Header) -> Artifacts:
     common = {"header": header.lines("#"), "map_dir": MAP_DIR}
     artifacts: Artifacts = {
         "postfix/main.cf.fragment": render_template(
-            "postfix/main.cf.fragment.j2", classes=[name for name, _ in classes], **common
+            "postfix/main.cf.fragment.j2",
+            settings=main_cf([name for name, _ in classes]),
+            **common,
+        ),
+        "postfix/master.cf.fragment": render_template(
+            "postfix/master.cf.fragment.j2", settings=MASTER_CF, **common
         ),
         "postfix/legacy_clients": render_template(
             "postfix/map.j2",
