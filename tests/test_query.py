@@ -1,0 +1,337 @@
+"""relaygate query: records by address or name, artifact lines, and the relay's answer.
+
+The relay's answer is simulated from the compiled main.cf.fragment and maps;
+the integration test checks the simulation against a real Postfix answering
+real SMTP on loopback (XCLIENT presents the client address and login).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import netaddr
+import pytest
+
+from relaygate import compile as compile_
+from relaygate import query
+from relaygate.pipeline import display_path
+from tests import postfix_instance
+from tests.conftest import AS_OF, EXAMPLE, require
+
+DAY = dt.date.fromisoformat(AS_OF)
+
+
+def ask(run_cli, *args: str, inventory: Path = EXAMPLE):  # type: ignore[no-untyped-def]
+    return run_cli("query", "--inventory", str(inventory), "--as-of", AS_OF, *args)
+
+
+def compiled_lines() -> dict[str, list[str]]:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    return {path: text.splitlines() for path, text in artifacts.items()}
+
+
+def test_exact_address_shows_record_exception_and_artifact_lines(run_cli) -> None:  # type: ignore[no-untyped-def]
+    result = ask(run_cli, "10.20.30.41", "--format", "json")
+    assert result.code == 0, result
+    answer = json.loads(result.stdout)
+    (match,) = answer["matches"]
+    appears = match.pop("appears_in")
+    assert match == {
+        "name": "lib-hodges-3f-copier",
+        "how": "exact address",
+        "path": display_path(EXAMPLE / "devices/libraries/lib-hodges-3f-copier.yaml"),
+        "unit": "libraries",
+        "address": "10.20.30.41",
+        "segment": "mod-libraries",
+        "auth": "ip",
+        "account": None,
+        "status": "active",
+        "status_reason": None,
+        "exception": {
+            "approver": "Dr. Alex Dean",
+            "approver_email": "adean@example.edu",
+            "role": "dean",
+            "approved_on": "2026-06-15",
+            "expires_on": "2027-06-15",
+            "mod_ticket": "NS-12345",
+        },
+        "senders": ["hodges-scans@lib.example.edu"],
+    }
+    lines = compiled_lines()
+    # Every reported line is really at that place in a fresh compile...
+    for item in appears:
+        assert lines[item["path"]][item["line"] - 1] == item["text"]
+    # ...and every target mentions it.
+    paths = {item["path"] for item in appears}
+    assert {
+        "postfix/legacy_clients",
+        "postfix/main.cf.fragment",
+        "nftables/relay.nft",
+        "acl/ios/mod-libraries-v4.acl",
+        "acl/junos/mod-libraries-v4.conf",
+        "acl/aerleon/RELAYGATE.net",
+    } <= paths
+    legacy = [i["text"] for i in appears if i["path"] == "postfix/legacy_clients"]
+    assert legacy == ["# lib-hodges-3f-copier", "10.20.30.41\trelaygate_s_0ac233217595"]
+    assert answer["answers"] == []
+
+
+def test_whole_word_matching_only() -> None:
+    assert query.mentions("10.20.30.41\tx", "10.20.30.41")
+    assert query.mentions("10.20.30.41/32 comment", "10.20.30.41")
+    assert not query.mentions("10.20.30.41\tx", "10.20.30.4")
+    assert not query.mentions("110.20.30.41", "10.20.30.41")
+    assert not query.mentions("lib-illiad-2", "lib-illiad")
+    assert query.mentions("# lib-illiad", "lib-illiad")
+
+
+def test_address_inside_a_prefix_and_the_text_format(run_cli) -> None:  # type: ignore[no-untyped-def]
+    result = ask(run_cli, "10.5.10.20", "--sender", "monitoring@oit.example.edu")
+    assert result.code == 0, result
+    assert result.stdout.splitlines()[:9] == [
+        "oit-zabbix-server (inside prefix 10.5.10.16/28)",
+        f"  file:      {display_path(EXAMPLE / 'devices/oit/oit-zabbix-server.yaml')}",
+        "  unit:      oit (Office of Information Technology)",
+        "  kind:      server, Zabbix 7.0 server cluster",
+        "  fqdn:      zabbix.oit.example.edu",
+        "  address:   10.5.10.16/28",
+        "  auth:      credentials (login svc-oit-zabbix@example.edu)",
+        "  status:    active",
+        "  senders:   monitoring@oit.example.edu",
+    ]
+    assert (
+        "relay answer for MAIL FROM:<monitoring@oit.example.edu> from 10.5.10.20 to port 587"
+        " as svc-oit-zabbix@example.edu: OK (logged in as svc-oit-zabbix@example.edu)"
+    ) in result.stdout
+
+
+def test_name_fqdn_and_account_find_the_same_record(run_cli) -> None:  # type: ignore[no-untyped-def]
+    found = []
+    for key in ("lib-illiad", "illiad.lib.example.edu", "svc-lib-illiad@example.edu"):
+        result = ask(run_cli, key, "--format", "json")
+        assert result.code == 0, result
+        found.append([(m["name"], m["how"]) for m in json.loads(result.stdout)["matches"]])
+    assert found == [
+        [("lib-illiad", "name")],
+        [("lib-illiad", "fqdn")],
+        [("lib-illiad", "account")],
+    ]
+
+
+def test_revoked_record_shows_status_and_the_reject(run_cli) -> None:  # type: ignore[no-untyped-def]
+    result = ask(run_cli, "eng-rhodes-lab-mfd", "--sender", "rhodes-lab@eng.example.edu")
+    assert result.code == 0, result
+    assert "  status:    revoked (spam, 2026-10-02, SEC-4412)" in result.stdout
+    assert (
+        "relay answer for MAIL FROM:<rhodes-lab@eng.example.edu> from 10.40.32.77 to port 25"
+        " without login: REJECT (relay access revoked: sent spam (SEC-4412))"
+    ) in result.stdout
+    assert "  check_client_access lmdb:postfix/refused_clients: REJECT relay access revoked:" in (
+        result.stdout
+    )
+
+
+def test_nothing_covers_it_exits_1_and_still_answers(run_cli) -> None:  # type: ignore[no-untyped-def]
+    result = ask(run_cli, "10.99.0.1", "--sender", "hodges-scans@lib.example.edu")
+    assert result.code == 1, result
+    lines = result.stdout.splitlines()
+    assert lines[0] == "no record covers 10.99.0.1"
+    assert lines[1] == (
+        "relay answer for MAIL FROM:<hodges-scans@lib.example.edu> from 10.99.0.1 to port 25"
+        " without login: REJECT (Access denied)"
+    )
+    assert lines[-1] == "  reject"
+    assert ask(run_cli, "no-such-device").code == 1
+
+
+def test_invalid_inventory_still_finds_records(run_cli, inventory: Path) -> None:  # type: ignore[no-untyped-def]
+    record = inventory / "devices" / "libraries" / "lib-gate-counter.yaml"
+    record.write_text(record.read_text().replace("10.20.30.88", "10.20.30.89"))
+    result = ask(run_cli, "10.20.30.89", "--sender", "x@lib.example.edu", inventory=inventory)
+    assert result.code == 0, result
+    assert result.stdout.splitlines()[:2] == [
+        "note: the inventory has 1 errors; it was not compiled, so artifact lines and relay"
+        " answers are not available",
+        "lib-gate-counter (exact address)",
+    ]
+    assert "relay answer for" not in result.stdout
+
+
+# The decisions the compiled policy must make; each case is checked against the simulation
+# and, in the integration test, against a real Postfix.
+CASES = [
+    # client, login, sender, action, deciding restriction. A login means the
+    # submission port (the only one offering AUTH); no login, the relay port.
+    ("10.20.30.41", None, "hodges-scans@lib.example.edu", "OK", "senders"),
+    ("10.20.30.41", None, "HODGES-SCANS@lib.example.edu", "OK", "senders"),
+    ("10.20.30.41", None, "spc-scans@lib.example.edu", "REJECT", "class-fallback"),
+    ("10.20.30.41", None, "ill@lib.example.edu", "REJECT", "class-fallback"),
+    ("10.20.30.57", None, "spc-scans@lib.example.edu", "OK", "senders"),
+    ("2001:db8:1040:320::1f", None, "me-shop@eng.example.edu", "OK", "senders"),
+    ("10.40.32.77", None, "rhodes-lab@eng.example.edu", "REJECT", "refused_clients"),
+    ("2001:db8:1060:330::2a", None, "clinic-front-desk@med.example.edu", "REJECT", "refused"),
+    ("10.20.50.16", None, "ill@lib.example.edu", "REJECT", "reject"),
+    ("10.20.50.16", "svc-lib-illiad@example.edu", "ill@lib.example.edu", "OK", "sasl"),
+    (
+        "10.20.50.16",
+        "svc-lib-illiad@example.edu",
+        "hodges-scans@lib.example.edu",
+        "REJECT",
+        "reject_sender_login_mismatch",
+    ),
+    (
+        "10.20.30.41",
+        "svc-lib-illiad@example.edu",
+        "hodges-scans@lib.example.edu",
+        "REJECT",
+        "reject_sender_login_mismatch",
+    ),
+    ("10.99.0.1", None, "someone@example.edu", "REJECT", "reject"),
+]
+
+
+@pytest.mark.parametrize(("client", "login", "sender", "action", "where"), CASES)
+def test_simulated_relay_decisions(
+    client: str, login: str | None, sender: str, action: str, where: str
+) -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    if client == "2001:db8:1040:320::1f":
+        sender = _me_shop_sender()
+    service = "submission" if login else "smtp"
+    decision = query.Relay(artifacts).decide(netaddr.IPAddress(client), sender, login, service)
+    assert decision.action == action, decision
+    expected = {
+        "senders": "check_sender_access lmdb:postfix/senders/",
+        "class-fallback": "check_sender_access static:{REJECT sender not registered",
+        "reject": "reject",
+        "reject_sender_login_mismatch": "reject_sender_login_mismatch",
+        "refused_clients": "check_client_access lmdb:postfix/refused_clients",
+        "refused": "check_client_access cidr:postfix/refused_clients.cidr",
+        "sasl": "permit_sasl_authenticated",
+    }[where]
+    assert decision.restriction.startswith(expected), decision
+
+
+def _me_shop_sender() -> str:
+    text = (EXAMPLE / "devices" / "engineering" / "eng-me-shop-mfd.yaml").read_text()
+    return text.split("senders:\n  - ", 1)[1].split("\n", 1)[0]
+
+
+def test_the_simulation_fails_closed_on_unknown_restrictions() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    artifacts["postfix/main.cf.fragment"] += "smtpd_relay_restrictions = check_policy_service x\n"
+    artifacts["postfix/master.cf.fragment"] = ""
+    with pytest.raises(query.InternalError, match="cannot simulate the restriction"):
+        query.Relay(artifacts).decide(netaddr.IPAddress("10.20.30.41"), "a@b.example", None)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _smtp(port: int, client: str, login: str | None, sender: str) -> str:
+    """One SMTP transaction through XCLIENT; the reply to RCPT TO (or the first refusal)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        stream = sock.makefile("rwb")
+
+        def reply() -> str:
+            line = stream.readline().decode()
+            while line[3:4] == "-":
+                line = stream.readline().decode()
+            return line.strip()
+
+        def say(command: str) -> str:
+            stream.write(command.encode() + b"\r\n")
+            stream.flush()
+            return reply()
+
+        reply()
+        say("EHLO test.example")
+        attributes = f"ADDR={'IPV6:' + client if ':' in client else client}"
+        if login:
+            attributes += f" LOGIN={login}"
+        assert say(f"XCLIENT {attributes}").startswith("220"), attributes
+        say("EHLO test.example")
+        answer = say(f"MAIL FROM:<{sender}>")
+        if answer.startswith("250"):
+            answer = say("RCPT TO:<someone@elsewhere.example>")
+        say("QUIT")
+        return answer
+
+
+@pytest.mark.integration
+def test_real_postfix_agrees_with_the_simulation(tmp_path: Path) -> None:
+    require(os.geteuid() == 0, "needs root to run a private Postfix instance")
+    require(postfix_instance.available(), "Postfix is not installed")
+    require(postfix_instance.lmdb_supported(), "postfix-lmdb is not installed")
+    out = tmp_path / "out"
+    result = compile_.build(EXAMPLE, DAY)
+    assert result.artifacts is not None
+    compile_.write(out, result.artifacts)
+    # pytest's tmp_path is private to root (0700): the postfix user could not reach the
+    # instance's data folder, so the instance lives in a folder it can traverse.
+    instance = Path(tempfile.mkdtemp(prefix="relaygate-query-"))
+    instance.chmod(0o755)
+    config = postfix_instance.make_instance(instance / "pf")
+    relay_port, submission_port = _free_port(), _free_port()
+    master = config / "master.cf"
+    # Private ports instead of 25/587, which other instances on this machine may hold.
+    lines = [x for x in master.read_text().splitlines() if not x.startswith("submission ")]
+    lines += [
+        f"127.0.0.1:{relay_port} inet n - n - - smtpd",
+        f"127.0.0.1:{submission_port} inet n - n - - smtpd",
+    ]
+    master.write_text("\n".join(lines) + "\n")
+    postfix_instance.install_maps(out, config)
+    postfix_instance.apply_fragment(out, config)
+    for setting in (out / "postfix" / "master.cf.fragment").read_text().splitlines():
+        if setting and not setting.startswith("#"):
+            ours = setting.replace("submission/inet/", f"127.0.0.1:{submission_port}/inet/")
+            subprocess.run(["postconf", "-c", str(config), "-P", ours], check=True)
+    subprocess.run(
+        ["postconf", "-c", str(config), "-e", "smtpd_authorized_xclient_hosts = 127.0.0.1"],
+        check=True,
+    )
+    assert postfix_instance.check(config) == ""
+    started = subprocess.run(
+        ["postfix", "-c", str(config), "start"], capture_output=True, text=True, check=False
+    )
+    assert started.returncode == 0, started
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", relay_port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", submission_port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "smtpd did not start listening"
+                time.sleep(0.2)
+        relay = query.Relay(result.artifacts)
+        for client, login, case_sender, action, _where in CASES:
+            sender = _me_shop_sender() if client == "2001:db8:1040:320::1f" else case_sender
+            service = "submission" if login else "smtp"
+            port = submission_port if login else relay_port
+            real = _smtp(port, client, login, sender)
+            simulated = relay.decide(netaddr.IPAddress(client), sender, login, service)
+            assert real.startswith("250") == (simulated.action == "OK"), (client, sender, real)
+            assert simulated.action == action
+            if simulated.action == "REJECT" and simulated.reason != "Access denied":
+                # The reason text the simulation gives is the one Postfix sends.
+                assert simulated.reason.split(": ", 1)[-1] in real, (real, simulated)
+    finally:
+        subprocess.run(["postfix", "-c", str(config), "stop"], capture_output=True, check=False)
+        shutil.rmtree(instance, ignore_errors=True)
