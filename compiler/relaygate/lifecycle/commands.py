@@ -1,0 +1,385 @@
+"""The lifecycle commands: ``activity ingest``, ``review``, ``revoke``, ``retire``, ``renew``.
+
+Each command parses its options into a frozen options object, calls the
+lifecycle module that does the work, prints, and exits with the CLI's codes:
+0 done; 1 findings (a log file could not be read, the review lists something
+that needs action now, an edit was refused or left the inventory with
+errors); 2 usage; 3 internal. Machine-readable output (``review --format
+json|csv``) goes to stdout alone; progress bars and "wrote" lines go to stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import sys
+import zoneinfo
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from relaygate.cliutil import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    DateParam,
+    as_of_option,
+    inventory_option,
+    inventory_root,
+)
+from relaygate.errors import UsageError
+from relaygate.findings import Finding
+from relaygate.lifecycle import activity, edit, review
+from relaygate.pipeline import display_path, validate
+from relaygate.report import FORMATTERS, summary_line
+
+# --- activity ingest ------------------------------------------------------------------
+
+
+def _db_option(function: Any) -> Any:
+    return click.option(
+        "--db",
+        "db",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="The activity store (default: .relaygate/activity.sqlite beside the inventory).",
+    )(function)
+
+
+def _store_path(db: Path | None, inventory: Path) -> Path:
+    if db is not None:
+        return db
+    if not inventory.is_dir():
+        raise UsageError(
+            f"inventory folder {inventory} not found; give --inventory DIR or --db PATH"
+        )
+    return activity.default_path(inventory)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestCommand:
+    logs: tuple[Path, ...]
+    db: Path
+    options: activity.IngestOptions
+    progress: bool
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[Callable[[Path], activity.Progress] | None]:
+    """A progress bar per file on stderr, only when stderr is a terminal."""
+    if not enabled:
+        yield None
+        return
+    current: list[ExitStack] = []
+
+    def start(path: Path) -> activity.Progress:
+        if current:  # finish the previous file's bar before the next one starts
+            current.pop().close()
+        stack = ExitStack()
+        current.append(stack)
+        size = path.stat().st_size if path.exists() else 0
+        bar = stack.enter_context(
+            click.progressbar(length=max(size, 1), label=path.name, file=sys.stderr)
+        )
+        return bar.update
+
+    try:
+        yield start
+    finally:
+        if current:
+            current.pop().close()
+
+
+def _zone(name: str | None) -> dt.tzinfo | None:
+    if name is None:
+        return None
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+        raise UsageError(f"--tz {name!r} is not a time zone ({error})") from error
+
+
+@click.group("activity")
+def activity_group() -> None:
+    """Read relay logs into the activity store."""
+
+
+@activity_group.command("ingest")
+@click.argument(
+    "logs",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+)
+@inventory_option
+@_db_option
+@click.option(
+    "--year",
+    type=click.IntRange(1970, 9999),
+    default=None,
+    help="Classic syslog lines carry no year: the year of each file's first line "
+    "(default: inferred from the file's modification time).",
+)
+@click.option(
+    "--tz",
+    "zone",
+    default=None,
+    help="Time zone for journalctl JSON timestamps (default: this machine's zone).",
+)
+def ingest_command(
+    logs: tuple[Path, ...], inventory: Path, db: Path | None, year: int | None, zone: str | None
+) -> None:
+    """Read Postfix logs (syslog, RFC 5424, journalctl -o json; .gz/.bz2/.xz too).
+
+    Files already read are recognised by content, not name, so rotated copies
+    are not counted twice, and a log that grew is read from where the last
+    run stopped.
+    """
+    command = IngestCommand(
+        logs=logs,
+        db=_store_path(db, inventory),
+        options=activity.IngestOptions(year=year, zone=_zone(zone)),
+        progress=sys.stderr.isatty(),
+    )
+    with (
+        closing(activity.connect(command.db)) as connection,
+        _progress_bars(command.progress) as bars,
+    ):
+        report = activity.ingest(connection, command.logs, command.options, bars)
+    for result in report.files:
+        click.echo(activity.describe(result))
+    click.echo(activity.summary(report))
+    sys.exit(EXIT_FINDINGS if report.failed else EXIT_OK)
+
+
+# --- review ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewCommand:
+    inventory: Path
+    as_of: dt.date
+    db: Path
+    format: str
+    notices: Path | None
+    volume_factor: float
+
+
+@click.command("review")
+@inventory_option
+@as_of_option
+@_db_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(list(review.FORMATS)),
+    default="text",
+    show_default=True,
+    help="How to print the review.",
+)
+@click.option(
+    "--notices",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write one ready-to-send notice per technical contact into this folder (nothing is sent).",
+)
+@click.option(
+    "--volume-factor",
+    type=click.FloatRange(min=1.0),
+    default=review.DEFAULT_VOLUME_FACTOR,
+    show_default=True,
+    help="Flag a day with more accepted mail than this many times volume_per_day.",
+)
+def review_command(
+    inventory: Path,
+    as_of: dt.date | None,
+    db: Path | None,
+    output_format: str,
+    notices: Path | None,
+    volume_factor: float,
+) -> None:
+    """The retention review: inactive and never-seen devices, expiring exceptions, volume.
+
+    Exits 1 when something needs action (removal candidates, expired
+    exceptions, volume alerts, refused devices still sending), 0 otherwise.
+    """
+    root = inventory_root(inventory)
+    command = ReviewCommand(
+        inventory=root,
+        as_of=as_of or dt.date.today(),
+        db=_store_path(db, root),
+        format=output_format,
+        notices=notices,
+        volume_factor=volume_factor,
+    )
+    connection = activity.connect(command.db) if command.db.exists() else None
+    try:
+        result = review.run(
+            command.inventory,
+            command.as_of,
+            connection,
+            display_path(command.db),
+            command.volume_factor,
+        )
+    except review.ReviewError as error:
+        click.echo(str(error), err=True)
+        click.echo("relaygate: site.yaml has errors; the review needs its policy", err=True)
+        sys.exit(EXIT_FINDINGS)
+    finally:
+        if connection is not None:
+            connection.close()
+    if connection is None:
+        result.notes.insert(0, f"no activity store at {display_path(command.db)}")
+    click.echo(review.FORMATS[command.format](result), nl=False)
+    if command.notices is not None:
+        written = review.write_notices(result, command.notices)
+        click.echo(f"wrote {len(written)} notices to {display_path(command.notices)}", err=True)
+    sys.exit(EXIT_FINDINGS if result.needs_action else EXIT_OK)
+
+
+# --- revoke, retire, renew --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EditCommand:
+    inventory: Path
+    name: str
+    as_of: dt.date
+    what: str  # a past-tense summary for the report line
+
+
+def _key(finding: Finding) -> tuple[str, str]:
+    return (finding.rule, finding.message)
+
+
+def _run_edit(command: EditCommand, operation: Callable[[str], str]) -> None:
+    """Edit the record, re-validate, and keep the edit only if it adds no error to it."""
+    path = edit.find_record(command.inventory, command.name)
+    shown = display_path(path)
+    before_text = path.read_text(encoding="utf-8")
+    after_text = operation(before_text)
+    if after_text == before_text:
+        click.echo(f"{shown}: already {command.what}; nothing changed")
+        sys.exit(EXIT_OK)
+    before = validate(command.inventory, command.as_of)
+    edit.write_atomic(path, after_text)
+    after = validate(command.inventory, command.as_of)
+    old = {_key(f) for f in before.findings if f.path == shown and f.is_error}
+    introduced = [
+        f for f in after.findings if f.path == shown and f.is_error and _key(f) not in old
+    ]
+    if introduced:
+        edit.write_atomic(path, before_text)
+        click.echo(FORMATTERS["text"](introduced, f"{shown}: not changed"), nl=False, err=True)
+        click.echo("relaygate: the edit would make the record invalid; it was undone", err=True)
+        sys.exit(EXIT_FINDINGS)
+    click.echo(
+        "".join(
+            difflib.unified_diff(
+                before_text.splitlines(keepends=True),
+                after_text.splitlines(keepends=True),
+                shown if shown.startswith("/") else f"a/{shown}",
+                shown if shown.startswith("/") else f"b/{shown}",
+            )
+        ),
+        nl=False,
+    )
+    click.echo(f"{shown}: {command.what}")
+    click.echo(
+        FORMATTERS["text"](after.findings, summary_line(after.findings, after.files_checked)),
+        nl=False,
+    )
+    if not after.errors:
+        click.echo("next: open a pull request with this change; compile and deploy after review")
+    sys.exit(EXIT_FINDINGS if after.errors else EXIT_OK)
+
+
+def _date_option(function: Any) -> Any:
+    return click.option(
+        "--date",
+        "day",
+        type=DateParam(),
+        default=None,
+        help="status_date (default: --as-of, or today).",
+    )(function)
+
+
+@click.command("revoke")
+@click.argument("name")
+@inventory_option
+@as_of_option
+@click.option("--reason", required=True, type=click.Choice(edit.REVOKE_REASONS))
+@click.option("--ticket", required=True, help="The ticket recording the revocation (SEC-1234).")
+@_date_option
+def revoke_command(
+    name: str,
+    inventory: Path,
+    as_of: dt.date | None,
+    reason: str,
+    ticket: str,
+    day: dt.date | None,
+) -> None:
+    """Revoke a device: it compiles to an explicit reject and a firewall drop."""
+    today = as_of or dt.date.today()
+    when = day or today
+    command = EditCommand(
+        inventory_root(inventory), name, today, f"revoked ({reason}, {ticket}, {when})"
+    )
+    _run_edit(command, lambda text: edit.revoke(text, reason, ticket, when))
+
+
+@click.command("retire")
+@click.argument("name")
+@inventory_option
+@as_of_option
+@click.option("--reason", required=True, type=click.Choice(edit.RETIRE_REASONS))
+@click.option("--ticket", default=None, help="The ticket recording the retirement (optional).")
+@_date_option
+def retire_command(
+    name: str,
+    inventory: Path,
+    as_of: dt.date | None,
+    reason: str,
+    ticket: str | None,
+    day: dt.date | None,
+) -> None:
+    """Retire a device: it keeps its record as history and grants nothing."""
+    today = as_of or dt.date.today()
+    when = day or today
+    command = EditCommand(inventory_root(inventory), name, today, f"retired ({reason}, {when})")
+    _run_edit(command, lambda text: edit.retire(text, reason, when, ticket))
+
+
+@click.command("renew")
+@click.argument("name")
+@inventory_option
+@as_of_option
+@click.option("--expires", "expires_on", required=True, type=DateParam(), help="New expires_on.")
+@click.option(
+    "--approved-on", "approved_on", required=True, type=DateParam(), help="New approved_on."
+)
+def renew_command(
+    name: str,
+    inventory: Path,
+    as_of: dt.date | None,
+    expires_on: dt.date,
+    approved_on: dt.date,
+) -> None:
+    """Renew a legacy exception (refuses a term longer than site policy allows)."""
+    root = inventory_root(inventory)
+    today = as_of or dt.date.today()
+    try:
+        limit = review.load_site(root).policy.max_exception_days
+    except review.ReviewError as error:
+        raise UsageError(f"site.yaml has errors; the term limit is unknown:\n{error}") from error
+    command = EditCommand(root, name, today, f"exception renewed ({approved_on} .. {expires_on})")
+    _run_edit(command, lambda text: edit.renew(text, approved_on, expires_on, today, limit))
+
+
+def register(group: click.Group) -> None:
+    """Add the lifecycle commands to the relaygate CLI."""
+    for command in (activity_group, review_command, revoke_command, retire_command, renew_command):
+        group.add_command(command)
