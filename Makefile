@@ -23,8 +23,8 @@ run: $(STAMP)
 validate: run
 
 lint: $(STAMP)
-	$(BIN)/ruff check compiler tests benchmarks
-	$(BIN)/ruff format --check compiler tests benchmarks
+	$(BIN)/ruff check compiler tests benchmarks playbooks
+	$(BIN)/ruff format --check compiler tests benchmarks playbooks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -33,6 +33,11 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+FUZZ_SECONDS ?= 60
+
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz_target.py --seconds $(FUZZ_SECONDS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/validate.py

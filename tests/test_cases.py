@@ -19,15 +19,31 @@ repository root):
 
 A valid case must validate with zero findings; it may carry an
 ``expected.txt`` holding only comments (for an ``# xfail:`` line).
+
+A case whose ``setup.py`` sets ``UNPRIVILEGED = True`` depends on file modes
+(``file.unreadable``): root reads any file whatever its mode, so when the
+suite runs as root (as CI does) that case is validated in a forked child that
+drops to ``nobody`` first, against a copy of the inventory in a folder
+``nobody`` can traverse.
+
+The overlay machinery here (``case_params``, ``build_inventory``,
+``finding_line``, ``read_expected``) is shared with the hostile-input corpus
+(``tests/test_hostile.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import json
+import os
 import shutil
-from collections.abc import Callable
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -41,12 +57,16 @@ VALID = CASES / "valid"
 INVALID = CASES / "invalid"
 XFAIL = "# xfail:"
 
+#: uid and gid of ``nobody``, the identity a permission case runs as under root.
+NOBODY = 65534
+
 #: Rules no inventory can trigger, with the reason. Keep this empty if you can:
 #: an entry here is a rule the catalogue promises and nothing checks.
 UNREACHABLE: dict[str, str] = {}
 
 
-def _case_dirs(kind: Path) -> list[Path]:
+def case_dirs(kind: Path) -> list[Path]:
+    """The case folders directly under ``kind``, by name."""
     return sorted(p for p in kind.iterdir() if p.is_dir()) if kind.is_dir() else []
 
 
@@ -66,12 +86,13 @@ def rule_of(line: str) -> str:
     return line.split(": ", 2)[1].split()[1]
 
 
-def _params(kind: Path) -> list[object]:
+def case_params(kind: Path, prefix: str = "") -> list[object]:
+    """One pytest param per case folder, strict-xfail when expected.txt says ``# xfail:``."""
     params: list[object] = []
-    for case in _case_dirs(kind):
+    for case in case_dirs(kind):
         _, reasons = read_expected(case)
         marks = [pytest.mark.xfail(reason="; ".join(reasons), strict=True)] if reasons else []
-        params.append(pytest.param(case, id=case.name, marks=marks))
+        params.append(pytest.param(case, id=prefix + case.name, marks=marks))
     return params
 
 
@@ -82,8 +103,41 @@ def _inside(root: Path, relative: str) -> Path:
     return target
 
 
-def build_inventory(case: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the example inventory with the case applied; returns its root."""
+def load_setup(case: Path) -> ModuleType | None:
+    """The case's ``setup.py`` as a module, or None when it has none."""
+    setup = case / "setup.py"
+    if not setup.exists():
+        return None
+    name = f"case_setup_{case.parent.name}_{case.name}".replace("-", "_")
+    spec = importlib.util.spec_from_file_location(name, setup)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def needs_unprivileged(case: Path) -> bool:
+    """Whether the case only means something to a user who is not root."""
+    module = load_setup(case)
+    return bool(getattr(module, "UNPRIVILEGED", False))
+
+
+def _world_readable(root: Path) -> None:
+    """Folders 0755 and files 0644, whatever the checkout's umask was."""
+    root.chmod(0o755)
+    for folder, folders, files in os.walk(root):
+        for name in folders:
+            Path(folder, name).chmod(0o755)
+        for name in files:
+            Path(folder, name).chmod(0o644)
+
+
+def build_inventory(case: Path, tmp_path: Path, *, world_readable: bool = False) -> Path:
+    """A fresh copy of the example inventory with the case applied; returns its root.
+
+    With ``world_readable`` every folder and file of the copy is readable by
+    anyone before ``setup.py`` runs (which may then take that away again).
+    """
     root = (tmp_path / "inventory").resolve()
     shutil.copytree(EXAMPLE, root)
     remove = case / "remove.txt"
@@ -100,12 +154,10 @@ def build_inventory(case: Path, tmp_path: Path) -> Path:
     overlay = case / "inventory"
     if overlay.is_dir():
         shutil.copytree(overlay, root, dirs_exist_ok=True)
-    setup = case / "setup.py"
-    if setup.exists():
-        spec = importlib.util.spec_from_file_location(f"case_setup_{case.name}", setup)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    if world_readable:
+        _world_readable(root)
+    module = load_setup(case)
+    if module is not None:
         module.setup(root)
     return root
 
@@ -122,7 +174,70 @@ def finding_line(finding: Finding, root: Path) -> str:
     )
 
 
+@contextmanager
+def traversable_folder() -> Iterator[Path]:
+    """A temporary folder ``nobody`` can enter (pytest's tmp_path is 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix="relaygate-case-")).resolve()
+    try:
+        folder.chmod(0o755)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def validate_as_nobody(root: Path) -> list[str]:
+    """The finding lines of ``root`` as ``nobody`` sees them (the caller is root).
+
+    A forked child drops every privilege (supplementary groups, gid, uid),
+    validates and sends back JSON through a pipe. A fork rather than a new
+    interpreter: the child then needs no access to the checkout or the
+    virtual environment, wherever CI cloned them.
+    """
+    # Compile the four schemas before forking: the child may not read them.
+    validate(EXAMPLE, dt.date.fromisoformat(AS_OF))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        payload: dict[str, object]
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os.chdir(root)  # finding paths are shown relative to the working directory
+            result = validate(root, dt.date.fromisoformat(AS_OF))
+            payload = {
+                "uid": os.getuid(),
+                "euid": os.geteuid(),
+                "groups": os.getgroups(),
+                "lines": [finding_line(f, root) for f in result.findings],
+            }
+        except BaseException:
+            payload = {"error": traceback.format_exc()}
+        data = json.dumps(payload).encode()
+        while data:
+            data = data[os.write(write_end, data) :]
+        os._exit(0)
+    os.close(write_end)
+    chunks: list[bytes] = []
+    with os.fdopen(read_end, "rb") as reader:
+        while chunk := reader.read(65536):
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged child died"
+    payload = json.loads(b"".join(chunks))
+    assert "error" not in payload, payload.get("error")
+    assert (payload["uid"], payload["euid"], payload["groups"]) == (NOBODY, NOBODY, [])
+    lines = payload["lines"]
+    assert isinstance(lines, list)
+    return [str(line) for line in lines]
+
+
 def run_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    if needs_unprivileged(case) and os.geteuid() == 0:
+        with traversable_folder() as folder:
+            root = build_inventory(case, folder, world_readable=True)
+            return validate_as_nobody(root)
     root = build_inventory(case, tmp_path)
     # Finding paths are shown relative to the working directory.
     monkeypatch.chdir(root)
@@ -130,14 +245,14 @@ def run_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> lis
     return [finding_line(f, root) for f in result.findings]
 
 
-@pytest.mark.parametrize("case", _params(VALID))
+@pytest.mark.parametrize("case", case_params(VALID))
 def test_valid_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     expected, _ = read_expected(case)
     assert expected == [], "a valid case may only carry comments in expected.txt"
     assert run_case(case, tmp_path, monkeypatch) == []
 
 
-@pytest.mark.parametrize("case", _params(INVALID))
+@pytest.mark.parametrize("case", case_params(INVALID))
 def test_invalid_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     expected, _ = read_expected(case)
     assert expected, f"{case.name}: expected.txt lists no finding"
@@ -146,7 +261,7 @@ def test_invalid_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_every_rule_has_an_invalid_case() -> None:
     covered: set[str] = set()
-    for case in _case_dirs(INVALID):
+    for case in case_dirs(INVALID):
         for line in read_expected(case)[0]:
             covered.add(rule_of(line))
     unknown = covered - set(RULES)

@@ -17,6 +17,8 @@ import netaddr
 
 _IPV4_SHAPE = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
 _PREFIX_LEN = re.compile(r"0|[1-9][0-9]{0,2}")
+#: The longest spelling of an IPv6 prefix with an embedded IPv4 address is 49.
+MAX_TEXT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ def parse(text: str) -> Parsed | str:
         return "empty address"
     if text != text.strip() or any(c.isspace() for c in text):
         return "whitespace in an address"
+    if len(text) > MAX_TEXT:
+        return "longer than any IP address or prefix"
     if "%" in text:
         return "zone ids (%...) are not allowed"
     address, slash, length = text.partition("/")

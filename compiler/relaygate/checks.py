@@ -53,6 +53,9 @@ _KIND_LABEL = {
     "server": "a server",
 }
 
+#: Free-text fields that may span lines; every other value is one line.
+MULTILINE_FIELDS = frozenset({"justification", "description", "note"})
+
 RecordCheck = Callable[[Device, Document, Context], Iterator[Finding]]
 _RECORD_CHECKS: list[RecordCheck] = []
 
@@ -83,23 +86,32 @@ def text_checks(document: Document, raw_findings: Iterable[Finding]) -> Iterator
     Characters written literally were already reported by the loader at their
     exact position; this catches those written as escapes ("\\u202e").
     """
-    literal = {c for c in document.text if FORBIDDEN_CHARACTERS.fullmatch(c)}
+    literal: set[str] | None = None
     for pointer, value in _strings(document.data, ()):
+        field = "/".join(map(str, pointer))
         if value != value.strip():
+            yield document.finding("text.surrounding-whitespace", pointer, f"{field}: {value!r}")
+        if "\r" in value:
             yield document.finding(
-                "text.surrounding-whitespace", pointer, f"{'/'.join(map(str, pointer))}: {value!r}"
+                "text.forbidden-character", pointer, f"{field}: carriage return in a value"
             )
-        escaped = [c for c in FORBIDDEN_CHARACTERS.findall(value) if c not in literal]
-        if escaped:
+        elif "\n" in value.strip() and pointer[-1] not in MULTILINE_FIELDS:
             yield document.finding(
-                "text.forbidden-character",
-                pointer,
-                f"{'/'.join(map(str, pointer))}: character U+{ord(escaped[0]):04X}",
+                "text.forbidden-character", pointer, f"{field}: line break in a one-line value"
             )
+        found = FORBIDDEN_CHARACTERS.findall(value)
+        if found:
+            if literal is None:
+                literal = set(FORBIDDEN_CHARACTERS.findall(document.text))
+            escaped = [c for c in found if c not in literal]
+            if escaped:
+                yield document.finding(
+                    "text.forbidden-character",
+                    pointer,
+                    f"{field}: character U+{ord(escaped[0]):04X}",
+                )
         elif "\t" in value:
-            yield document.finding(
-                "text.forbidden-character", pointer, f"{'/'.join(map(str, pointer))}: tab character"
-            )
+            yield document.finding("text.forbidden-character", pointer, f"{field}: tab character")
 
 
 # --- identity -----------------------------------------------------------------
@@ -299,7 +311,8 @@ def _legacy(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
                 yield doc.finding(
                     "legacy.netreg-mismatch",
                     ("fqdn",),
-                    f"NetReg reserves {device.address} for {reservation.fqdn}, not {device.fqdn}",
+                    f"NetReg reserves {device.address} for {reservation.fqdn!r}, "
+                    f"not {device.fqdn!r}",
                 )
             if device.netreg is not None and reservation.type != device.netreg:
                 yield doc.finding(
@@ -510,6 +523,17 @@ def site_checks(site: Site, doc: Document) -> Iterator[Finding]:
     for index, segment in enumerate(doc.data["mod_segments"]):
         for p_index, text in enumerate(segment["prefixes"]):
             yield from _canonical_prefix(doc, ("mod_segments", index, "prefixes", p_index), text)
+    for h_index, host in enumerate(doc.data["relay"]["hosts"]):
+        for a_index, text in enumerate(host["addresses"]):
+            yield from _canonical_prefix(
+                doc, ("relay", "hosts", h_index, "addresses", a_index), text
+            )
+    if site.relay_port == site.submission_port:
+        yield doc.finding(
+            "site.duplicate-port",
+            ("relay", "submission_port"),
+            f"relay and submission both use port {site.relay_port}",
+        )
     campus = [n.prefix for n in site.campus_networks]
     seen_vlans: dict[int, str] = {}
     spans: list[tuple[netaddr.IPNetwork, str, Pointer]] = []
@@ -565,13 +589,20 @@ def _duplicate_names(doc: Document, pointer: Pointer, names: list[str]) -> Itera
 
 
 def _canonical_prefix(doc: Document, pointer: Pointer, text: str) -> Iterator[Finding]:
+    """A site prefix or address: canonical, and never loopback, /0 or another special range."""
     parsed = addresses.parse(text)
-    if not isinstance(parsed, str) and parsed.problem:
+    if isinstance(parsed, str):
+        return
+    if parsed.problem:
         yield doc.finding(
             "site.prefix-not-canonical",
             pointer,
             f"{text!r}: {parsed.problem}; write {parsed.canonical!r}",
         )
+    special = addresses.special_kind(parsed.network)
+    if special:
+        field = "/".join(map(str, pointer))
+        yield doc.finding("address.special", pointer, f"{field}: {text} is {special}")
 
 
 def netreg_checks(

@@ -27,9 +27,7 @@ from relaygate.pipeline import ValidationResult, validate
 from relaygate.policy import build_policy
 from relaygate.render import Artifacts, Header
 from relaygate.render.targets import render_all
-from relaygate.verify import verify
-
-MANIFEST = "manifest.json"
+from relaygate.verify import MANIFEST, verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +87,7 @@ def build(root: Path, as_of: dt.date, commit: str | None = None) -> CompileResul
         return CompileResult(result, None)
     policy = build_policy(inventory)
     artifacts = render_all(policy, Header(site=inventory.site.name))
-    problems = verify(inventory, artifacts)
+    problems = verify(inventory, artifacts, reference=artifacts)
     if problems:
         raise VerificationFailed(
             "the compiled artifacts disagree with the inventory:\n  " + "\n  ".join(problems)

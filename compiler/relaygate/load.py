@@ -173,6 +173,8 @@ class _Builder:
     def __init__(self, display: str) -> None:
         self.display = display
         self.findings: list[Finding] = []
+        #: Set when the data cannot stand in for the file (it would mislead later stages).
+        self.fatal = False
 
     def _at(self, rule_id: str, node: Node, message: str) -> None:
         self.findings.append(
@@ -239,6 +241,11 @@ class _Builder:
             return value
         if tag == _INT:
             if _PLAIN_INT.fullmatch(value):
+                digits = len(value.lstrip("-"))
+                if digits > MAX_DIGITS:  # int() would refuse or crawl; no field needs it
+                    self.fatal = True
+                    self._at("schema.range", node, f"a number of {digits} digits is out of range")
+                    return None
                 return int(value)
             self._at(
                 "yaml.ambiguous-scalar",
@@ -272,6 +279,8 @@ class _Builder:
 _TRUTHY = frozenset({"yes", "true", "on", "y"})
 #: Inventory files need a few levels; anything deeper is a mistake or an attack.
 MAX_DEPTH = 16
+#: No field holds a number longer than this; longer ones are refused unread.
+MAX_DIGITS = 20
 
 
 def _scan_events(text: str, display: str) -> list[Finding]:
@@ -405,6 +414,12 @@ def parse_text(path: Path, display: str, text: str, findings: list[Finding]) -> 
         return LoadResult(
             None, [*findings, rule("yaml.syntax").at(display, line, column, str(error.problem))]
         )
+    except yaml.reader.ReaderError as error:
+        # A character YAML refuses (NUL and other controls): located by position.
+        line, column = _line_col(text, min(error.position, len(text)))
+        code = error.character if isinstance(error.character, int) else ord(error.character)
+        message = f"unacceptable character #x{code:04x}: {error.reason}"
+        return LoadResult(None, [*findings, rule("yaml.syntax").at(display, line, column, message)])
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -429,4 +444,6 @@ def parse_text(path: Path, display: str, text: str, findings: list[Finding]) -> 
     builder = _Builder(display)
     data = builder.mapping(root)
     findings.extend(builder.findings)
+    if builder.fatal:
+        return LoadResult(None, findings)
     return LoadResult(Document(path=path, display=display, data=data, text=text), findings)

@@ -53,6 +53,7 @@ from relaygate.pipeline import (
     validate,
 )
 from relaygate.render import Artifacts, Header
+from relaygate.verify import MANIFEST
 
 WORKING_TREE = "working tree"
 #: Statuses the relay refuses explicitly (REJECT with a reason, nft drop for revoked).
@@ -572,7 +573,7 @@ def artifact_changes(
     added or removed whole, where they are the same noise in every file.
     """
     changes = []
-    for path in sorted((set(base) | set(head)) - {compile_.MANIFEST}):
+    for path in sorted((set(base) | set(head)) - {MANIFEST}):
         old, new = base.get(path), head.get(path)
         if old == new:
             continue

@@ -24,13 +24,13 @@ from typing import Any
 import netaddr
 
 from relaygate import addresses
-from relaygate import compile as compile_
 from relaygate.addresses import canonical_text
 from relaygate.errors import InternalError
 from relaygate.model import Device, Site
 from relaygate.pipeline import ValidationResult
 from relaygate.policy import class_name
 from relaygate.render import Artifacts
+from relaygate.verify import MANIFEST
 
 #: Where the compiled maps live on the relay, as main.cf.fragment spells it.
 MAP_PREFIX = "${config_directory}/relaygate/"
@@ -410,7 +410,7 @@ def appearances(device: Device, artifacts: Artifacts) -> tuple[Appearance, ...]:
         tokens.append(class_name(tuple(sorted(device.senders))))
     found = []
     for path, text in sorted(artifacts.items()):
-        if path == compile_.MANIFEST:
+        if path == MANIFEST:
             continue
         for number, line in enumerate(text.splitlines(), start=1):
             if any(mentions(line, token) for token in tokens):

@@ -191,6 +191,12 @@ _ALL: list[Rule] = [
         "give each segment its own VLAN",
     ),
     Rule(
+        "site.duplicate-port",
+        E,
+        "the relay and submission ports are the same",
+        "use 25 for the relay port and 587 for submission",
+    ),
+    Rule(
         "site.duplicate-name",
         E,
         "two segments, networks or relay hosts share a name",

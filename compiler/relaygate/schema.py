@@ -110,12 +110,36 @@ def schema_text(name: SchemaName) -> str:
 @cache
 def validator(name: SchemaName) -> Any:
     """A compiled validator for one schema; the schema itself is checked first."""
-    schema = json.loads(schema_text(name))
+    schema = _end_anchors(json.loads(schema_text(name)))
     try:
         Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as error:  # pragma: no cover - guarded by tests
         raise InternalError(f"schema {name} is invalid: {error.message}") from error
     return _StrictValidator(schema, format_checker=_FORMAT_CHECKER)
+
+
+def _end_anchors(node: Any) -> Any:
+    """Make a pattern's final ``$`` mean end of text, as it does in ECMA-262.
+
+    The schema files are written for editors (ECMA-262 regexes); Python's
+    ``$`` also matches before a trailing newline, so ``"host.edu\n"`` would
+    pass ``^...$``. ``\\Z`` is Python's end of text.
+    """
+    if isinstance(node, dict):
+        return {
+            key: (
+                value[:-1] + r"\Z"
+                if key == "pattern"
+                and isinstance(value, str)
+                and value.endswith("$")
+                and not value.endswith("\\$")
+                else _end_anchors(value)
+            )
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_end_anchors(item) for item in node]
+    return node
 
 
 def _is_integer(_checker: object, value: object) -> bool:

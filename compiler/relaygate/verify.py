@@ -24,16 +24,30 @@ from collections.abc import Iterable, Mapping
 
 import netaddr
 
+from relaygate import addresses
 from relaygate.addresses import canonical_text
 from relaygate.model import Inventory, Status
-from relaygate.render import postfix
+from relaygate.policy import build_policy
+from relaygate.render import Header, postfix
+from relaygate.render.targets import render_all
+
+MANIFEST = "manifest.json"
 
 _CLASS = re.compile(r"relaygate_s_[0-9a-f]{12}")
 
 
 def _canonical(text: str) -> str:
-    network = netaddr.IPNetwork(text)
-    return canonical_text(network)
+    """The canonical spelling, or the text marked as odd: never raises on tampered input."""
+    # Artifacts write hosts as net/len (nft sets, cidr maps, Junos): accept
+    # exactly the full-length form of a canonical host, nothing looser.
+    if text.endswith("/32") and ":" not in text:
+        text = text.removesuffix("/32")
+    elif text.endswith("/128") and ":" in text:
+        text = text.removesuffix("/128")
+    parsed = addresses.parse(text)
+    if isinstance(parsed, str) or parsed.problem:
+        return f"{text!r} (not a canonical address)"
+    return parsed.canonical
 
 
 def map_entries(text: str, path: str, problems: list[str]) -> dict[str, str]:
@@ -80,7 +94,10 @@ def _ios_permits(text: str, port: int) -> set[str]:
         elif "/" in parts[2]:
             found.add(_canonical(parts[2]))
         else:
-            found.add(_canonical(str(netaddr.IPNetwork(f"{parts[2]}/{parts[3]}").cidr)))
+            try:
+                found.add(_canonical(str(netaddr.IPNetwork(f"{parts[2]}/{parts[3]}").cidr)))
+            except (netaddr.AddrFormatError, ValueError, IndexError):
+                found.add(f"{' '.join(parts[2:4])!r} (not a canonical address)")
     return found
 
 
@@ -117,9 +134,42 @@ def _compare(what: str, got: Iterable[str], want: Iterable[str], problems: list[
         problems.append(f"{what}: {missing} is missing")
 
 
-def verify(inventory: Inventory, artifacts: Mapping[str, str]) -> list[str]:
-    """Every disagreement between the records and the artifacts (empty: they agree)."""
+def _first_difference(text: str, reference: str) -> str:
+    """Where an artifact first departs from a fresh render, for the problem message."""
+    lines, wanted = text.splitlines(), reference.splitlines()
+    for number, (line, want) in enumerate(zip(lines, wanted, strict=False), 1):
+        if line != want:
+            return f"line {number} is {line!r}, a fresh render has {want!r}"
+    if len(lines) > len(wanted):
+        return f"line {len(wanted) + 1} is {lines[len(wanted)]!r}, a fresh render ends before it"
+    if len(lines) < len(wanted):
+        return f"ends at line {len(lines)}, a fresh render goes on with {wanted[len(lines)]!r}"
+    return "differs from a fresh render of the inventory in line endings"
+
+
+def verify(
+    inventory: Inventory,
+    artifacts: Mapping[str, str],
+    reference: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Every disagreement between the records and the artifacts (empty: they agree).
+
+    Two independent proofs: the semantic checks below derive what must be
+    allowed and refused from the records themselves; and every artifact must
+    equal ``reference`` (by default a fresh render of the inventory), which
+    catches anything added outside the entries (an nft rule, an ACL line, a
+    Junos term). ``compile`` passes the artifacts it just rendered.
+    """
     problems: list[str] = []
+    if reference is None:
+        reference = render_all(build_policy(inventory), Header(site=inventory.site.name))
+    for path in sorted(set(artifacts) | set(reference)):
+        if path == MANIFEST:
+            continue
+        if path not in reference:
+            problems.append(f"{path}: not an artifact relaygate produces for this inventory")
+        elif path in artifacts and artifacts[path] != reference[path]:
+            problems.append(f"{path}: {_first_difference(artifacts[path], reference[path])}")
     site = inventory.site
     active = [d for d in inventory.devices if d.status is Status.ACTIVE]
     legacy = {canonical_text(d.network): tuple(sorted(d.senders)) for d in active if d.is_legacy}
@@ -172,6 +222,16 @@ def verify(inventory: Inventory, artifacts: Mapping[str, str]) -> list[str]:
             problems.append(
                 f"postfix: {address} may send as {senders}, the record says {legacy[address]}"
             )
+    refused_accounts = {
+        d.account
+        for d in inventory.devices
+        if d.status in (Status.REVOKED, Status.SUSPENDED) and not d.is_legacy and d.account
+    }
+    logins_refused = map_entries(get("postfix/refused_logins"), "postfix/refused_logins", problems)
+    _compare("postfix refused logins", logins_refused, refused_accounts, problems)
+    for account, value in logins_refused.items():
+        if not value.startswith("REJECT "):
+            problems.append(f"postfix/refused_logins: {account} maps to {value!r}, not a REJECT")
     refused_seen: set[str] = set()
     for path in ("postfix/refused_clients", "postfix/refused_clients.cidr"):
         for key, value in map_entries(get(path), path, problems).items():
@@ -242,6 +302,13 @@ def verify(inventory: Inventory, artifacts: Mapping[str, str]) -> list[str]:
         _compare(f"IOS ACL {segment.name}", ios, inside, problems)
         _compare(f"Junos filter {segment.name}", junos, inside, problems)
     groups = _aerleon_groups(get("acl/aerleon/RELAYGATE.net"))
+    relay_addresses = {canonical_text(a) for h in site.relay_hosts for a in h.addresses}
+    _compare(
+        "Aerleon group RELAYGATE_RELAY_HOSTS",
+        groups.get("RELAYGATE_RELAY_HOSTS", set()),
+        relay_addresses,
+        problems,
+    )
     in_groups: set[str] = set()
     for name, members in groups.items():
         if name != "RELAYGATE_RELAY_HOSTS":

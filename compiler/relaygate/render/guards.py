@@ -14,6 +14,7 @@ import netaddr
 
 from relaygate import addresses
 from relaygate.errors import RenderRefused
+from relaygate.load import FORBIDDEN_CHARACTERS
 
 _MAIL = re.compile(
     r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
@@ -89,6 +90,20 @@ def class_name(value: str) -> str:
 def acl_name(value: str) -> str:
     if not _ACL_NAME.fullmatch(value):
         raise _refuse("ACL name", value)
+    return value
+
+
+def text_line(value: str) -> str:
+    """One line of text for a comment or header: printable, no line break or control."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > 200
+        or not value.isprintable()
+        or value != value.strip()
+        or FORBIDDEN_CHARACTERS.search(value)
+    ):
+        raise _refuse("text", value)
     return value
 
 

@@ -1,0 +1,11 @@
+"""Case setup: mutates the copied inventory (see tests/test_cases.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.hostile._edit import LEGACY, replace
+
+
+def setup(root: Path) -> None:
+    replace(root, LEGACY, "name: lib-hodges-3f-copier\n", 'name: "lib-hodges\\u200b-3f-copier"\n')

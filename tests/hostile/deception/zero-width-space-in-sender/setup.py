@@ -1,0 +1,16 @@
+"""Case setup: mutates the copied inventory (see tests/test_cases.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.hostile._edit import LEGACY, replace
+
+
+def setup(root: Path) -> None:
+    replace(
+        root,
+        LEGACY,
+        "  - hodges-scans@lib.example.edu\n",
+        "  - hodges\u200b-scans@lib.example.edu\n",
+    )

@@ -1,0 +1,10 @@
+"""Case setup: mutates the copied inventory (see tests/test_cases.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def setup(root: Path) -> None:
+    (root / "site.yaml").unlink()
+    (root / "site.yaml").mkdir()

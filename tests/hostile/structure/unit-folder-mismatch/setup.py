@@ -1,0 +1,11 @@
+"""Case setup: mutates the copied inventory (see tests/test_cases.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.hostile._edit import LEGACY
+
+
+def setup(root: Path) -> None:
+    (root / LEGACY).rename(root / "devices" / "oit" / "lib-hodges-3f-copier.yaml")
