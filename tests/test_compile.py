@@ -377,3 +377,37 @@ def test_nft_loads_the_ruleset_in_a_namespace_with_exactly_the_intended_elements
     )
     tables = [item["table"]["name"] for item in loaded if "table" in item]
     assert tables == ["relaygate"]
+
+
+def test_check_is_not_stale_on_a_new_day(inventory: Path, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    first = run_cli("compile", "--inventory", str(inventory), "--as-of", AS_OF, "--out", str(out))
+    assert first.code == 0, first
+    next_day = run_cli(
+        "compile",
+        "--inventory",
+        str(inventory),
+        "--as-of",
+        "2026-11-30",
+        "--out",
+        str(out),
+        "--check",
+    )
+    assert next_day.code == 0 and "up to date" in next_day.stdout, next_day
+    record = inventory / "devices" / "libraries" / "lib-gate-counter.yaml"
+    record.write_text(
+        record.read_text().replace(
+            "status: active", "status: retired\nstatus_reason: inactive\nstatus_date: 2026-11-29"
+        )
+    )
+    changed = run_cli(
+        "compile",
+        "--inventory",
+        str(inventory),
+        "--as-of",
+        "2026-11-30",
+        "--out",
+        str(out),
+        "--check",
+    )
+    assert changed.code == 1 and "stale: manifest.json" in changed.stdout, changed

@@ -10,6 +10,7 @@ spelling it wanted when it refuses another.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -134,3 +135,11 @@ def special_kind(network: netaddr.IPNetwork) -> str | None:
         if hit:
             return name
     return None
+
+
+def inside(network: netaddr.IPNetwork, prefixes: Iterable[netaddr.IPNetwork]) -> bool:
+    """Whether ``network`` lies wholly inside one of ``prefixes`` (same IP version)."""
+    return any(
+        p.version == network.version and p.first <= network.first and network.last <= p.last
+        for p in prefixes
+    )

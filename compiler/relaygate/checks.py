@@ -144,13 +144,6 @@ def _identity(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
 # --- addressing ---------------------------------------------------------------
 
 
-def _inside(network: netaddr.IPNetwork, prefixes: Iterable[netaddr.IPNetwork]) -> bool:
-    return any(
-        p.version == network.version and p.first <= network.first and network.last <= p.last
-        for p in prefixes
-    )
-
-
 def _overlaps(network: netaddr.IPNetwork, other: netaddr.IPNetwork) -> bool:
     return bool(
         network.version == other.version
@@ -196,11 +189,20 @@ def _addressing(device: Device, doc: Document, ctx: Context) -> Iterator[Finding
                 ("address",),
                 f"/{network.prefixlen} is broader than the site limit /{limit}",
             )
-    if not special and not _inside(network, (n.prefix for n in site.campus_networks)):
+    if not special and not addresses.inside(network, (n.prefix for n in site.campus_networks)):
         yield doc.finding(
             "address.outside-campus",
             ("address",),
             f"{device.address} is outside every campus network",
+        )
+    if device.status is Status.ACTIVE and not any(
+        a.version == network.version for host in site.relay_hosts for a in host.addresses
+    ):
+        yield doc.finding(
+            "address.no-relay-address",
+            ("address",),
+            f"no relay host has an IPv{network.version} address, so {device.address} "
+            "cannot reach the relay",
         )
     for host in site.relay_hosts:
         if any(_overlaps(network, a) for a in host.addresses):
@@ -291,7 +293,7 @@ def _legacy(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
                 f"the record says {approver.name!r} ({approver.role})",
             )
     if ctx.site is not None and not any(
-        _inside(device.network, segment.prefixes) for segment in ctx.site.mod_segments
+        addresses.inside(device.network, segment.prefixes) for segment in ctx.site.mod_segments
     ):
         yield doc.finding(
             "legacy.outside-mod", ("address",), f"{device.address} is in no MOD segment"
@@ -547,7 +549,7 @@ def site_checks(site: Site, doc: Document) -> Iterator[Finding]:
         seen_vlans.setdefault(segment.vlan, segment.name)
         for p_index, prefix in enumerate(segment.prefixes):
             pointer: Pointer = ("mod_segments", index, "prefixes", p_index)
-            if not _inside(prefix, campus):
+            if not addresses.inside(prefix, campus):
                 yield doc.finding(
                     "site.mod-outside-campus",
                     pointer,
@@ -563,7 +565,7 @@ def site_checks(site: Site, doc: Document) -> Iterator[Finding]:
             spans.append((prefix, segment.name, pointer))
         for h_index, host in enumerate(site.relay_hosts):
             for a_index, address in enumerate(host.addresses):
-                if _inside(address, segment.prefixes):
+                if addresses.inside(address, segment.prefixes):
                     yield doc.finding(
                         "site.relay-in-mod",
                         ("relay", "hosts", h_index, "addresses", a_index),

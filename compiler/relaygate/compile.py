@@ -123,11 +123,32 @@ def read_tree(out: Path) -> dict[str, bytes]:
     }
 
 
+def _comparable(path: str, data: bytes | None) -> bytes | None:
+    """The bytes that matter: the manifest's ``as_of`` only says when it was compiled.
+
+    Without this, ``compile --check`` with the default as-of (today) would call
+    an unchanged output stale every new day.
+    """
+    if path != MANIFEST or data is None:
+        return data
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return data
+    if isinstance(document, dict):
+        document.pop("as_of", None)
+    return json.dumps(document, sort_keys=True).encode("utf-8")
+
+
 def stale(out: Path, artifacts: Artifacts) -> list[str]:
-    """Paths whose bytes differ between ``out`` and ``artifacts`` (added, changed, removed)."""
+    """Paths whose content differs between ``out`` and ``artifacts`` (added, changed, removed)."""
     current = read_tree(out)
     wanted = {path: text.encode("utf-8") for path, text in artifacts.items()}
-    return sorted(p for p in set(current) | set(wanted) if current.get(p) != wanted.get(p))
+    return sorted(
+        p
+        for p in set(current) | set(wanted)
+        if _comparable(p, current.get(p)) != _comparable(p, wanted.get(p))
+    )
 
 
 def write(out: Path, artifacts: Artifacts) -> list[str]:

@@ -13,11 +13,12 @@ history and appear nowhere.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 import netaddr
 
-from relaygate.addresses import canonical_text
+from relaygate.addresses import canonical_text, inside
 from relaygate.model import Device, Inventory, ModSegment, Site, Status
 
 
@@ -88,6 +89,10 @@ class Policy:
         )
 
 
+#: The shape of every restriction class name relaygate generates.
+CLASS_PATTERN = re.compile(r"relaygate_s_[0-9a-f]{12}")
+
+
 def class_name(senders: tuple[str, ...]) -> str:
     """A stable name for a sender set: the same set always gets the same class."""
     digest = hashlib.sha256("\n".join(sorted(senders)).encode()).hexdigest()[:12]
@@ -100,13 +105,8 @@ def _sort_key(network: netaddr.IPNetwork, name: str) -> tuple[int, int, int, str
 
 def _segment_of(site: Site, network: netaddr.IPNetwork) -> str | None:
     for segment in site.mod_segments:
-        for prefix in segment.prefixes:
-            if (
-                prefix.version == network.version
-                and prefix.first <= network.first
-                and network.last <= prefix.last
-            ):
-                return segment.name
+        if inside(network, segment.prefixes):
+            return segment.name
     return None
 
 

@@ -302,6 +302,12 @@ _ALL: list[Rule] = [
         "a device cannot have the relay's own address",
     ),
     Rule(
+        "address.no-relay-address",
+        E,
+        "no relay host has an address of the device's IP version",
+        "give the relay hosts an address of that version in site.yaml, or use the other one",
+    ),
+    Rule(
         "address.prefix-not-allowed",
         E,
         "a copier, MFD, scanner or appliance given a prefix",

@@ -27,13 +27,11 @@ import netaddr
 from relaygate import addresses
 from relaygate.addresses import canonical_text
 from relaygate.model import Inventory, Status
-from relaygate.policy import build_policy
+from relaygate.policy import CLASS_PATTERN, build_policy
 from relaygate.render import Header, postfix
 from relaygate.render.targets import render_all
 
 MANIFEST = "manifest.json"
-
-_CLASS = re.compile(r"relaygate_s_[0-9a-f]{12}")
 
 
 def _canonical(text: str) -> str:
@@ -198,11 +196,11 @@ def verify(
         if line and not line.startswith("#")
     )
     classes = {c for c in fragment.get("smtpd_restriction_classes", "").split(", ") if c}
-    for name in classes:
-        if not _CLASS.fullmatch(name):
+    for name in sorted(classes):
+        if not CLASS_PATTERN.fullmatch(name):
             problems.append(f"postfix: restriction class {name!r} is not a relaygate class")
     class_senders: dict[str, tuple[str, ...]] = {}
-    for name in classes:
+    for name in sorted(classes):
         path = f"postfix/senders/{name}"
         entries = map_entries(get(path), path, problems)
         for sender, action in entries.items():

@@ -15,14 +15,22 @@ from dataclasses import dataclass
 
 import netaddr
 
+from relaygate.errors import RenderRefused
 from relaygate.model import ModSegment
 from relaygate.policy import Policy
 from relaygate.render import Artifacts, Header, guards, render_template, target
 
 PERMIT = "permit"
 DENY = "deny"
-#: Ports denied from MOD segments unless a rule above permits them.
+#: Ports denied from MOD segments unless a rule above permits them; the site's
+#: own relay and submission ports are added (see ``smtp_ports``).
 SMTP_PORTS = (25, 465, 587)
+
+
+def smtp_ports(policy: Policy) -> tuple[int, ...]:
+    return tuple(
+        sorted({*SMTP_PORTS, int(policy.site.relay_port), int(policy.site.submission_port)})
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,10 @@ def render(policy: Policy, header: Header) -> Artifacts:
             if not has_prefix and not rules:
                 continue
             relays = _relays(policy, version)
+            if rules and not relays:  # legacy.no-relay-address stops this in validation
+                raise RenderRefused(
+                    f"{segment.name}: IPv{version} clients but no IPv{version} relay address"
+                )
             context = {
                 "header": header.lines("!"),
                 "name": acl_name(segment, version),
@@ -103,7 +115,7 @@ def render(policy: Policy, header: Header) -> Artifacts:
                 "version": version,
                 "rules": rules,
                 "relays": relays,
-                "smtp_ports": SMTP_PORTS,
+                "smtp_ports": smtp_ports(policy),
                 "permit": PERMIT,
                 "deny": DENY,
                 "ios_source": _ios_source,
@@ -133,6 +145,6 @@ def render(policy: Policy, header: Header) -> Artifacts:
         header=header.lines("#"),
         relay_port=int(policy.site.relay_port),
         submission_port=int(policy.site.submission_port),
-        smtp_ports=SMTP_PORTS,
+        smtp_ports=smtp_ports(policy),
     )
     return artifacts

@@ -15,15 +15,12 @@ import netaddr
 from relaygate import addresses
 from relaygate.errors import RenderRefused
 from relaygate.load import FORBIDDEN_CHARACTERS
+from relaygate.policy import CLASS_PATTERN
+from relaygate.schema import MAIL_ADDRESS
 
-_MAIL = re.compile(
-    r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
-)
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _TICKET = re.compile(r"[A-Z][A-Z0-9]{1,9}-[0-9]{1,9}")
-_CLASS = re.compile(r"relaygate_s_[0-9a-f]{12}")
 _ACL_NAME = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,62}")
-_FQDN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
 #: No device entry may be broader than this, whatever the site policy says.
 _BROADEST = {4: 8, 6: 32}
 
@@ -62,7 +59,7 @@ def cidr(value: str | netaddr.IPNetwork) -> str:
 
 
 def mail(value: str) -> str:
-    if not isinstance(value, str) or not _MAIL.fullmatch(value) or ".." in value:
+    if not isinstance(value, str) or not MAIL_ADDRESS.fullmatch(value) or ".." in value:
         raise _refuse("mail address", value)
     return value
 
@@ -82,7 +79,7 @@ def ticket(value: str | None) -> str:
 
 
 def class_name(value: str) -> str:
-    if not _CLASS.fullmatch(value):
+    if not CLASS_PATTERN.fullmatch(value):
         raise _refuse("restriction class", value)
     return value
 
@@ -104,10 +101,4 @@ def text_line(value: str) -> str:
         or FORBIDDEN_CHARACTERS.search(value)
     ):
         raise _refuse("text", value)
-    return value
-
-
-def fqdn(value: str) -> str:
-    if not isinstance(value, str) or len(value) > 253 or not _FQDN.fullmatch(value):
-        raise _refuse("FQDN", value)
     return value
