@@ -36,7 +36,8 @@ SUBMISSION_PORT = 587
 RECIPIENT = "probe@example.net"
 
 #: master.cf with the submission service (port 587, loopback only through inet_interfaces);
-#: copied from tests/postfix_instance.py.
+#: the same text as tests.postfix_instance.MASTER_CF, copied because this file also runs
+#: as a script inside the relays' namespaces, where the tests package is not importable.
 MASTER_CF = """\
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup

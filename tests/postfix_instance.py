@@ -11,7 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-MASTER_CF = """\
+#: The standard services, without chroot so temporary paths work as they are.
+BASE_MASTER_CF = """\
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -34,8 +35,9 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-submission inet n       -       n       -       -       smtpd
 """
+#: With the submission service that master.cf.fragment configures.
+MASTER_CF = BASE_MASTER_CF + "submission inet n       -       n       -       -       smtpd\n"
 
 POSTFIX_TOOLS = ("postfix", "postmap", "postconf")
 

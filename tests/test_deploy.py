@@ -596,3 +596,10 @@ def test_ansible_lint_production_profile_passes(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Profile 'production' was required, and it passed" in done.stdout + done.stderr
+
+
+def test_deploy_lab_master_cf_matches_the_shared_one() -> None:
+    # deploy_support keeps its own copy (it also runs as a script in the namespaces).
+    from tests import deploy_support  # noqa: PLC0415 - the module under comparison
+
+    assert deploy_support.MASTER_CF == postfix_instance.MASTER_CF

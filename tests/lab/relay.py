@@ -31,38 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.lab.netns import LabError, Namespaces
+from tests.postfix_instance import BASE_MASTER_CF as MASTER_CF
 
 MAPS = "relaygate"
 CLASS_PREFIX = "relaygate_s_"
 NFT_TABLE = ("inet", "relaygate")
 SINK_PORT = 2525
-
-# The base services, as in tests/postfix_instance.py (copied: that module is
-# shared), without chroot so the lab folder's paths work as they are.
-MASTER_CF = """\
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
 
 
 @dataclass(frozen=True)
