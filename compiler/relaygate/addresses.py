@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import netaddr
@@ -57,9 +58,19 @@ def canonical_text(network: netaddr.IPNetwork) -> str:
 
 
 def parse(text: str) -> Parsed | str:
-    """Parse ``text`` as an IP host or prefix; return an error message if it is not one."""
+    """Parse ``text`` as an IP host or prefix; return an error message if it is not one.
+
+    Cached: the schema format, the model and the checks each parse every
+    address, and netaddr dominates the cost. Callers must not mutate
+    ``Parsed.network`` (it may be shared).
+    """
     if not isinstance(text, str) or not text:
         return "empty address"
+    return _parse(text)
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse(text: str) -> Parsed | str:
     if text != text.strip() or any(c.isspace() for c in text):
         return "whitespace in an address"
     if len(text) > MAX_TEXT:
