@@ -1,15 +1,18 @@
 # relaygate: `make run` compiles the example campus, `make test` runs every check.
-PYTHON ?= python3.11
+# Any Python from 3.11 to 3.13: the first of these that exists and fits.
+SUPPORTED := python3 python3.13 python3.12 python3.11
+fits = $(shell command -v $(1) >/dev/null 2>&1 && $(1) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null && echo $(1))
+PYTHON ?= $(firstword $(foreach p,$(SUPPORTED),$(call fits,$(p))))
 VENV ?= .venv
 BIN := $(VENV)/bin
 AS_OF ?= 2026-11-29
 OUT ?= build/relay
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit validate bench fuzz clean
+.PHONY: run test fast lint typecheck unit validate bench fuzz clean
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 2; }
+	@test -n "$(PYTHON)" || { echo "need Python 3.11, 3.12 or 3.13 (python3 or python3.1x on PATH)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,deploy]'
@@ -33,6 +36,10 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The inner loop: lint, types and every test that needs no root, Postfix, nft or Ansible.
+fast: lint typecheck
+	$(BIN)/pytest -m "not integration" -q
 
 FUZZ_SECONDS ?= 60
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from relaygate.cli import main
+from tests import postfix_instance
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "inventory"
@@ -56,6 +57,36 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI must run this test, but: {reason}")
     pytest.skip(reason)
+
+
+def require_postfix_lmdb() -> None:
+    """Require a Postfix with lmdb maps; the skip or failure names the command that said no."""
+    reason = postfix_instance.lmdb_missing()
+    require(reason is None, reason or "")
+
+
+#: Integration tests by what happened to them: counted in the run's closing lines so that a
+#: green run that tested no relay is visible at a glance.
+_INTEGRATION = {"ran": 0, "skipped": 0, "errors": 0}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "integration" not in report.keywords:
+        return
+    if report.skipped:
+        _INTEGRATION["skipped"] += 1
+    elif report.when == "call":
+        _INTEGRATION["ran"] += 1
+    elif report.failed and report.when == "setup":
+        _INTEGRATION["errors"] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    counts = _INTEGRATION
+    line = f"integration: {counts['ran']} ran, {counts['skipped']} skipped"
+    if counts["errors"]:
+        line += f", {counts['errors']} errors before running"
+    terminalreporter.write_line(line, bold=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 #: The standard services, without chroot so temporary paths work as they are.
@@ -46,11 +47,42 @@ def available() -> bool:
     return all(shutil.which(tool) for tool in POSTFIX_TOOLS)
 
 
-def lmdb_supported() -> bool:
-    if not available():
-        return False
-    types = subprocess.run(["postconf", "-m"], capture_output=True, text=True, check=False).stdout
-    return "lmdb" in types.split()
+class PostfixUnavailable(RuntimeError):
+    """A Postfix capability is missing; the message says which command showed it, and how."""
+
+
+def map_types() -> list[str]:
+    """The lookup table types this Postfix supports (``postconf -m``).
+
+    Runs against an empty private config folder, never the host's /etc/postfix: with
+    Postfix installed as "No configuration" that folder holds no main.cf, and a bare
+    ``postconf`` exits fatally there. Raises PostfixUnavailable with the command, its
+    exit code and its stderr when the answer cannot be had.
+    """
+    missing = [tool for tool in POSTFIX_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise PostfixUnavailable(f"Postfix is not installed: {', '.join(missing)} not on PATH")
+    with tempfile.TemporaryDirectory(prefix="relaygate-postconf-") as empty:
+        for name in ("main.cf", "master.cf"):
+            (Path(empty) / name).write_text("")
+        argv = ["postconf", "-c", empty, "-m"]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise PostfixUnavailable(
+            f"`{' '.join(argv)}` exited {done.returncode}: {done.stderr.strip() or '(no stderr)'}"
+        )
+    return done.stdout.split()
+
+
+def lmdb_missing() -> str | None:
+    """None when this Postfix has lmdb maps; otherwise the real reason it cannot be used."""
+    try:
+        types = map_types()
+    except PostfixUnavailable as error:
+        return str(error)
+    if "lmdb" not in types:
+        return f"postfix-lmdb is not installed: `postconf -m` lists {' '.join(types)}"
+    return None
 
 
 def make_instance(root: Path) -> Path:
@@ -79,7 +111,12 @@ def install_maps(compiled: Path, config: Path) -> None:
     shutil.copytree(source, target)
     for path in sorted(target.rglob("*")):
         if path.is_file() and not path.name.endswith((".cidr", ".fragment", ".lmdb")):
-            subprocess.run(["postmap", f"lmdb:{path}"], check=True, capture_output=True, text=True)
+            subprocess.run(
+                ["postmap", "-c", str(config), f"lmdb:{path}"],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
 
 
 def apply_fragment(compiled: Path, config: Path) -> None:

@@ -24,7 +24,7 @@ from relaygate.render import Header
 from relaygate.render.targets import render_all
 from relaygate.verify import map_entries, verify
 from tests import postfix_instance
-from tests.conftest import AS_OF, EXAMPLE, require
+from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
 
 GOLDEN = Path(__file__).parent / "golden" / "example"
 DAY = dt.date.fromisoformat(AS_OF)
@@ -262,8 +262,7 @@ def test_verifier_catches_a_sender_swapped_between_classes() -> None:
 
 @pytest.mark.integration
 def test_postfix_accepts_every_map_and_the_fragment(tmp_path: Path) -> None:
-    require(postfix_instance.available(), "Postfix is not installed")
-    require(postfix_instance.lmdb_supported(), "postfix-lmdb is not installed")
+    require_postfix_lmdb()
     require(os.geteuid() == 0, "postfix check needs root")
     out = tmp_path / "out"
     compile_.write(out, compiled(EXAMPLE))
@@ -308,7 +307,10 @@ def test_postfix_accepts_every_map_and_the_fragment(tmp_path: Path) -> None:
         if not source.is_file() or source.suffix in (".cidr", ".lmdb", ".fragment"):
             continue
         dump = subprocess.run(
-            ["postmap", "-s", f"lmdb:{source}"], capture_output=True, text=True, check=True
+            ["postmap", "-c", str(config), "-s", f"lmdb:{source}"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         dumped = dict(line.split("\t", 1) for line in dump.splitlines())
         problems: list[str] = []

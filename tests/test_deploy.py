@@ -30,7 +30,7 @@ import pytest
 
 from relaygate import compile as compile_
 from tests import postfix_instance
-from tests.conftest import AS_OF, EXAMPLE, require
+from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
 from tests.deploy_support import (
     PLAYBOOKS,
     Lab,
@@ -131,8 +131,7 @@ def senders_of(out: Path, address: str) -> list[str]:
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     require(os.geteuid() == 0, "network namespaces and a Postfix instance need root")
-    require(postfix_instance.available(), "Postfix is not installed")
-    require(postfix_instance.lmdb_supported(), "postfix-lmdb is not installed")
+    require_postfix_lmdb()
     require(
         shutil.which("ip") is not None and shutil.which("nft") is not None,
         "ip or nft is not installed",

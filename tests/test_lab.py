@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import postfix_instance
-from tests.conftest import AS_OF, EXAMPLE, require
+from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
 from tests.lab import Lab, LabError, Result, Session, leftovers
 from tests.lab.cases import run_matrix
 from tests.lab.lab import TEMP_PARENT
@@ -43,7 +42,7 @@ def _require_components() -> None:
         ("saslpasswd2", "sasl2-bin"),
     ):
         require(shutil.which(tool) is not None, f"{tool} is not installed ({package})")
-    require(postfix_instance.lmdb_supported(), "postfix-lmdb is not installed")
+    require_postfix_lmdb()
 
 
 @pytest.fixture(scope="session")

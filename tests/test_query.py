@@ -24,7 +24,7 @@ from relaygate import compile as compile_
 from relaygate import query
 from relaygate.pipeline import display_path
 from tests import postfix_instance
-from tests.conftest import AS_OF, EXAMPLE, require
+from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
 
 DAY = dt.date.fromisoformat(AS_OF)
 
@@ -275,8 +275,7 @@ def _smtp(port: int, client: str, login: str | None, sender: str) -> str:
 @pytest.mark.integration
 def test_real_postfix_agrees_with_the_simulation(tmp_path: Path) -> None:
     require(os.geteuid() == 0, "needs root to run a private Postfix instance")
-    require(postfix_instance.available(), "Postfix is not installed")
-    require(postfix_instance.lmdb_supported(), "postfix-lmdb is not installed")
+    require_postfix_lmdb()
     out = tmp_path / "out"
     result = compile_.build(EXAMPLE, DAY)
     assert result.artifacts is not None
