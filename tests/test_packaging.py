@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require
 
 
 @pytest.mark.integration
@@ -34,3 +35,34 @@ def test_wheel_builds_without_warnings(tmp_path: Path) -> None:
     ]
     assert warnings == []
     assert [path.name for path in tmp_path.glob("*.whl")] == ["relaygate-0.1.0-py3-none-any.whl"]
+
+
+def _make_dry_run(path: Path, venv: Path) -> subprocess.CompletedProcess[str]:
+    """`make -n` of the venv step with PATH limited to ``path``: which Python would it use?"""
+    make = shutil.which("make")
+    assert make is not None
+    return subprocess.run(
+        [make, "-n", "-C", str(ROOT), f"VENV={venv}", f"{venv}/.installed"],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(path), "HOME": str(venv)},
+        check=False,
+    )
+
+
+def test_makefile_takes_the_first_supported_python(tmp_path: Path) -> None:
+    require(shutil.which("make") is not None, "make is not installed")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # A python3 that is too old (it fails the version check) and a python3.12 that fits.
+    (bin_dir / "python3").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "python3").chmod(0o755)
+    (bin_dir / "python3.12").symlink_to(sys.executable)
+    done = _make_dry_run(bin_dir, tmp_path / "venv")
+    assert done.returncode == 0, done.stderr
+    assert f"python3.12 -m venv {tmp_path / 'venv'}" in done.stdout
+    # Nothing that fits: the set-up stops with the reason, before creating anything.
+    (bin_dir / "python3.12").unlink()
+    done = _make_dry_run(bin_dir, tmp_path / "venv")
+    assert 'test -n ""' in done.stdout
+    assert "need Python 3.11, 3.12 or 3.13" in done.stdout
