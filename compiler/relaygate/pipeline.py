@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from relaygate import checks, model, schema
+from relaygate import checks, model, schema, schema_files
 from relaygate.findings import Finding, Severity
 from relaygate.load import Document, Limits, load_document
 from relaygate.rules import rule
@@ -195,6 +195,7 @@ def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> Valida
     devices.sort(key=lambda d: (d.name, d.source))
     findings.extend(checks.inventory_checks(devices, context))
 
+    findings.extend(schema_files.stale_findings(root, display_path(root)))
     findings = sorted(set(findings), key=Finding.sort_key)
     inventory = None
     if (

@@ -493,6 +493,49 @@ _ALL: list[Rule] = [
         "a non-ASCII character where only ASCII is allowed",
         "write the domain in ASCII (punycode); look-alike letters deceive reviewers",
     ),
+    # --- a policy repository and its imports ------------------------------------------------
+    Rule(
+        "schemas.stale",
+        W,
+        "a schema file beside the inventory is not the installed relaygate's",
+        "run `relaygate schemas export schemas` so editor completion matches what validate checks",
+    ),
+    Rule(
+        "import.unknown-column",
+        E,
+        "a CSV column that names no record field",
+        "rename the column to a record field (nested fields with dots, e.g. requestor.email)",
+    ),
+    Rule(
+        "import.missing-column",
+        E,
+        "a CSV export without a column every row needs",
+        "add the column (name and unit name each record's file)",
+    ),
+    Rule(
+        "import.duplicate-column",
+        E,
+        "two CSV columns with the same name",
+        "keep one of them",
+    ),
+    Rule(
+        "import.bad-value",
+        E,
+        "a CSV cell that cannot become the field it is in",
+        "write the value as the field expects (see docs/inventory-format.md)",
+    ),
+    Rule(
+        "import.duplicate-row",
+        E,
+        "two CSV rows for the same record, or a row for a record that exists",
+        "keep one row per record; change an existing record by editing its file",
+    ),
+    Rule(
+        "import.ragged-row",
+        E,
+        "a CSV row with more or fewer cells than the header",
+        "fix the row's quoting or its number of cells",
+    ),
 ]
 
 RULES: dict[str, Rule] = {rule.id: rule for rule in _ALL}

@@ -253,8 +253,8 @@ _DATE_KEYS = frozenset({"approved_on", "expires_on", "status_date"})
 
 def scalar(value: Any, key: str = "", *, flow: bool = False) -> str:
     """One scalar as YAML text that reads back as exactly ``value`` (quoted when in doubt)."""
-    if isinstance(value, bool):  # pragma: no cover - no boolean fields
-        raise InternalError(f"unexpected boolean for {key}")
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     text = str(value)
@@ -316,6 +316,11 @@ def render(data: Mapping[str, Any]) -> str:
                     lines += rest
                 else:
                     lines.append(f"  {inner}: {scalar(item, inner)}")
+        elif isinstance(value, Mapping):
+            lines.append(f"{key}: {_flow(value)}")
+        elif isinstance(value, list | tuple):
+            lines.append(f"{key}:")
+            lines += [f"  - {scalar(item)}" for item in value]
         else:
             lines.append(f"{key}: {scalar(value, key)}")
     return "\n".join(lines) + "\n"

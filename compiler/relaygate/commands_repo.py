@@ -1,0 +1,224 @@
+"""Commands for a campus's own policy repository: init, schemas, import, list, deploy.
+
+Each command parses its options, calls ``relaygate.workflow`` and returns an
+exit code (0 done, 1 findings, 2 usage); no policy logic lives here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from relaygate.cliutil import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    DateParam,
+    as_of_option,
+    inventory_option,
+    inventory_root,
+)
+from relaygate.pipeline import display_path, validate
+from relaygate.report import FORMATTERS, summary_line
+from relaygate.schema_files import export
+from relaygate.workflow import deploy, importer, listing, netreg_import
+from relaygate.workflow.init import InitOptions, create
+
+
+@click.command("init")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--campus", default="Example University", show_default=True, help="Campus name.")
+@click.option(
+    "--platform-team",
+    default="@example-edu/mail-platform",
+    show_default=True,
+    help="The code-host team that reviews risky changes.",
+)
+@as_of_option
+def init_command(folder: Path, campus: str, platform_team: str, as_of: dt.date | None) -> None:
+    """Create a policy repository in FOLDER (new or empty)."""
+    options = InitOptions(folder, campus, platform_team, as_of or dt.date.today())
+    written = create(options)
+    for path in written:
+        click.echo(f"wrote: {display_path(path)}")
+    result = validate(folder / "inventory", options.today)
+    if result.errors:  # the templates are ours: a finding here is a relaygate bug
+        click.echo(FORMATTERS["text"](result.findings, ""), nl=False, err=True)
+        raise RuntimeError("the new inventory does not validate")
+    click.echo(
+        f"{display_path(folder)}: policy repository for relaygate; next: git init, then"
+        " `relaygate new --inventory inventory`"
+    )
+
+
+@click.group("schemas")
+def schemas_group() -> None:
+    """The JSON Schemas that editors use for completion."""
+
+
+@schemas_group.command("export")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+def schemas_export_command(folder: Path) -> None:
+    """Write the installed relaygate's schemas into FOLDER (usually `schemas`)."""
+    changed = export(folder)
+    for path in changed:
+        click.echo(f"wrote: {display_path(path)}")
+    click.echo(f"{display_path(folder)}: {len(changed)} schema files changed")
+
+
+@click.command("import")
+@inventory_option
+@as_of_option
+@click.option(
+    "--csv",
+    "csv_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="An export of relay requests: one record per row, field names as the header.",
+)
+@click.option("--dry-run", is_flag=True, help="Check every row; write nothing.")
+def import_command(inventory: Path, as_of: dt.date | None, csv_path: Path, dry_run: bool) -> None:
+    """Turn a spreadsheet of relay requests into records, one per row."""
+    result = importer.run(
+        inventory_root(inventory),
+        csv_path,
+        display_path(csv_path.resolve()),
+        as_of or dt.date.today(),
+        write=not dry_run,
+    )
+    for line in importer.problems_text(result):
+        click.echo(line)
+    for path in result.written:
+        click.echo(f"wrote: {display_path(path)}")
+    header_failed = any(p.row == 1 for p in result.rejected)
+    accepted = 0 if header_failed else result.rows - result.failed_rows
+    verb = "would be written" if dry_run else "written"
+    click.echo(
+        f"{result.shown}: {result.rows} rows, {accepted} {verb}, {result.rows - accepted} refused"
+    )
+    sys.exit(EXIT_FINDINGS if result.rejected else EXIT_OK)
+
+
+@click.group("netreg")
+def netreg_group() -> None:
+    """The NetReg reservations export (inventory/netreg.yaml)."""
+
+
+@netreg_group.command("import")
+@inventory_option
+@click.option(
+    "--csv",
+    "csv_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A NetReg export: address, fqdn, type, mac, note.",
+)
+@click.option(
+    "--exported-on",
+    "exported_on",
+    type=DateParam(),
+    default=None,
+    help="The day of the export (YYYY-MM-DD); default: today.",
+)
+@click.option("--dry-run", is_flag=True, help="Check the export; write nothing.")
+def netreg_import_command(
+    inventory: Path, csv_path: Path, exported_on: dt.date | None, dry_run: bool
+) -> None:
+    """Replace netreg.yaml with a NetReg export, if every row is good."""
+    result = netreg_import.run(
+        inventory_root(inventory),
+        csv_path,
+        display_path(csv_path.resolve()),
+        exported_on or dt.date.today(),
+        write=not dry_run,
+    )
+    for problem in result.problems:
+        click.echo(problem.text(result.shown))
+    state = (
+        "refused, netreg.yaml unchanged"
+        if result.problems
+        else ("written" if result.written else "checked, nothing written")
+    )
+    click.echo(
+        f"{result.shown}: {result.reservations} reservations ({result.added} added,"
+        f" {result.removed} removed, {result.changed} changed); {state}"
+    )
+    sys.exit(EXIT_FINDINGS if result.problems else EXIT_OK)
+
+
+@click.command("list")
+@inventory_option
+@as_of_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(sorted(listing.FORMATS)),
+    default="text",
+    show_default=True,
+)
+def list_command(inventory: Path, as_of: dt.date | None, output_format: str) -> None:
+    """The register: every record with its unit, auth, status, expiry and last activity."""
+    result = validate(inventory_root(inventory), as_of or dt.date.today())
+    click.echo(listing.FORMATS[output_format](listing.entries(result.devices)), nl=False)
+    listed = {device.source for device in result.devices}
+    unlisted = sorted({f.path for f in result.findings if f.rule.startswith("schema.")} - listed)
+    if unlisted:
+        click.echo(
+            f"not listed (schema errors; run relaygate validate): {', '.join(unlisted)}",
+            err=True,
+        )
+        click.echo(summary_line(result.findings, result.files_checked), err=True)
+    sys.exit(EXIT_FINDINGS if unlisted else EXIT_OK)
+
+
+@click.command(
+    "deploy",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("build/relay"),
+    show_default=True,
+    help="The folder `relaygate compile --out` wrote.",
+)
+@click.option(
+    "--playbook",
+    type=click.Choice(deploy.PLAYBOOKS),
+    default="deploy.yml",
+    show_default=True,
+)
+@click.option("--show-path", is_flag=True, help="Print the packaged playbook folder and stop.")
+@click.argument("ansible_options", nargs=-1, type=click.UNPROCESSED)
+def deploy_command(
+    out: Path, playbook: str, show_path: bool, ansible_options: tuple[str, ...]
+) -> None:
+    """Run the packaged playbook; every other option goes to ansible-playbook (-i, --check ...)."""
+    with deploy.playbooks_dir() as folder:
+        if show_path:
+            click.echo(str(folder))
+            sys.exit(EXIT_OK)
+        argv = deploy.command(folder, playbook, out, ansible_options)
+        click.echo("relaygate: " + " ".join(argv), err=True)
+        code = subprocess.run(argv, check=False).returncode
+    if code:
+        click.echo(f"relaygate: ansible-playbook exited {code}", err=True)
+    # ansible-playbook 5 is a bad option: a usage error of ours too.
+    sys.exit(EXIT_OK if code == 0 else EXIT_USAGE if code == 5 else EXIT_FINDINGS)
+
+
+def register(group: click.Group) -> None:
+    for command in (
+        init_command,
+        schemas_group,
+        import_command,
+        netreg_group,
+        list_command,
+        deploy_command,
+    ):
+        group.add_command(command)

@@ -1,0 +1,1 @@
+"""A campus's own policy repository: create it, import into it, list it, deploy from it."""
