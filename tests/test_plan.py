@@ -443,10 +443,12 @@ EXPECTED = {
             }
         ],
         "approvals": [
+            # A revocation is the platform team's call alone: the unit neither blocks it
+            # nor is asked.
             {
-                "kind": "unit-owners",
-                "reasons": ["changed inventory/devices/libraries/lib-gate-counter.yaml"],
-                "who": "@example-edu/libraries-it",
+                "kind": "platform-team",
+                "reasons": ["revoked inventory/devices/libraries/lib-gate-counter.yaml"],
+                "who": "@example-edu/mail-platform",
             }
         ],
         "files": [],

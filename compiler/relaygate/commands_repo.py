@@ -7,6 +7,8 @@ exit code (0 done, 1 findings, 2 usage); no policy logic lives here.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +24,12 @@ from relaygate.cliutil import (
     inventory_option,
     inventory_root,
 )
+from relaygate.errors import UsageError
 from relaygate.pipeline import display_path, validate
+from relaygate.plan import build_plan
 from relaygate.report import FORMATTERS, summary_line
 from relaygate.schema_files import export
-from relaygate.workflow import deploy, importer, listing, netreg_import
+from relaygate.workflow import approvals, deploy, importer, listing, netreg_import
 from relaygate.workflow.init import InitOptions, create
 
 
@@ -162,8 +166,9 @@ def netreg_import_command(
 )
 def list_command(inventory: Path, as_of: dt.date | None, output_format: str) -> None:
     """The register: every record with its unit, auth, status, expiry and last activity."""
-    result = validate(inventory_root(inventory), as_of or dt.date.today())
-    click.echo(listing.FORMATS[output_format](listing.entries(result.devices)), nl=False)
+    root = inventory_root(inventory)
+    result = validate(root, as_of or dt.date.today())
+    click.echo(listing.FORMATS[output_format](listing.entries(result.devices, root)), nl=False)
     listed = {device.source for device in result.devices}
     unlisted = sorted({f.path for f in result.findings if f.rule.startswith("schema.")} - listed)
     if unlisted:
@@ -212,6 +217,69 @@ def deploy_command(
     sys.exit(EXIT_OK if code == 0 else EXIT_USAGE if code == 5 else EXIT_FINDINGS)
 
 
+@click.group("approvals")
+def approvals_group() -> None:
+    """The approvals a change needs, enforced on its pull request."""
+
+
+def _event() -> dict[str, object]:
+    """The GitHub Actions event, when running there (GITHUB_EVENT_PATH)."""
+    path = os.environ.get("GITHUB_EVENT_PATH")
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"GITHUB_EVENT_PATH {path}: {error}") from error
+    pull = data.get("pull_request") if isinstance(data, dict) else None
+    return pull if isinstance(pull, dict) else {}
+
+
+@approvals_group.command("check")
+@inventory_option
+@as_of_option
+@click.option("--base", required=True, help="The pull request's base (e.g. origin/main).")
+@click.option("--head", default=None, help="The head commit to require approvals of.")
+@click.option("--pr", "number", type=int, default=None, help="The pull request number.")
+@click.option("--repository", default=None, help="owner/name (default: $GITHUB_REPOSITORY).")
+@click.option("--api", default=None, help="API base URL (default: $GITHUB_API_URL).")
+def approvals_check_command(
+    inventory: Path,
+    as_of: dt.date | None,
+    base: str,
+    head: str | None,
+    number: int | None,
+    repository: str | None,
+    api: str | None,
+) -> None:
+    """Fail until everyone the plan names has approved the pull request's head commit.
+
+    The token comes from RELAYGATE_GITHUB_TOKEN (or GITHUB_TOKEN); reading team
+    membership needs a token with read access to the organisation's teams.
+    """
+    pull = _event()
+    head_info = pull.get("head")
+    head = head or (str(head_info.get("sha")) if isinstance(head_info, dict) else None)
+    number = number or (int(str(pull["number"])) if "number" in pull else None)
+    repository = repository or os.environ.get("GITHUB_REPOSITORY")
+    api = api or os.environ.get("GITHUB_API_URL", "https://api.github.com")
+    token = os.environ.get("RELAYGATE_GITHUB_TOKEN") or os.environ.get("GITHUB_TOKEN")
+    for value, what in (
+        (head, "--head"),
+        (number, "--pr"),
+        (repository, "--repository"),
+        (token, "RELAYGATE_GITHUB_TOKEN"),
+    ):
+        if not value:
+            raise UsageError(f"approvals check needs {what} (or run it in a pull-request workflow)")
+    assert head and number and repository and token
+    plan = build_plan(inventory_root(inventory), base, as_of or dt.date.today())
+    host = approvals.GitHub(api, repository, number, token)
+    outcomes = approvals.check(plan, host, head)
+    click.echo(approvals.report(outcomes, head), nl=False)
+    sys.exit(EXIT_OK if all(o.met for o in outcomes) else EXIT_FINDINGS)
+
+
 def register(group: click.Group) -> None:
     for command in (
         init_command,
@@ -220,5 +288,6 @@ def register(group: click.Group) -> None:
         netreg_group,
         list_command,
         deploy_command,
+        approvals_group,
     ):
         group.add_command(command)

@@ -172,6 +172,11 @@ class Unit:
     name: str
     owners: tuple[str, ...]
     approvers: tuple[Approver, ...]
+    #: (approver email, code-host login) for approvers whose login units.yaml gives.
+    logins: tuple[tuple[str, str], ...] = ()
+
+    def login_of(self, email: str) -> str | None:
+        return next((login for mail, login in self.logins if mail == email), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +300,7 @@ def build_units(data: dict[str, Any]) -> dict[str, Unit]:
             name=item["name"],
             owners=tuple(item["owners"]),
             approvers=tuple(_approver(a) for a in item["approvers"]),
+            logins=tuple((a["email"], a["login"]) for a in item["approvers"] if "login" in a),
         )
         for unit_id, item in sorted(data["units"].items())
     }

@@ -358,6 +358,9 @@ class Approval:
     kind: str  # exception-approver | platform-team | unit-owners
     who: str
     reasons: tuple[str, ...]
+    #: Code-host users (@login) or teams (@org/team) any one of whom satisfies it; empty
+    #: when nobody can (an approver without a login in units.yaml).
+    accepts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -741,6 +744,21 @@ def _mass_risk(mass: MassChange, shown: str) -> list[Risk]:
     ]
 
 
+#: Fields a revocation or suspension sets; a change of nothing else is a refusal only.
+_STATUS_FIELDS = frozenset({"status", "status_reason", "status_date", "status_ticket"})
+
+
+def _refusal_only(change: RecordChange, head: Side) -> bool:
+    """A change that only revokes or suspends a record: the platform team's call alone."""
+    device = head.devices.get(change.name)
+    return (
+        change.change == "changed"
+        and device is not None
+        and device.status in (model.Status.REVOKED, model.Status.SUSPENDED)
+        and all(f.field in _STATUS_FIELDS for f in change.fields)
+    )
+
+
 def _approvals(
     base: Side,
     head: Side,
@@ -748,10 +766,13 @@ def _approvals(
     files: Sequence[FileChange],
     risks: Sequence[Risk],
 ) -> list[Approval]:
-    approvals: dict[tuple[str, str], list[str]] = {}
+    """Who must approve: the exception's listed approver and the unit's owners for what a unit
+    asks, the platform team for every risk and site-wide file; a revocation or suspension
+    needs the platform team alone, so a unit can neither block nor wave through its own."""
+    approvals: dict[tuple[str, str], tuple[tuple[str, ...], list[str]]] = {}
 
-    def need(kind: str, who: str, reason: str) -> None:
-        reasons = approvals.setdefault((kind, who), [])
+    def need(kind: str, who: str, accepts: tuple[str, ...], reason: str) -> None:
+        _, reasons = approvals.setdefault((kind, who), (accepts, []))
         if reason not in reasons:
             reasons.append(reason)
 
@@ -772,21 +793,32 @@ def _approvals(
             if listed and unit is not None
             else f"{role}; NOT a listed approver of unit {new.unit}"
         )
-        need("exception-approver", who, f"exception for {new.name} ({detail})")
-    for change in records:
-        unit = units.get(change.unit)
-        owners = " ".join(unit.owners) if unit else f"(unit {change.unit} is not in units.yaml)"
-        need("unit-owners", owners, f"{change.change} {change.path}")
+        login = unit.login_of(approver.email) if listed and unit is not None else None
+        need(
+            "exception-approver",
+            who,
+            (login,) if login else (),
+            f"exception for {new.name} ({detail})",
+        )
     site = head.site or base.site
     platform = site.platform_team if site else "(site.yaml review.platform_team)"
+    team = (site.platform_team,) if site else ()
+    for change in records:
+        if _refusal_only(change, head):
+            status = head.devices[change.name].status.value
+            need("platform-team", platform, team, f"{status} {change.path}")
+            continue
+        unit = units.get(change.unit)
+        owners = " ".join(unit.owners) if unit else f"(unit {change.unit} is not in units.yaml)"
+        need("unit-owners", owners, unit.owners if unit else (), f"{change.change} {change.path}")
     for risk in risks:
-        need("platform-team", platform, f"{risk.id}: {risk.subject}")
+        need("platform-team", platform, team, f"{risk.id}: {risk.subject}")
     for file_change in files:
-        need("platform-team", platform, f"changed {file_change.path}")
+        need("platform-team", platform, team, f"changed {file_change.path}")
     order = {"exception-approver": 0, "unit-owners": 1, "platform-team": 2}
     return [
-        Approval(kind, who, tuple(reasons))
-        for (kind, who), reasons in sorted(
+        Approval(kind, who, tuple(reasons), accepts)
+        for (kind, who), (accepts, reasons) in sorted(
             approvals.items(), key=lambda i: (order[i[0][0]], i[0][1])
         )
     ]

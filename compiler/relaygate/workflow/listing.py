@@ -15,6 +15,7 @@ import io
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from relaygate import model
 
@@ -46,8 +47,18 @@ class Entry:
     file: str
 
 
+def _relative(source: str, root: Path) -> str:
+    """A record's file relative to the inventory, wherever the command was run from."""
+    path = Path(source)
+    path = path if path.is_absolute() else Path.cwd() / path
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return source
+
+
 def entries(
-    devices: list[model.Device], last_seen: Mapping[str, dt.date] | None = None
+    devices: list[model.Device], root: Path, last_seen: Mapping[str, dt.date] | None = None
 ) -> list[Entry]:
     """The register rows; ``last_seen`` maps a record name to its last accepted day."""
     seen = last_seen or {}
@@ -62,7 +73,7 @@ def entries(
             account=d.account,
             expires_on=d.exception.expires_on.isoformat() if d.exception else None,
             last_seen=seen[d.name].isoformat() if d.name in seen else None,
-            file=d.source,
+            file=_relative(d.source, root),
         )
         for d in devices
     ]
