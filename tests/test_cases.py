@@ -268,7 +268,9 @@ def test_every_rule_has_an_invalid_case() -> None:
     assert not unknown, f"expected.txt names unknown rule ids: {sorted(unknown)}"
     stale = covered & set(UNREACHABLE)
     assert not stale, f"now covered, remove from UNREACHABLE: {sorted(stale)}"
-    missing = set(RULES) - covered - set(UNREACHABLE)
+    # A CSV import reports rows, not inventory files: tests/test_policy_repo.py covers them.
+    imports = {rule_id for rule_id in RULES if rule_id.startswith("import.")}
+    missing = set(RULES) - covered - set(UNREACHABLE) - imports
     assert not missing, f"rules without an invalid case: {sorted(missing)}"
 
 

@@ -77,3 +77,14 @@ def test_internal_error_fails_closed(run_cli, monkeypatch) -> None:  # type: ign
     result = run_cli("validate", "--inventory", str(EXAMPLE), "--as-of", AS_OF)
     assert result.code == 3, result
     assert "internal error" in result.stderr and "ZeroDivisionError" in result.stderr
+
+
+def test_compile_names_what_it_removed(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    args = ("compile", "--inventory", str(EXAMPLE), "--as-of", AS_OF, "--out", str(out))
+    assert run_cli(*args).code == 0
+    (out / "postfix" / "leftover").write_text("x@example.edu\tOK\n")
+    result = run_cli(*args)
+    assert result.code == 0, result
+    assert result.stdout.splitlines()[0] == "removed: postfix/leftover"
+    assert not (out / "postfix" / "leftover").exists()

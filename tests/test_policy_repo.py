@@ -225,7 +225,10 @@ def test_import_writes_good_rows_and_reports_bad_ones_by_row_and_column(
     senders = header.index("senders") + 1
     volume = header.index("volume_per_day") + 1
     # ROW counts the header as row 1: the bad row is row 4.
-    assert f"{shown}:4:{senders}: schema.pattern: senders/0: 'SCANS@example.edu'" in result.stdout
+    assert (
+        f"{shown}:4:{senders}: schema.format: senders/0: 'SCANS@example.edu' has upper-case"
+        " letters (write it in lower case: scans@example.edu)"
+    ) in result.stdout
     assert f"{shown}:4:{volume}: import.bad-value: 'many' is not a whole number" in result.stdout
     located = [line for line in lines if re.match(rf"{re.escape(shown)}:\d+:", line)]
     assert located and all(line.startswith(f"{shown}:4:") for line in located)
@@ -398,3 +401,29 @@ def test_deploy_runs_the_packaged_playbook(run_cli, tmp_path: Path) -> None:  # 
     missing = run_cli("deploy", "--out", str(tmp_path / "nothing"), "--syntax-check")
     assert missing.code == 2
     assert "is not a compiled folder" in missing.stderr
+
+
+def test_import_refuses_a_header_without_name_or_with_a_column_twice(
+    policy_repo: Path, run_cli
+) -> None:  # type: ignore[no-untyped-def]
+    inventory = policy_repo / "inventory"
+    table = policy_repo / "h.csv"
+    table.write_text("unit,kind,kind\nexample-unit,copier,mfd\n")
+    result = run_cli("import", "--inventory", str(inventory), "--csv", str(table), "--as-of", AS_OF)
+    assert result.code == 1, result
+    assert ":1:3: import.duplicate-column: column 'kind' again" in result.stdout
+    assert ":1:0: import.missing-column: no 'name' column" in result.stdout
+    assert list((inventory / "devices").rglob("*.yaml")) == []
+
+
+def test_import_reports_a_ragged_row_and_still_imports_the_others(
+    policy_repo: Path, run_cli
+) -> None:  # type: ignore[no-untyped-def]
+    inventory = policy_repo / "inventory"
+    table = write_csv(policy_repo / "r.csv", [GOOD_APP], list(GOOD_APP))
+    with open(table, "a", encoding="utf-8") as handle:
+        handle.write("app-two,example-unit,application\n")
+    result = run_cli("import", "--inventory", str(inventory), "--csv", str(table), "--as-of", AS_OF)
+    assert result.code == 1, result
+    assert f":3:0: import.ragged-row: 3 cells under a header of {len(GOOD_APP)}" in result.stdout
+    assert sorted(p.stem for p in (inventory / "devices").rglob("*.yaml")) == ["app-one"]

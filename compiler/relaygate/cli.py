@@ -120,7 +120,7 @@ def compile_command(inventory: Path, as_of: dt.date | None, out: Path, check: bo
         sys.exit(EXIT_FINDINGS if differ else EXIT_OK)
     changed = compile_.write(options.out, result.artifacts)
     for path in changed:
-        click.echo(f"wrote: {path}")
+        click.echo(f"{'wrote' if path in result.artifacts else 'removed'}: {path}")
     click.echo(f"{options.out}: {len(changed)} of {len(result.artifacts)} artifacts changed")
     sys.exit(EXIT_OK)
 

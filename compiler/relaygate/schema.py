@@ -167,6 +167,29 @@ def _non_ascii(value: Any) -> str | None:
     return None
 
 
+def _format_problem(value: str, kind: str) -> tuple[str, str] | None:
+    """A precise message and hint, with an example, for the formats people mistype most."""
+    if kind == "mail-address":
+        lower = value.lower()
+        if lower != value and _is_mail_address(lower):
+            return f"{_short(value)} has upper-case letters", f"write it in lower case: {lower}"
+        return (
+            f"{_short(value)} is not a mail address relaygate accepts",
+            "write local-part@domain in lower-case ASCII, e.g. hodges-scans@lib.example.edu",
+        )
+    if kind == "date":
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError as error:
+                return (
+                    f"{_short(value)} is not a calendar day ({error})",
+                    "write a day that exists, as YYYY-MM-DD, e.g. 2027-06-15",
+                )
+        return f"{_short(value)} is not a date", "write it as YYYY-MM-DD, e.g. 2027-06-15"
+    return None
+
+
 def _findings(document: Document, error: jsonschema.ValidationError) -> Iterator[Finding]:
     pointer: Pointer = tuple(error.absolute_path)
     keyword = str(error.validator)
@@ -207,6 +230,12 @@ def _findings(document: Document, error: jsonschema.ValidationError) -> Iterator
             f"{field}: {_short(error.instance)} contains the non-ASCII character {char}",
         )
         return
+    if keyword == "format" and isinstance(error.instance, str):
+        special = _format_problem(error.instance, str(error.validator_value))
+        if special is not None:
+            message, hint = special
+            yield document.finding(rule_id, pointer, f"{field}: {message}", hint=hint)
+            return
     if keyword == "type":
         expected = error.validator_value
         message = f"{field}: {_short(error.instance)} is not of type {expected!r}"
@@ -229,7 +258,12 @@ def _findings(document: Document, error: jsonschema.ValidationError) -> Iterator
 def check(document: Document, name: SchemaName) -> list[Finding]:
     """All schema findings of one document (empty when it is valid)."""
     found: list[Finding] = []
-    for error in validator(name).iter_errors(document.data):
+    errors = list(validator(name).iter_errors(document.data))
+    # A value that fails its format fails its pattern too: one finding says it, not two.
+    formatted = {tuple(e.absolute_path) for e in errors if e.validator == "format"}
+    for error in errors:
+        if error.validator == "pattern" and tuple(error.absolute_path) in formatted:
+            continue
         found.extend(_findings(document, error))
     return found
 

@@ -9,6 +9,7 @@ files must be the schemas of the installed relaygate, or the editor and
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import get_args
 
@@ -51,7 +52,7 @@ def stale_findings(inventory: Path, shown: str) -> list[Finding]:
     folder = inventory.parent / SCHEMAS_DIR
     if not folder.is_dir():
         return []
-    shown_folder = (Path(shown).parent / SCHEMAS_DIR).as_posix()
+    shown_folder = os.path.normpath(os.path.join(shown, os.pardir, SCHEMAS_DIR))
     findings: list[Finding] = []
     for name in NAMES:
         path = folder / file_name(name)
