@@ -88,3 +88,26 @@ def test_compile_names_what_it_removed(tmp_path: Path, run_cli) -> None:  # type
     assert result.code == 0, result
     assert result.stdout.splitlines()[0] == "removed: postfix/leftover"
     assert not (out / "postfix" / "leftover").exists()
+
+
+def test_rules_explains_an_id_and_suggests_for_a_typo(run_cli) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("rules", "legacy.outside-mod")
+    assert result.code == 0, result
+    assert result.stdout.startswith("legacy.outside-mod (error): ")
+    assert "what to do: open a Network Services ticket" in result.stdout
+    result = run_cli("rules", "legacy.outside-mdo")
+    assert result.code == 2, result
+    assert "no rule 'legacy.outside-mdo'; did you mean legacy.outside-mod?" in result.stderr
+
+
+def test_a_misspelt_field_gets_a_suggestion(inventory: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    record = inventory / "devices" / "oit" / "oit-papercut-server.yaml"
+    record.write_text(record.read_text().replace("\nvolume_per_day:", "\nvolume_per_dya:"))
+    result = run_cli("validate", "--inventory", str(inventory), "--as-of", AS_OF)
+    assert result.code == 1
+    unknown = [line for line in result.stdout.splitlines() if "schema.unknown-field" in line]
+    assert len(unknown) == 1, result
+    assert unknown[0].endswith(
+        "unknown field 'volume_per_dya' in (top level) (did you mean 'volume_per_day'?"
+        " Otherwise remove it)"
+    )

@@ -248,3 +248,76 @@ def test_prompts_for_what_is_missing(run_cli, inventory: Path, monkeypatch) -> N
 )
 def test_scalars_read_back_exactly(value: str, expected: str) -> None:
     assert scaffold.scalar(value) == expected
+
+
+def test_each_answer_is_checked_as_it_is_typed(run_cli, inventory: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    answers = [
+        "eng-perkins-2f-copier",  # taken: asked again
+        "eng-perkins-plotter",
+        "engineerng",  # not one of the units: asked again
+        "engineering",
+        "appliance",
+        "HP DesignJet T1700",
+        "eng-perkins-plotter.eng.example.edu",
+        "10.40.32.300",  # not an address
+        "10.40.32.90",
+        "ip",
+        "Plotter@eng.example.edu",  # upper case
+        "plotter@eng.example.edu",
+        "3",
+        "Jamie Novak",
+        "jnovak@example.edu",
+        "Kim Tran",
+        "ktran@example.edu",
+        "static-dhcp",
+        "praman@example.edu",
+        "Legacy only.",  # too short for a reviewer
+        "The plotter's embedded web server only supports unauthenticated SMTP for"
+        " job-completion notices.",
+        "2026-11-20",
+        "2027-11-19",
+        "NS-12650",
+        "y",
+        "y",
+        "y",
+    ]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(answers) + "\n"))
+    result = run_cli("new", "--inventory", str(inventory), "--as-of", AS_OF, "--prompt")
+    assert result.code == 0, result
+    # Standard input is no terminal here, so each problem follows its prompt on one line.
+    problems = [
+        line.split(":   ", 1)[-1] for line in result.stdout.splitlines() if "try again" in line
+    ]
+    assert problems == [
+        "a record named 'eng-perkins-2f-copier' exists already; choose another name; try again",
+        "'10.40.32.300' is not an address: "
+        + str(scaffold.addresses.parse("10.40.32.300"))
+        + "; try again",
+        "'Plotter@eng.example.edu' is not a lower-case mail address, e.g. scans@lib.example.edu;"
+        " try again",
+        "12 characters, 2 distinct words; at least 40 characters and 5 distinct words are"
+        " required; try again",
+    ]
+    assert "Error: 'engineerng' is not one of 'business-office', 'engineering'," in result.stdout
+    path = inventory / "devices" / "engineering" / "eng-perkins-plotter.yaml"
+    assert path.read_text() == PLOTTER
+
+
+def test_a_legacy_answer_outside_every_mod_segment_is_refused_at_once(inventory: Path) -> None:
+    context = scaffold.answer_context(inventory)
+    # 10.40.70.40 is on campus but in no MOD segment: fine for an account, not for ip auth.
+    assert (
+        scaffold.answer_problem("address", "10.40.70.40", {"auth": "credentials"}, context) is None
+    )
+    problem = scaffold.answer_problem("auth", "ip", {"address": "10.40.70.40"}, context)
+    assert problem is not None and "is in no MOD segment" in problem
+    assert scaffold.answer_problem("auth", "ip", {"address": "10.40.32.90"}, context) is None
+    outside = scaffold.answer_problem("address", "192.0.2.7", {}, context)
+    assert outside == "192.0.2.7 is outside the campus networks in site.yaml"
+
+
+def test_a_unit_typed_without_a_choice_list_gets_a_suggestion(inventory: Path) -> None:
+    context = scaffold.answer_context(inventory)
+    problem = scaffold.answer_problem("unit", "enginering", {}, context)
+    assert problem == "unit 'enginering' is not in units.yaml; did you mean 'engineering'?"
+    assert scaffold.answer_problem("unit", "engineering", {}, context) is None

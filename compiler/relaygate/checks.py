@@ -249,6 +249,18 @@ def _authentication(device: Device, doc: Document, ctx: Context) -> Iterator[Fin
 _WORD = re.compile(r"[A-Za-z]{2,}")
 
 
+def justification_shortfall(text: str, minimum: int) -> str | None:
+    """Why a business justification is too short to review, or None when it is long enough."""
+    words = {w.lower() for w in _WORD.findall(text)}
+    real = " ".join(text.split())
+    if len(real) >= minimum and len(words) >= 5:
+        return None
+    return (
+        f"{len(real)} characters, {len(words)} distinct words; "
+        f"at least {minimum} characters and 5 distinct words are required"
+    )
+
+
 @record_check
 def _legacy(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
     exception = device.exception
@@ -263,15 +275,11 @@ def _legacy(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
             ("exception", "acknowledged"),
             f"missing acknowledgment {item!r}",
         )
-    words = _WORD.findall(exception.justification)
     minimum = ctx.site.policy.min_justification_chars if ctx.site else 0
-    real = " ".join(exception.justification.split())
-    if len(real) < minimum or len({w.lower() for w in words}) < 5:
+    shortfall = justification_shortfall(exception.justification, minimum)
+    if shortfall is not None:
         yield doc.finding(
-            "legacy.justification-too-short",
-            ("exception", "justification"),
-            f"{len(real)} characters, {len({w.lower() for w in words})} distinct words; "
-            f"at least {minimum} characters and 5 distinct words are required",
+            "legacy.justification-too-short", ("exception", "justification"), shortfall
         )
     if exception.mod_ticket is None:
         yield doc.finding("legacy.mod-ticket-missing", ("exception",), "no mod_ticket")

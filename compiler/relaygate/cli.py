@@ -10,6 +10,7 @@ internal failure: it is reported and exits 3, never 0.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import importlib
 import sys
 import traceback
@@ -126,10 +127,23 @@ def compile_command(inventory: Path, as_of: dt.date | None, out: Path, check: bo
 
 
 @cli.command("rules")
-def rules_command() -> None:
-    """List every rule id with its severity and what to do."""
-    for rule in RULES.values():
-        click.echo(f"{rule.id:36} {rule.severity!s:8} {rule.summary}")
+@click.argument("rule_ids", nargs=-1)
+def rules_command(rule_ids: tuple[str, ...]) -> None:
+    """List every rule id with its severity and what to do; with RULE_IDS, explain those."""
+    if not rule_ids:
+        for rule in RULES.values():
+            click.echo(f"{rule.id:36} {rule.severity!s:8} {rule.summary}")
+        return
+    unknown = [rule_id for rule_id in rule_ids if rule_id not in RULES]
+    for rule_id in unknown:
+        close = difflib.get_close_matches(rule_id, list(RULES), n=3)
+        guess = f"; did you mean {' or '.join(close)}?" if close else ""
+        click.echo(f"relaygate: no rule {rule_id!r}{guess}", err=True)
+    if unknown:
+        sys.exit(EXIT_USAGE)
+    for rule_id in rule_ids:
+        rule = RULES[rule_id]
+        click.echo(f"{rule.id} ({rule.severity}): {rule.summary}\n  what to do: {rule.hint}")
 
 
 #: Command groups that live in their own modules; each has ``register(group)``.

@@ -170,7 +170,8 @@ def _interactive() -> bool:
 
 
 def _prompter(inventory: Path) -> scaffold.Prompt:
-    _site, units = plan_.site_and_units(inventory)
+    context = scaffold.answer_context(inventory)
+    units = context.units
 
     def prompt(field: scaffold.Field, answers: dict[str, Any]) -> Any:
         kind: Any = None
@@ -189,10 +190,14 @@ def _prompter(inventory: Path) -> scaffold.Prompt:
             kind = click.IntRange(min=1)
         elif field.key in ("approved_on", "expires_on", "status_date"):
             kind = DateParam()
-        answer = click.prompt(text, type=kind)
-        if field.key == "senders":
-            return tuple(s.strip() for s in str(answer).split(",") if s.strip())
-        return answer
+        while True:  # each answer is checked as it is typed, not after the last prompt
+            answer: Any = click.prompt(text, type=kind)
+            if field.key == "senders":
+                answer = tuple(s.strip() for s in str(answer).split(",") if s.strip())
+            problem = scaffold.answer_problem(field.key, answer, answers, context)
+            if problem is None:
+                return answer
+            click.echo(f"  {problem}; try again")
 
     return prompt
 

@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import os
 import re
@@ -32,12 +33,14 @@ from typing import Any
 
 import yaml
 
-from relaygate import model
+from relaygate import addresses, model
+from relaygate.checks import justification_shortfall
 from relaygate.errors import InternalError, UsageError
 from relaygate.findings import Finding
 from relaygate.load import Limits, load_document, parse_text
 from relaygate.pipeline import DEVICES_DIR, display_path, validate
 from relaygate.plan import relocate, site_and_units
+from relaygate.schema import MAIL_ADDRESS
 
 SCHEMA_LINE = "# yaml-language-server: $schema=../../../schemas/device.schema.json"
 ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -172,6 +175,79 @@ def ask_missing(values: Values, prompt: Prompt, confirm: Confirm) -> Values:
             )
         else:
             answers[key] = prompt(FIELDS[key], answers)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerContext:
+    """What an answer is checked against while a requestor types it."""
+
+    site: model.Site | None
+    units: dict[str, model.Unit] | None
+    names: frozenset[str]  # record names already taken, in any unit
+
+
+def answer_context(inventory: Path) -> AnswerContext:
+    site, units = site_and_units(inventory)
+    devices = inventory / DEVICES_DIR
+    names = frozenset(p.stem for p in devices.glob("*/*.yaml")) if devices.is_dir() else frozenset()
+    return AnswerContext(site, units, names)
+
+
+def _address_problem(text: str, auth: Any, ctx: AnswerContext) -> str | None:
+    parsed = addresses.parse(text)
+    if isinstance(parsed, str):
+        return f"{text!r} is not an address: {parsed}"
+    if parsed.problem:
+        return f"{text!r}: {parsed.problem}"
+    site = ctx.site
+    if site is None:
+        return None
+    if not addresses.inside(parsed.network, (n.prefix for n in site.campus_networks)):
+        return f"{text} is outside the campus networks in site.yaml"
+    legacy = auth in ("ip", "none")
+    segments = (p for segment in site.mod_segments for p in segment.prefixes)
+    if legacy and not addresses.inside(parsed.network, segments):
+        return (
+            f"{text} is in no MOD segment: a legacy (ip/none) device must sit in one"
+            " (open a Network Services ticket first, or use oauth2/credentials)"
+        )
+    return None
+
+
+def answer_problem(
+    key: str, value: Any, answers: Mapping[str, Any], ctx: AnswerContext
+) -> str | None:
+    """Why an interactive answer cannot stand, checked as it is typed; None when it can.
+
+    Only what one answer decides is checked here; the whole record is still
+    validated with the inventory before anything is written.
+    """
+    if key == "name":
+        if not ID.fullmatch(str(value)):
+            return "lower-case letters, digits and inner hyphens, at most 63 characters"
+        if value in ctx.names:
+            return f"a record named {value!r} exists already; choose another name"
+    elif key == "unit" and ctx.units is not None and value not in ctx.units:
+        close = difflib.get_close_matches(str(value), list(ctx.units), n=1)
+        return f"unit {value!r} is not in units.yaml" + (
+            f"; did you mean {close[0]!r}?" if close else ""
+        )
+    elif key == "address":
+        return _address_problem(str(value), answers.get("auth"), ctx)
+    elif key == "auth" and value in ("ip", "none") and _given(answers.get("address")):
+        return _address_problem(str(answers["address"]), value, ctx)
+    elif key == "senders":
+        for sender in value:
+            if not MAIL_ADDRESS.fullmatch(sender) or ".." in sender:
+                return f"{sender!r} is not a lower-case mail address, e.g. scans@lib.example.edu"
+            domain = sender.rsplit("@", 1)[1]
+            if ctx.site is not None and domain not in ctx.site.sender_domains:
+                return f"{domain} is not a sender domain in site.yaml"
+    elif key in ("requestor_email", "contact_email") and not MAIL_ADDRESS.fullmatch(str(value)):
+        return f"{value!r} is not a lower-case mail address, e.g. pdoe@example.edu"
+    elif key == "justification" and ctx.site is not None:
+        return justification_shortfall(str(value), ctx.site.policy.min_justification_chars)
+    return None
 
 
 def approver_of(units: dict[str, model.Unit] | None, unit: str, email: str) -> model.Approver:

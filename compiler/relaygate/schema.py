@@ -12,6 +12,7 @@ accepts any spelling that parses; the canonical spelling is a check of its own
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import re
 from collections.abc import Iterator
@@ -215,8 +216,13 @@ def _findings(document: Document, error: jsonschema.ValidationError) -> Iterator
             set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
         )
         for extra in sorted(k for k in error.instance if k not in allowed):
+            close = difflib.get_close_matches(str(extra), sorted(allowed), n=1)
             yield document.finding(
-                rule_id, (*pointer, extra), f"unknown field {extra!r} in {field}", key=True
+                rule_id,
+                (*pointer, extra),
+                f"unknown field {extra!r} in {field}",
+                key=True,
+                hint=f"did you mean {close[0]!r}? Otherwise remove it" if close else None,
             )
         return
     if keyword == "required":
