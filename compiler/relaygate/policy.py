@@ -7,11 +7,15 @@ every artifact is byte-stable whatever order the files were read in.
 
 Only ``active`` records grant access. ``revoked`` and ``suspended`` records are
 refused explicitly (the relay's log says why); ``retired`` records are
-history and appear nowhere.
+history and appear nowhere. An active record in ``inventory.lapsed`` (its
+exception expired, its NetReg reservation or its approver is gone) is refused
+exactly like a suspended one, with that reason and its date: every target
+treats it as suspended, so they agree with each other.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
@@ -61,6 +65,7 @@ class RefusedClient:
     status: Status
     reason: str
     ticket: str | None
+    since: dt.date | None = None  # the day a lapse took effect (an expiry), when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,21 @@ def build_policy(inventory: Inventory) -> Policy:
             )
             continue
         if device.status is not Status.ACTIVE:
+            continue
+        lapse = inventory.lapsed.get(device.source)
+        if lapse is not None:
+            refused.append(
+                RefusedClient(
+                    name=device.name,
+                    address=address,
+                    network=device.network,
+                    account=None if device.is_legacy else device.account,
+                    status=Status.SUSPENDED,
+                    reason=lapse.reason,
+                    ticket=None,
+                    since=lapse.since,
+                )
+            )
             continue
         senders = tuple(sorted(device.senders))
         if device.is_legacy:
