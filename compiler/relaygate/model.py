@@ -9,6 +9,7 @@ is not canonical is kept with its parsed form and reported by the checks.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
@@ -239,6 +240,27 @@ class Inventory:
     reservations: dict[str, Reservation]
     devices: tuple[Device, ...]
     lapsed: dict[str, Lapse] = field(default_factory=dict)
+
+    def effective(self) -> Inventory:
+        """The inventory as the relay enforces it: each lapsed active record suspended.
+
+        A new value (records are never changed in place); the status reason is
+        the lapse's reason key and the status date the day it took effect.
+        Idempotent: a record already suspended is left as it is.
+        """
+        devices = tuple(
+            dataclasses.replace(
+                d,
+                status=Status.SUSPENDED,
+                status_reason=self.lapsed[d.source].reason,
+                status_date=self.lapsed[d.source].since,
+                status_ticket=None,
+            )
+            if d.status is Status.ACTIVE and d.source in self.lapsed
+            else d
+            for d in self.devices
+        )
+        return dataclasses.replace(self, devices=devices)
 
 
 def _network(text: str) -> netaddr.IPNetwork:

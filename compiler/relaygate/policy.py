@@ -125,6 +125,8 @@ def build_policy(inventory: Inventory) -> Policy:
     authenticated: list[AuthenticatedClient] = []
     refused: list[RefusedClient] = []
     classes: dict[str, SenderClass] = {}
+    lapsed = inventory.lapsed
+    inventory = inventory.effective()
     for device in inventory.devices:
         address = canonical_text(device.network)
         if device.status in (Status.REVOKED, Status.SUSPENDED):
@@ -137,25 +139,11 @@ def build_policy(inventory: Inventory) -> Policy:
                     status=device.status,
                     reason=device.status_reason or "unspecified",
                     ticket=device.status_ticket,
+                    since=lapsed[device.source].since if device.source in lapsed else None,
                 )
             )
             continue
         if device.status is not Status.ACTIVE:
-            continue
-        lapse = inventory.lapsed.get(device.source)
-        if lapse is not None:
-            refused.append(
-                RefusedClient(
-                    name=device.name,
-                    address=address,
-                    network=device.network,
-                    account=None if device.is_legacy else device.account,
-                    status=Status.SUSPENDED,
-                    reason=lapse.reason,
-                    ticket=None,
-                    since=lapse.since,
-                )
-            )
             continue
         senders = tuple(sorted(device.senders))
         if device.is_legacy:
