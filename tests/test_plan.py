@@ -1337,3 +1337,40 @@ def test_a_change_to_the_expired_record_fails_until_it_is_renewed(tmp_path: Path
         None,
     )
     assert [c["change"] for c in access["changes"]] == ["gained"]
+
+
+def test_a_sender_takeover_fails_and_asks_the_unit_that_holds_it(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """A new medicine record lists a libraries account's sender, spelt with a +extension."""
+    repo = make_repo(tmp_path)
+    (repo / DEVICES / "medicine" / "med-ill-bridge.yaml").write_text(
+        OIT_BRIDGE.replace("oit-plantops-bridge", "med-ill-bridge")
+        .replace("unit: oit", "unit: medicine")
+        .replace("plantops-bridge.oit.example.edu", "ill-bridge.med.example.edu")
+        .replace("10.5.20.41", "10.60.50.40")
+        .replace("svc-oit-plantops-bridge", "svc-med-ill-bridge")
+        .replace("plantops-scans+bridge@facilities.example.edu", "ill+notices@lib.example.edu")
+    )
+    result = run_plan(run_cli, repo)
+    assert result.code == 1, result
+    plan = json.loads(result.stdout)
+    assert [(Path(f["path"]).name, f["rule"]) for f in plan["head"]["findings"]] == [
+        ("lib-illiad.yaml", "sender.owned-by-another"),
+        ("med-ill-bridge.yaml", "sender.owned-by-another"),
+    ]
+    assert plan["risks"] == [
+        {
+            "id": "risk.sender-added",
+            "message": "new senders (a new record): ill+notices@lib.example.edu;"
+            " ill+notices@lib.example.edu is also used by lib-illiad (libraries, active,"
+            " as ill@lib.example.edu)",
+            "subject": "med-ill-bridge",
+        }
+    ]
+    libraries = [a for a in plan["approvals"] if a["who"] == "@example-edu/libraries-it"]
+    assert libraries == [
+        {
+            "kind": "unit-owners",
+            "reasons": ["risk.sender-added: med-ill-bridge"],
+            "who": "@example-edu/libraries-it",
+        }
+    ]
