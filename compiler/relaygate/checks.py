@@ -517,6 +517,10 @@ def _mutual(one: Device, other: Device) -> bool:
     return other.name in one.shares_senders_with and one.name in other.shares_senders_with
 
 
+#: How many other records a sender.owned-by-another finding names.
+_NAMED = 5
+
+
 def _sender_ownership(live: list[Device], ctx: Context) -> Iterator[Finding]:
     """A sender belongs to one live record unless both records declare the sharing.
 
@@ -530,16 +534,28 @@ def _sender_ownership(live: list[Device], ctx: Context) -> Iterator[Finding]:
         for index, sender in enumerate(device.senders):
             holders.setdefault(sender_key(sender), []).append((device, index, sender))
     for entries in holders.values():
+        if len({id(device) for device, _, _ in entries}) < 2:
+            continue
         for device, index, sender in entries:
+            # One finding per sender, naming at most a few others: a thousand records
+            # listing one address must not make a million findings.
+            named: list[str] = []
+            count = 0
             for other, _, spelling in entries:
                 if other is device or _mutual(device, other):
                     continue
-                shown = "" if spelling == sender else f" as {spelling}"
-                yield ctx.docs[device.source].finding(
-                    "sender.owned-by-another",
-                    ("senders", index),
-                    f"{sender} is also a sender of {other.name} ({other.source}){shown}",
-                )
+                count += 1
+                if len(named) < _NAMED:
+                    shown = "" if spelling == sender else f" as {spelling}"
+                    named.append(f"{other.name} ({other.source}){shown}")
+            if not count:
+                continue
+            more = f" and {count - _NAMED} more" if count > _NAMED else ""
+            yield ctx.docs[device.source].finding(
+                "sender.owned-by-another",
+                ("senders", index),
+                f"{sender} is also a sender of {', '.join(named)}{more}",
+            )
 
 
 def _share_declarations(live: list[Device], ctx: Context) -> Iterator[Finding]:

@@ -722,15 +722,16 @@ def _device_risks(base: Side, head: Side) -> list[Risk]:
     return risks
 
 
-def _sender_holders(sides: Sequence[Side], device: model.Device, sender: str) -> list[model.Device]:
-    """Other records, on either side and in any status, that use this sender's mailbox."""
-    key = sender_key(sender)
-    found: dict[tuple[str, str], model.Device] = {}
+def _mailbox_index(sides: Sequence[Side]) -> dict[str, list[model.Device]]:
+    """Mailbox (``sender_key``) -> every record on either side, in any status, using it."""
+    index: dict[str, dict[tuple[str, str], model.Device]] = {}
     for side in sides:
-        for other in side.devices.values():
-            if other.name != device.name and any(sender_key(s) == key for s in other.senders):
-                found.setdefault((other.name, other.unit), other)
-    return [found[k] for k in sorted(found)]
+        for device in side.devices.values():
+            for sender in device.senders:
+                index.setdefault(sender_key(sender), {}).setdefault(
+                    (device.name, device.unit), device
+                )
+    return {key: [found[k] for k in sorted(found)] for key, found in index.items()}
 
 
 def _as(holder: model.Device, sender: str) -> str:
@@ -758,6 +759,7 @@ def _sender_risks(base: Side, head: Side) -> list[Risk]:
     Retired records gain nothing (they relay nothing and hold no sender).
     """
     risks: list[Risk] = []
+    mailboxes: dict[str, list[model.Device]] | None = None  # built on the first sender gained
     for key in sorted(head.devices):
         new, old = head.devices[key], base.devices.get(key)
         if new.status is model.Status.RETIRED:
@@ -769,7 +771,9 @@ def _sender_risks(base: Side, head: Side) -> list[Risk]:
         units: set[str] = set()
         notes: list[str] = []
         for sender in added:
-            holders = _sender_holders((base, head), new, sender)
+            if mailboxes is None:
+                mailboxes = _mailbox_index((base, head))
+            holders = [h for h in mailboxes.get(sender_key(sender), []) if h.name != new.name]
             owners = _domain_units((base, head), sender.rpartition("@")[2])
             units |= {h.unit for h in holders} | set(owners)
             held = [f"{h.name} ({h.unit}, {h.status.value}{_as(h, sender)})" for h in holders]
