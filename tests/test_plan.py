@@ -1054,7 +1054,7 @@ def test_head_that_does_not_validate_exits_1_with_its_findings(tmp_path: Path, r
             7,
             "legacy.netreg-no-reservation",
             "error",
-            "NetReg has no reservation for 10.20.30.89; this change touches the record",
+            "NetReg has no reservation for 10.20.30.89; this change adds or edits the record",
         )
     ]
     # The head still compiles (the record as a refusal), so the artifact diff shows it.
@@ -1320,7 +1320,7 @@ def test_a_change_to_the_expired_record_fails_until_it_is_renewed(tmp_path: Path
         (
             "exception.expired",
             "error",
-            "expired on 2026-11-01 (as of 2026-11-29); this change touches the record",
+            "expired on 2026-11-01 (as of 2026-11-29); this change adds or edits the record",
         )
     ]
     # Positive control: the same edit with a renewal passes, and the device relays again.

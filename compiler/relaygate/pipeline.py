@@ -193,7 +193,7 @@ def touched(findings: list[Finding], paths: set[str]) -> list[Finding]:
                 column=f.column,
                 rule=f.rule,
                 severity=Severity.ERROR,
-                message=f"{f.message}; this change touches the record",
+                message=f"{f.message}; this change adds or edits the record",
                 hint=f.hint,
             )
             if f.rule in model.LAPSE_REASONS and f.path in paths
