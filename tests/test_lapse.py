@@ -299,3 +299,48 @@ def test_real_postfix_refuses_the_expired_device_with_its_reason(tmp_path: Path)
     finally:
         subprocess.run(["postfix", "-c", str(config), "stop"], capture_output=True, check=False)
         shutil.rmtree(instance, ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_real_nft_loads_the_refusal(tmp_path: Path) -> None:
+    """The lapsed device's ruleset loads in a namespace made here, holding it as suspended."""
+    require(os.geteuid() == 0, "needs root to create a network namespace")
+    require(shutil.which("nft") is not None, "nft is not installed (Debian package nftables)")
+    require(shutil.which("ip") is not None, "ip is not installed (Debian package iproute2)")
+    artifacts = compile_.build(lapsed_inventory(tmp_path, "expired"), DAY).artifacts
+    assert artifacts is not None
+    ruleset = tmp_path / "relay.nft"
+    ruleset.write_text(artifacts["nftables/relay.nft"])
+    namespace = f"relaygate-lapse-{os.getpid()}"
+    made = subprocess.run(
+        ["ip", "netns", "add", namespace], capture_output=True, text=True, check=False
+    )
+    require(made.returncode == 0, f"`ip netns add {namespace}` failed: {made.stderr.strip()}")
+    try:
+
+        def listed(name: str) -> str:
+            return subprocess.run(
+                ["ip", "netns", "exec", namespace, "nft", "list", "set", "inet", "relaygate", name],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+
+        loaded = subprocess.run(
+            ["ip", "netns", "exec", namespace, "nft", "-f", str(ruleset)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert loaded.returncode == 0, loaded.stderr
+        assert EXPIRED not in listed("legacy_v4")
+        # Held wherever a record suspended by hand is held.
+        twin = compile_.build(_suspended_twin(tmp_path, "expired"), DAY).artifacts
+        assert twin is not None
+        for name in ("suspended_v4", "revoked_v4"):
+            held = f"{EXPIRED}/32" in _set(twin["nftables/relay.nft"], name)
+            assert (EXPIRED in listed(name)) == held, name
+        assert VALID in listed("legacy_v4")  # positive control: the valid device stays
+        assert REVOKED in listed("revoked_v4")
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
