@@ -3,10 +3,10 @@
 An expired exception, a lost NetReg reservation or an approver who left
 units.yaml is a warning: the record compiles to an explicit refusal with its
 reason, and everything else, a revocation above all, still compiles. The
-refusal is the same in every target (Postfix answers with the reason, nft
-lets the device reach Postfix to hear it as it does for a suspended device,
-the MOD ACLs permit it nothing), and a real Postfix built from the output
-says so over SMTP while a valid device still relays.
+refusal is the same in every target (Postfix answers with the reason; nft and
+the MOD ACLs treat the device exactly as a record suspended by hand, which is
+compared directly), a real nft loads the ruleset, and a real Postfix built
+from the output says so over SMTP while a valid device still relays.
 """
 
 from __future__ import annotations
