@@ -10,6 +10,9 @@ untrusted. Three suites here:
    refused with exactly its findings, by ``relaygate.compile.build`` (no
    artifacts) and by ``relaygate compile --out DIR`` (exit 1, DIR never
    created), within ``TIME_LIMIT`` seconds, never with an internal error.
+   A case whose only findings are of time or outside data (an approver
+   units.yaml does not list, a NetReg mismatch) compiles instead, with the
+   record refused in every target, and fails the pull request that adds it.
 2. Action words that are valid names (``ok``, ``relay``, ``permit``...) and
    valid tickets (``OK-1``): accepted, and they change exactly the places a
    name or a ticket is printed, nothing else.
@@ -38,7 +41,10 @@ from typing import Any, TypeVar
 import pytest
 
 from relaygate import compile as compile_
+from relaygate.addresses import canonical_text
 from relaygate.findings import Finding
+from relaygate.model import LAPSE_REASONS
+from relaygate.pipeline import touched
 from relaygate.rules import RULES
 from relaygate.verify import verify
 from tests.conftest import AS_OF, EXAMPLE, CliResult, require
@@ -113,6 +119,9 @@ def test_hostile_case_is_refused_exactly(
     started = time.monotonic()
     result = within(TIME_LIMIT, lambda: compile_.build(root, DAY))
     assert _lines(result.validation.findings, root) == expected
+    if result.validation.errors == 0 and result.validation.lapsed:
+        _refused_and_failed_in_review(result)
+        return
     assert result.artifacts is None, "a hostile inventory compiled to artifacts"
     assert result.validation.errors > 0
 
@@ -128,6 +137,23 @@ def test_hostile_case_is_refused_exactly(
     for line, want in zip(printed, expected, strict=True):
         assert line.startswith(f"{want} ("), (line, want)
     assert elapsed < 2 * TIME_LIMIT, f"build and compile took {elapsed:.1f} s"
+
+
+def _refused_and_failed_in_review(result: compile_.CompileResult) -> None:
+    """Only lapses: the records are refused everywhere, and a change adding them fails."""
+    validation = result.validation
+    assert all(f.rule in LAPSE_REASONS for f in validation.findings), validation.findings
+    artifacts = result.artifacts
+    assert artifacts is not None
+    refused = artifacts["postfix/refused_clients"] + artifacts["postfix/refused_clients.cidr"]
+    allowed = artifacts["postfix/legacy_clients"] + artifacts["postfix/legacy_clients.cidr"]
+    for device in validation.devices:
+        if device.source in validation.lapsed:
+            address = canonical_text(device.network)
+            assert f"\n{address}\tREJECT relay access suspended: " in refused, device.name
+            assert not any(line.startswith(f"{address}\t") for line in allowed.splitlines())
+    reviewed = touched(validation.findings, set(validation.lapsed))
+    assert all(f.is_error for f in reviewed), reviewed
 
 
 def test_hostile_corpus_is_organised_by_family() -> None:
@@ -149,7 +175,10 @@ def test_hostile_corpus_is_organised_by_family() -> None:
             assert comments, f"{family}/{case.name}: say in a comment what the attack is"
             unknown = {rule_of(line) for line in expected} - set(RULES)
             assert not unknown, f"{family}/{case.name}: unknown rule ids {sorted(unknown)}"
-            assert any(" error " in line for line in expected), f"{case.name}: no error"
+            # An error, or only lapses (refused on the relay, an error in review).
+            assert any(" error " in line for line in expected) or all(
+                rule_of(line) in LAPSE_REASONS for line in expected
+            ), f"{case.name}: no error"
 
 
 def test_hostile_corpus_summary(capsys: pytest.CaptureFixture[str]) -> None:

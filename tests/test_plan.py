@@ -117,6 +117,30 @@ def change_sender_added(repo: Path) -> None:
     )
 
 
+OIT_BRIDGE = """\
+# yaml-language-server: $schema=../../../schemas/device.schema.json
+name: oit-plantops-bridge
+unit: oit
+kind: application
+model: Mail bridge 1.4
+fqdn: plantops-bridge.oit.example.edu
+address: 10.5.20.41
+auth: oauth2
+account: svc-oit-plantops-bridge@example.edu
+senders:
+  - plantops-scans+bridge@facilities.example.edu
+volume_per_day: 10
+requestor: {name: Dana Whitfield, email: dwhitfield@example.edu}
+technical_contact: {name: Sam Roe, email: sroe@example.edu}
+status: active
+"""
+
+
+def change_sender_taken(repo: Path) -> None:
+    """OIT takes over a sender a retired facilities record held, in facilities' own domain."""
+    (repo / DEVICES / "oit" / "oit-plantops-bridge.yaml").write_text(OIT_BRIDGE)
+
+
 def change_prefix_broadened(repo: Path) -> None:
     edit(
         repo / DEVICES / "medicine" / "med-appointment-reminders.yaml",
@@ -182,6 +206,7 @@ EXPECTED = {
                 "kind": "platform-team",
                 "reasons": [
                     "risk.legacy-exception-new: lib-map-scanner",
+                    "risk.sender-added: lib-map-scanner",
                     "changed inventory/netreg.yaml",
                 ],
                 "who": "@example-edu/mail-platform",
@@ -215,7 +240,12 @@ EXPECTED = {
                 "id": "risk.legacy-exception-new",
                 "message": "new unauthenticated (auth ip) access from 10.20.30.99 (a new record)",
                 "subject": "lib-map-scanner",
-            }
+            },
+            {
+                "id": "risk.sender-added",
+                "message": "new senders (a new record): map-scans@lib.example.edu",
+                "subject": "lib-map-scanner",
+            },
         ],
         "summary": {
             "approvals": 3,
@@ -226,7 +256,7 @@ EXPECTED = {
             "records_added": 1,
             "records_changed": 0,
             "records_removed": 0,
-            "risks": 1,
+            "risks": 2,
         },
     },
     "removed": {
@@ -278,6 +308,36 @@ EXPECTED = {
             "records_removed": 1,
             "risks": 0,
         },
+    },
+    "sender_taken": {
+        "approvals": [
+            {
+                "kind": "unit-owners",
+                "reasons": ["risk.sender-added: oit-plantops-bridge"],
+                "who": "@example-edu/facilities-it",
+            },
+            {
+                "kind": "unit-owners",
+                "reasons": ["added inventory/devices/oit/oit-plantops-bridge.yaml"],
+                "who": "@example-edu/oit-infrastructure",
+            },
+            {
+                "kind": "platform-team",
+                "reasons": ["risk.sender-added: oit-plantops-bridge"],
+                "who": "@example-edu/mail-platform",
+            },
+        ],
+        "risks": [
+            {
+                "id": "risk.sender-added",
+                "message": "new senders (a new record):"
+                " plantops-scans+bridge@facilities.example.edu;"
+                " plantops-scans+bridge@facilities.example.edu is also used by fac-plant-ops-copier"
+                " (facilities, retired, as plantops-scans@facilities.example.edu);"
+                " facilities.example.edu belongs to unit facilities",
+                "subject": "oit-plantops-bridge",
+            }
+        ],
     },
     "sender_added": {
         "access": [
@@ -622,6 +682,7 @@ EXPECTED = {
 
 CHANGES = {
     "added_exception": change_added_exception,
+    "sender_taken": change_sender_taken,
     "removed": change_removed,
     "sender_added": change_sender_added,
     "prefix_broadened": change_prefix_broadened,
@@ -712,7 +773,9 @@ KEY_LINES = {
     "added_exception": (
         [
             "summary: 1 added, 0 removed, 0 changed; 1 inventory file changed; 1 device gains"
-            " access, 0 devices lose access; 1 risk; 3 approvals needed",
+            " access, 0 devices lose access; 2 risks; 3 approvals needed",
+            "  risk.sender-added  lib-map-scanner: new senders (a new record):"
+            " map-scans@lib.example.edu",
             "  risk.legacy-exception-new  lib-map-scanner: new unauthenticated (auth ip) access"
             " from 10.20.30.99 (a new record)",
             "  [exception approver] Morgan Ellis <mellis@example.edu>",
@@ -724,14 +787,25 @@ KEY_LINES = {
         ],
         [
             "| records | 1 added · 0 removed · 0 changed |",
-            "| risks | **1** |",
+            "| risks | **2** |",
             "| `risk.legacy-exception-new` | `lib-map-scanner` | `new unauthenticated (auth ip)"
             " access from 10.20.30.99 (a new record)` |",
             "- [ ] `Morgan Ellis <mellis@example.edu>` (exception approver): `exception for"
             " lib-map-scanner (director, University Libraries)`",
             "- [ ] `@example-edu/mail-platform` (platform team): `risk.legacy-exception-new:"
-            " lib-map-scanner`; `changed inventory/netreg.yaml`",
+            " lib-map-scanner`; `risk.sender-added: lib-map-scanner`; `changed"
+            " inventory/netreg.yaml`",
             "+10.20.30.99\trelaygate_s_d9d07d087e18",
+        ],
+    ),
+    "sender_taken": (
+        [
+            "  [unit owners] @example-edu/facilities-it",
+            "      risk.sender-added: oit-plantops-bridge",
+        ],
+        [
+            "- [ ] `@example-edu/facilities-it` (unit owners): `risk.sender-added:"
+            " oit-plantops-bridge`",
         ],
     ),
     "removed": (
@@ -971,13 +1045,34 @@ def test_head_that_does_not_validate_exits_1_with_its_findings(tmp_path: Path, r
     assert result.code == 1, result
     plan = json.loads(result.stdout)
     assert plan["head"]["valid"] is False and plan["base"]["valid"] is True
-    assert [(f["path"], f["line"], f["rule"]) for f in plan["head"]["findings"]] == [
-        ("inventory/devices/libraries/lib-gate-counter.yaml", 7, "legacy.netreg-no-reservation")
+    # A lost reservation is only a warning for the inventory, but this change
+    # edits the record, so under the pull-request rule it fails the change.
+    assert [
+        (f["path"], f["line"], f["rule"], f["severity"], f["message"])
+        for f in plan["head"]["findings"]
+    ] == [
+        (
+            "inventory/devices/libraries/lib-gate-counter.yaml",
+            7,
+            "legacy.netreg-no-reservation",
+            "error",
+            "NetReg has no reservation for 10.20.30.89; this change adds or edits the record",
+        )
     ]
-    assert plan["artifacts"] is None
-    assert plan["artifacts_note"] == (
-        "not compiled: working tree did not validate, so there are no artifacts to compare"
-    )
+    # The head still compiles (the record as a refusal), so the artifact diff shows it.
+    assert plan["artifacts_note"] is None
+    refused = [
+        line
+        for a in plan["artifacts"]
+        if a["path"] == "postfix/refused_clients"
+        for line in a["added"]
+    ]
+    assert refused == [
+        "# lib-gate-counter",
+        "10.20.30.89\tREJECT relay access suspended: NetReg reservation missing or changed",
+    ], refused
+    [access] = plan["access"]
+    assert access["refused_after"] == "suspended: NetReg reservation missing or changed"
     # The record and access diffs still show what the change attempts.
     assert plan["records"][0]["fields"] == [
         {"field": "address", "before": "10.20.30.88", "after": "10.20.30.89"}
@@ -1171,4 +1266,113 @@ def test_segment_change(tmp_path: Path, run_cli) -> None:  # type: ignore[no-unt
             "inventory/site.yaml",
             "changed: mod_segments[mod-admin].prefixes, mod_segments[mod-facilities].prefixes",
         ),
+    ]
+
+
+# --- the pull-request rule for time and outside data --------------------------------
+
+
+def _expire_gate_counter(repo: Path) -> Path:
+    """Commit a base where lib-gate-counter's exception expired on 2026-11-01."""
+    record = repo / DEVICES / "libraries" / "lib-gate-counter.yaml"
+    edit(record, "approved_on: 2026-09-10", "approved_on: 2025-11-05")
+    edit(record, "expires_on: 2027-09-10", "expires_on: 2026-11-01")
+    git(repo, "commit", "-q", "-am", "base: an exception that has since expired")
+    return record
+
+
+def test_an_expired_record_does_not_block_a_revocation(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    repo = make_repo(tmp_path)
+    _expire_gate_counter(repo)
+    edit(
+        repo / DEVICES / "libraries" / "lib-special-collections-scanner.yaml",
+        "status: active",
+        "status: revoked\nstatus_reason: spam\nstatus_date: 2026-11-29\nstatus_ticket: SEC-4620",
+    )
+    result = run_plan(run_cli, repo)
+    assert result.code == 0, result
+    plan = json.loads(result.stdout)
+    assert (plan["head"]["valid"], plan["head"]["errors"], plan["head"]["warnings"]) == (
+        True,
+        0,
+        1,
+    )
+    [finding] = plan["head"]["findings"]
+    assert (finding["path"], finding["rule"], finding["severity"]) == (
+        "inventory/devices/libraries/lib-gate-counter.yaml",
+        "exception.expired",
+        "warning",
+    )
+    # The revocation is compiled; the expired record is refused on both sides, so unchanged.
+    assert [(a["device"], a["refused_after"]) for a in plan["access"]] == [
+        ("lib-special-collections-scanner", "revoked")
+    ]
+    added = [line for a in plan["artifacts"] for line in a["added"] if "10.20.30.57" in line]
+    assert "10.20.30.57\tREJECT relay access revoked: sent spam (SEC-4620)" in added, added
+
+
+def test_a_change_to_the_expired_record_fails_until_it_is_renewed(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    repo = make_repo(tmp_path)
+    record = _expire_gate_counter(repo)
+    edit(record, "volume_per_day: 2", "volume_per_day: 3")
+    touched = run_plan(run_cli, repo)
+    assert touched.code == 1, touched
+    plan = json.loads(touched.stdout)
+    assert [(f["rule"], f["severity"], f["message"]) for f in plan["head"]["findings"]] == [
+        (
+            "exception.expired",
+            "error",
+            "expired on 2026-11-01 (as of 2026-11-29); this change adds or edits the record",
+        )
+    ]
+    # Positive control: the same edit with a renewal passes, and the device relays again.
+    edit(record, "approved_on: 2025-11-05", "approved_on: 2026-11-28")
+    edit(record, "expires_on: 2026-11-01", "expires_on: 2027-11-28")
+    renewed = run_plan(run_cli, repo)
+    assert renewed.code == 0, renewed
+    plan = json.loads(renewed.stdout)
+    assert plan["head"]["findings"] == []
+    [access] = plan["access"]
+    assert (access["device"], access["refused_before"], access["refused_after"]) == (
+        "lib-gate-counter",
+        "suspended: exception expired on 2026-11-01",
+        None,
+    )
+    assert [c["change"] for c in access["changes"]] == ["gained"]
+
+
+def test_a_sender_takeover_fails_and_asks_the_unit_that_holds_it(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """A new medicine record lists a libraries account's sender, spelt with a +extension."""
+    repo = make_repo(tmp_path)
+    (repo / DEVICES / "medicine" / "med-ill-bridge.yaml").write_text(
+        OIT_BRIDGE.replace("oit-plantops-bridge", "med-ill-bridge")
+        .replace("unit: oit", "unit: medicine")
+        .replace("plantops-bridge.oit.example.edu", "ill-bridge.med.example.edu")
+        .replace("10.5.20.41", "10.60.50.40")
+        .replace("svc-oit-plantops-bridge", "svc-med-ill-bridge")
+        .replace("plantops-scans+bridge@facilities.example.edu", "ill+notices@lib.example.edu")
+    )
+    result = run_plan(run_cli, repo)
+    assert result.code == 1, result
+    plan = json.loads(result.stdout)
+    assert [(Path(f["path"]).name, f["rule"]) for f in plan["head"]["findings"]] == [
+        ("lib-illiad.yaml", "sender.owned-by-another"),
+        ("med-ill-bridge.yaml", "sender.owned-by-another"),
+    ]
+    assert plan["risks"] == [
+        {
+            "id": "risk.sender-added",
+            "message": "new senders (a new record): ill+notices@lib.example.edu;"
+            " ill+notices@lib.example.edu is also used by lib-illiad (libraries, active,"
+            " as ill@lib.example.edu)",
+            "subject": "med-ill-bridge",
+        }
+    ]
+    libraries = [a for a in plan["approvals"] if a["who"] == "@example-edu/libraries-it"]
+    assert libraries == [
+        {
+            "kind": "unit-owners",
+            "reasons": ["risk.sender-added: med-ill-bridge"],
+            "who": "@example-edu/libraries-it",
+        }
     ]

@@ -155,8 +155,9 @@ def test_nothing_covers_it_exits_1_and_still_answers(run_cli) -> None:  # type: 
 
 def test_invalid_inventory_still_finds_records(run_cli, inventory: Path) -> None:  # type: ignore[no-untyped-def]
     record = inventory / "devices" / "libraries" / "lib-gate-counter.yaml"
-    record.write_text(record.read_text().replace("10.20.30.88", "10.20.30.89"))
-    result = ask(run_cli, "10.20.30.89", "--sender", "x@lib.example.edu", inventory=inventory)
+    # Outside every MOD segment: an error (a lost reservation alone would be a warning).
+    record.write_text(record.read_text().replace("10.20.30.88", "10.20.31.89"))
+    result = ask(run_cli, "10.20.31.89", "--sender", "x@lib.example.edu", inventory=inventory)
     assert result.code == 0, result
     assert result.stdout.splitlines()[:2] == [
         "note: the inventory has 1 errors; it was not compiled, so artifact lines and relay"

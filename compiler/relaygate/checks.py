@@ -174,6 +174,15 @@ def _addressing(device: Device, doc: Document, ctx: Context) -> Iterator[Finding
             ("address",),
             f"{_KIND_LABEL[device.kind]} must be a single host, not {device.address}",
         )
+    elif not device.is_host and device.is_legacy:
+        # NetReg reserves hosts and an exception covers one device: a legacy
+        # prefix could never be reserved, so say so instead of asking for it.
+        yield doc.finding(
+            "legacy.prefix-not-allowed",
+            ("address",),
+            f"auth {device.auth} needs the single host address NetReg reserves, not the prefix"
+            f" {device.address}",
+        )
     site = ctx.site
     if site is None:
         return
@@ -308,7 +317,7 @@ def _legacy(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
         )
     if device.netreg is None:
         yield doc.finding("legacy.netreg-missing", ("auth",), "netreg is not given")
-    if ctx.reservations is not None:
+    if ctx.reservations is not None and device.is_host:  # a prefix: legacy.prefix-not-allowed
         reservation = ctx.reservations.get(addresses.canonical_text(device.network))
         if reservation is None:
             yield doc.finding(
@@ -381,15 +390,21 @@ def _exception_dates(device: Device, doc: Document, ctx: Context) -> Iterator[Fi
 
 @record_check
 def _senders(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
-    if ctx.site is None:
-        return
+    unit = ctx.units.get(device.unit) if ctx.units is not None else None
+    own_domains = unit.sender_domains if unit is not None else frozenset()
     for index, sender in enumerate(device.senders):
         domain = sender.rpartition("@")[2]
-        if domain not in ctx.site.sender_domains:
+        if ctx.site is not None and domain not in ctx.site.sender_domains:
             yield doc.finding(
                 "sender.domain-not-allowed",
                 ("senders", index),
                 f"{sender}: {domain} is not an allowed sender domain",
+            )
+        elif own_domains and domain not in own_domains and device.status is not Status.RETIRED:
+            yield doc.finding(
+                "sender.domain-not-in-unit",
+                ("senders", index),
+                f"{sender}: unit {device.unit} sends only from {', '.join(sorted(own_domains))}",
             )
 
 
@@ -478,17 +493,102 @@ def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
     for device in live:
         if not device.is_legacy:
             for sender in device.senders:
-                owners.setdefault(sender, device)
+                owners.setdefault(sender_key(sender), device)
     for device in live:
         if device.is_legacy:
             for index, sender in enumerate(device.senders):
-                owner = owners.get(sender)
+                owner = owners.get(sender_key(sender))
                 if owner is not None:
                     yield ctx.docs[device.source].finding(
                         "sender.claimed-by-account",
                         ("senders", index),
                         f"{sender} belongs to account {owner.account} ({owner.name})",
                     )
+    yield from _sender_ownership(live, ctx)
+    yield from _share_declarations(live, ctx)
+
+
+def sender_key(sender: str) -> str:
+    """The mailbox a sender address reaches, for the one-owner rule.
+
+    Lower case, no trailing dot on the domain, no ``+extension``: Postfix
+    strips the extension when it looks an address up in an access or login
+    map, so ``x+tag@d`` answers as ``x@d``. Look-alike spellings of one
+    mailbox therefore share a key. (The schema already refuses upper case,
+    trailing dots and non-ASCII; the key does not rely on it.)
+    """
+    local, _, domain = sender.rpartition("@")
+    return f"{local.lower().split('+', 1)[0]}@{domain.lower().rstrip('.')}"
+
+
+def _mutual(one: Device, other: Device) -> bool:
+    return other.name in one.shares_senders_with and one.name in other.shares_senders_with
+
+
+#: How many other records a sender.owned-by-another finding names.
+_NAMED = 5
+
+
+def _sender_ownership(live: list[Device], ctx: Context) -> Iterator[Finding]:
+    """A sender belongs to one live record unless both records declare the sharing.
+
+    Live is every status but retired: a suspended or revoked record keeps its
+    senders (it may come back, and its address stays refused), so nobody else
+    may take them until it is retired. Each record involved is told, naming
+    the other record and its file.
+    """
+    holders: dict[str, list[tuple[Device, int, str]]] = {}
+    for device in live:
+        for index, sender in enumerate(device.senders):
+            holders.setdefault(sender_key(sender), []).append((device, index, sender))
+    for entries in holders.values():
+        if len({id(device) for device, _, _ in entries}) < 2:
+            continue
+        for device, index, sender in entries:
+            # One finding per sender, naming at most a few others: a thousand records
+            # listing one address must not make a million findings.
+            named: list[str] = []
+            count = 0
+            for other, _, spelling in entries:
+                if other is device or _mutual(device, other):
+                    continue
+                count += 1
+                if len(named) < _NAMED:
+                    shown = "" if spelling == sender else f" as {spelling}"
+                    named.append(f"{other.name} ({other.source}){shown}")
+            if not count:
+                continue
+            more = f" and {count - _NAMED} more" if count > _NAMED else ""
+            yield ctx.docs[device.source].finding(
+                "sender.owned-by-another",
+                ("senders", index),
+                f"{sender} is also a sender of {', '.join(named)}{more}",
+            )
+
+
+def _share_declarations(live: list[Device], ctx: Context) -> Iterator[Finding]:
+    by_name = {d.name: d for d in live}
+    for device in live:
+        keys = {sender_key(s) for s in device.senders}
+        for index, name in enumerate(device.shares_senders_with):
+            pointer: Pointer = ("shares_senders_with", index)
+            other = by_name.get(name)
+            doc = ctx.docs[device.source]
+            if other is device:
+                yield doc.finding("sender.share-unused", pointer, f"{name} is this record")
+            elif other is None:
+                yield doc.finding("sender.share-not-mutual", pointer, f"{name} is no live record")
+            elif device.name not in other.shares_senders_with:
+                yield doc.finding(
+                    "sender.share-not-mutual",
+                    pointer,
+                    f"{name} ({other.source}) does not name {device.name} in its"
+                    " shares_senders_with",
+                )
+            elif not keys & {sender_key(s) for s in other.senders}:
+                yield doc.finding(
+                    "sender.share-unused", pointer, f"{name} shares no sender with this record"
+                )
 
 
 def _overlapping(devices: list[Device], ctx: Context) -> Iterator[Finding]:
@@ -545,6 +645,7 @@ def site_checks(site: Site, doc: Document) -> Iterator[Finding]:
             f"relay and submission both use port {site.relay_port}",
         )
     campus = [n.prefix for n in site.campus_networks]
+    yield from _campus_checks(site, doc)
     seen_vlans: dict[int, str] = {}
     spans: list[tuple[netaddr.IPNetwork, str, Pointer]] = []
     for index, segment in enumerate(site.mod_segments):
@@ -586,6 +687,34 @@ def site_checks(site: Site, doc: Document) -> Iterator[Finding]:
     ):
         yield from _duplicate_names(doc, (section,), names)
     yield from _duplicate_names(doc, ("relay", "hosts"), [h.name for h in site.relay_hosts])
+
+
+def _campus_checks(site: Site, doc: Document) -> Iterator[Finding]:
+    """Campus networks are the campus's own space, and never overlap.
+
+    The submission port is open to every campus address, so an Internet-sized
+    prefix opens it to the Internet. nft keeps the campus networks in one
+    interval set, which refuses overlapping elements ("conflicting
+    intervals"): an overlap here would fail every later deploy.
+    """
+    limits = {4: site.policy.broadest_campus_v4, 6: site.policy.broadest_campus_v6}
+    for index, item in enumerate(site.campus_networks):
+        pointer: Pointer = ("campus_networks", index, "prefix")
+        limit = limits[item.prefix.version]
+        if item.prefix.prefixlen < limit:
+            yield doc.finding(
+                "site.campus-too-broad",
+                pointer,
+                f"{item.name} {item.prefix} is broader than /{limit}"
+                f" (policy.broadest_campus_prefix.ipv{item.prefix.version})",
+            )
+        for other in site.campus_networks[:index]:
+            if _overlaps(item.prefix, other.prefix):
+                yield doc.finding(
+                    "site.overlapping-campus",
+                    pointer,
+                    f"{item.name} {item.prefix} overlaps {other.name} {other.prefix}",
+                )
 
 
 def _duplicate_names(doc: Document, pointer: Pointer, names: list[str]) -> Iterator[Finding]:
@@ -654,8 +783,16 @@ def netreg_checks(
     return index, found
 
 
-def units_checks(units: dict[str, Unit], doc: Document) -> Iterator[Finding]:
+def units_checks(units: dict[str, Unit], doc: Document, site: Site | None) -> Iterator[Finding]:
     for unit in units.values():
+        if site is not None:
+            for index, domain in enumerate(doc.data["units"][unit.id].get("sender_domains", ())):
+                if domain not in site.sender_domains:
+                    yield doc.finding(
+                        "units.sender-domain-not-allowed",
+                        ("units", unit.id, "sender_domains", index),
+                        f"{unit.id}: {domain} is not in site.yaml sender_domains",
+                    )
         seen: set[str] = set()
         for index, approver in enumerate(unit.approvers):
             if approver.email in seen:

@@ -9,9 +9,10 @@ is not canonical is kept with its parsed form and reported by the checks.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import netaddr
@@ -101,6 +102,7 @@ class Device:
     auth: Auth
     account: str | None
     senders: tuple[str, ...]
+    shares_senders_with: tuple[str, ...]
     volume_per_day: int
     requestor: Person
     technical_contact: Person
@@ -142,6 +144,11 @@ class RelayHost:
     addresses: tuple[netaddr.IPNetwork, ...]
 
 
+#: The broadest campus network (IPv4, IPv6 prefix length) when site.yaml sets no
+#: policy.broadest_campus_prefix: an organisation's own allocations, never the Internet.
+DEFAULT_BROADEST_CAMPUS = (8, 32)
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     max_exception_days: int
@@ -151,6 +158,8 @@ class Policy:
     shortest_prefix_v4: int
     shortest_prefix_v6: int
     mass_change_share: float
+    broadest_campus_v4: int = DEFAULT_BROADEST_CAMPUS[0]
+    broadest_campus_v6: int = DEFAULT_BROADEST_CAMPUS[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +181,7 @@ class Unit:
     name: str
     owners: tuple[str, ...]
     approvers: tuple[Approver, ...]
+    sender_domains: frozenset[str] = frozenset()  # empty: the site's domains, none of its own
     #: (approver email, code-host login) for approvers whose login units.yaml gives.
     logins: tuple[tuple[str, str], ...] = ()
 
@@ -187,14 +197,75 @@ class Reservation:
     mac: str | None
 
 
+#: Why the relay refuses an active record for a reason outside its own text,
+#: keyed by the rule that found it. The value is the reason key the renderers
+#: turn into reply text (they never take text from data).
+LAPSE_REASONS: dict[str, str] = {
+    "exception.expired": "expired",
+    "legacy.netreg-no-reservation": "netreg",
+    "legacy.netreg-mismatch": "netreg",
+    "legacy.approver-not-listed": "approver",
+    "legacy.approver-mismatch": "approver",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Lapse:
+    """An active record the relay refuses because time or outside data moved.
+
+    Its exception expired, its NetReg reservation went or changed, or its
+    approver left units.yaml. The record compiles to an explicit refusal with
+    this reason; the rest of the inventory compiles as usual.
+    """
+
+    rule: str  # the finding's rule id (a key of LAPSE_REASONS)
+    reason: str  # the reason key (a value of LAPSE_REASONS)
+    since: dt.date | None  # the day it took effect, when known (the expiry date)
+
+    @property
+    def text(self) -> str:
+        words = {
+            "expired": "exception expired",
+            "netreg": "NetReg reservation missing or changed",
+            "approver": "approver not listed for the unit",
+        }[self.reason]
+        return f"{words} on {self.since.isoformat()}" if self.since else words
+
+
 @dataclass(frozen=True, slots=True)
 class Inventory:
-    """A whole, checked inventory. ``devices`` is sorted by name."""
+    """A whole, checked inventory. ``devices`` is sorted by name.
+
+    ``lapsed`` holds the active records refused for time or outside data, by
+    their source path (``Device.source``).
+    """
 
     site: Site
     units: dict[str, Unit]
     reservations: dict[str, Reservation]
     devices: tuple[Device, ...]
+    lapsed: dict[str, Lapse] = field(default_factory=dict)
+
+    def effective(self) -> Inventory:
+        """The inventory as the relay enforces it: each lapsed active record suspended.
+
+        A new value (records are never changed in place); the status reason is
+        the lapse's reason key and the status date the day it took effect.
+        Idempotent: a record already suspended is left as it is.
+        """
+        devices = tuple(
+            dataclasses.replace(
+                d,
+                status=Status.SUSPENDED,
+                status_reason=self.lapsed[d.source].reason,
+                status_date=self.lapsed[d.source].since,
+                status_ticket=None,
+            )
+            if d.status is Status.ACTIVE and d.source in self.lapsed
+            else d
+            for d in self.devices
+        )
+        return dataclasses.replace(self, devices=devices)
 
 
 def _network(text: str) -> netaddr.IPNetwork:
@@ -230,6 +301,7 @@ def build_device(data: dict[str, Any], source: str) -> Device:
         auth=Auth(data["auth"]),
         account=data.get("account"),
         senders=tuple(data["senders"]),
+        shares_senders_with=tuple(data.get("shares_senders_with", ())),
         volume_per_day=data["volume_per_day"],
         requestor=_person(data["requestor"]),
         technical_contact=_person(data["technical_contact"]),
@@ -288,6 +360,12 @@ def build_site(data: dict[str, Any]) -> Site:
             shortest_prefix_v4=policy["shortest_prefix"]["ipv4"],
             shortest_prefix_v6=policy["shortest_prefix"]["ipv6"],
             mass_change_share=float(policy["mass_change_share"]),
+            broadest_campus_v4=policy.get("broadest_campus_prefix", {}).get(
+                "ipv4", DEFAULT_BROADEST_CAMPUS[0]
+            ),
+            broadest_campus_v6=policy.get("broadest_campus_prefix", {}).get(
+                "ipv6", DEFAULT_BROADEST_CAMPUS[1]
+            ),
         ),
         platform_team=data["review"]["platform_team"],
     )
@@ -301,6 +379,7 @@ def build_units(data: dict[str, Any]) -> dict[str, Unit]:
             owners=tuple(item["owners"]),
             approvers=tuple(_approver(a) for a in item["approvers"]),
             logins=tuple((a["email"], a["login"]) for a in item["approvers"] if "login" in a),
+            sender_domains=frozenset(item.get("sender_domains", ())),
         )
         for unit_id, item in sorted(data["units"].items())
     }

@@ -35,6 +35,8 @@ class ValidationResult:
     documents: dict[str, Document] = field(default_factory=dict)
     devices: list[model.Device] = field(default_factory=list)
     files_checked: int = 0
+    #: Active records the relay refuses for time or outside data, by source path.
+    lapsed: dict[str, model.Lapse] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -148,6 +150,60 @@ def _load_checked(
     return None
 
 
+def lapses(devices: list[model.Device], findings: list[Finding]) -> dict[str, model.Lapse]:
+    """The active records a finding of time or outside data refuses, by source path.
+
+    Such a finding (``model.LAPSE_REASONS``) is a warning: the record compiles
+    to an explicit refusal with the first reason in that table's order (an
+    expired exception before a lost reservation before a departed approver),
+    and every other record compiles as usual.
+    """
+    order = list(model.LAPSE_REASONS)
+    found: dict[str, str] = {}
+    for finding in findings:
+        if finding.rule in model.LAPSE_REASONS:
+            current = found.get(finding.path)
+            if current is None or order.index(finding.rule) < order.index(current):
+                found[finding.path] = finding.rule
+    lapsed: dict[str, model.Lapse] = {}
+    for device in devices:
+        rule_id = found.get(device.source)
+        if rule_id is None or device.status is not model.Status.ACTIVE:
+            continue
+        since = (
+            device.exception.expires_on
+            if rule_id == "exception.expired" and device.exception is not None
+            else None
+        )
+        lapsed[device.source] = model.Lapse(rule_id, model.LAPSE_REASONS[rule_id], since)
+    return lapsed
+
+
+def touched(findings: list[Finding], paths: set[str]) -> list[Finding]:
+    """The findings with every time or outside-data warning on ``paths`` made an error.
+
+    The pull-request rule: such a finding never fails a change that leaves its
+    record alone, and always fails a change that adds or edits the record.
+    """
+    return sorted(
+        (
+            Finding(
+                path=f.path,
+                line=f.line,
+                column=f.column,
+                rule=f.rule,
+                severity=Severity.ERROR,
+                message=f"{f.message}; this change adds or edits the record",
+                hint=f.hint,
+            )
+            if f.rule in model.LAPSE_REASONS and f.path in paths
+            else f
+            for f in findings
+        ),
+        key=Finding.sort_key,
+    )
+
+
 def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> ValidationResult:
     """Validate the inventory at ``root`` as of the given day."""
     limits = limits or Limits()
@@ -161,7 +217,7 @@ def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> Valida
     units_doc = _load_checked(root / UNITS_FILE, limits.site_bytes, "units", findings)
     units = model.build_units(units_doc.data) if units_doc else None
     if units is not None and units_doc is not None:
-        findings.extend(checks.units_checks(units, units_doc))
+        findings.extend(checks.units_checks(units, units_doc, site))
 
     netreg_doc = _load_checked(root / NETREG_FILE, limits.netreg_bytes, "netreg", findings)
     reservations: dict[str, model.Reservation] | None = None
@@ -197,6 +253,7 @@ def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> Valida
 
     findings.extend(schema_files.stale_findings(root, display_path(root)))
     findings = sorted(set(findings), key=Finding.sort_key)
+    lapsed = lapses(devices, findings)
     inventory = None
     if (
         site
@@ -205,7 +262,11 @@ def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> Valida
         and not any(f.is_error for f in findings)
     ):
         inventory = model.Inventory(
-            site=site, units=units, reservations=reservations, devices=tuple(devices)
+            site=site,
+            units=units,
+            reservations=reservations,
+            devices=tuple(devices),
+            lapsed=lapsed,
         )
     return ValidationResult(
         findings=findings,
@@ -213,4 +274,5 @@ def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> Valida
         documents=documents,
         devices=devices,
         files_checked=3 + len(paths),
+        lapsed=lapsed,
     )

@@ -21,6 +21,16 @@ Invariants:
   diff needs a valid side.
 - Every list in a ``Plan`` is sorted, so the same change always gives the
   same plan (no clock, no dict-order dependence).
+- The pull-request rule: a finding caused by time or outside data (an
+  expired exception, a lost NetReg reservation, a departed approver; see
+  ``model.LAPSE_REASONS``) is a warning that compiles its record to a
+  refusal, and fails the plan only when the change adds or edits that
+  record (``pipeline.touched``). A change that leaves the record alone, a
+  revocation above all, is never blocked by it.
+- A record that gains a sender is a risk (``risk.sender-added``) for the
+  platform team and for the unit of every other record that held or holds
+  the address (compared as ``checks.sender_key``), or that owns its domain
+  (units.yaml ``sender_domains``).
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ import netaddr
 from relaygate import compile as compile_
 from relaygate import model, schema
 from relaygate.addresses import canonical_text
+from relaygate.checks import sender_key
 from relaygate.errors import InternalError, UsageError, VerificationFailed
 from relaygate.findings import Finding
 from relaygate.load import Limits, load_document
@@ -50,6 +61,7 @@ from relaygate.pipeline import (
     UNITS_FILE,
     ValidationResult,
     discover_devices,
+    touched,
     validate,
 )
 from relaygate.render import Artifacts, Header
@@ -170,6 +182,23 @@ class Side:
     @property
     def valid(self) -> bool:
         return self.validation.errors == 0 and self.artifacts is not None
+
+    def lapse(self, device: model.Device) -> model.Lapse | None:
+        """Why the relay refuses this active record for time or outside data, if it does."""
+        return self.validation.lapsed.get(device.source)
+
+    def access(self, device: model.Device) -> tuple[Access, ...]:
+        """What the compiled policy grants this record on this side."""
+        return () if self.lapse(device) is not None else access_of(device, self.site)
+
+    def refused(self, device: model.Device | None) -> str | None:
+        """How the relay refuses this record on this side, or None."""
+        if device is None:
+            return None
+        lapse = self.lapse(device)
+        if lapse is not None and device.status is model.Status.ACTIVE:
+            return f"suspended: {lapse.text}"
+        return _refused(device)
 
 
 def _load_raw(path: Path, max_bytes: int) -> dict[str, Any] | None:
@@ -351,6 +380,8 @@ class Risk:
     id: str
     subject: str
     message: str
+    #: Other units whose owners must review it (besides the platform team).
+    units: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,9 +579,9 @@ def _access_changes(base: Side, head: Side) -> list[AccessChange]:
     changes = []
     for key in sorted(set(base.devices) | set(head.devices)):
         old, new = base.devices.get(key), head.devices.get(key)
-        before = set(access_of(old, base.site)) if old else set()
-        after = set(access_of(new, head.site)) if new else set()
-        refused_before, refused_after = _refused(old), _refused(new)
+        before = set(base.access(old)) if old else set()
+        after = set(head.access(new)) if new else set()
+        refused_before, refused_after = base.refused(old), head.refused(new)
         if before == after and refused_before == refused_after:
             continue
         device = new or old
@@ -670,11 +701,6 @@ def _device_risks(base: Side, head: Side) -> list[Risk]:
                             f"unauthenticated access moves from {old_address} to {address}",
                         )
                     )
-                added = sorted(set(new.senders) - set(old.senders))
-                if added:
-                    risks.append(
-                        _risk("risk.sender-added", new.name, f"new senders: {', '.join(added)}")
-                    )
                 old_segment = _segment(base.site, old.network)
                 new_segment = _segment(head.site, new.network)
                 if old_segment != new_segment:
@@ -699,6 +725,80 @@ def _device_risks(base: Side, head: Side) -> list[Risk]:
     return risks
 
 
+def _mailbox_index(sides: Sequence[Side]) -> dict[str, list[model.Device]]:
+    """Mailbox (``sender_key``) -> every record on either side, in any status, using it."""
+    index: dict[str, dict[tuple[str, str], model.Device]] = {}
+    for side in sides:
+        for device in side.devices.values():
+            for sender in device.senders:
+                index.setdefault(sender_key(sender), {}).setdefault(
+                    (device.name, device.unit), device
+                )
+    return {key: [found[k] for k in sorted(found)] for key, found in index.items()}
+
+
+def _as(holder: model.Device, sender: str) -> str:
+    """``, as SPELLING`` when the holder writes the same mailbox another way."""
+    key = sender_key(sender)
+    spelling = next(s for s in holder.senders if sender_key(s) == key)
+    return "" if spelling == sender else f", as {spelling}"
+
+
+def _domain_units(sides: Sequence[Side], domain: str) -> list[str]:
+    """Units that declare this sender domain in units.yaml, on either side."""
+    return sorted(
+        {
+            unit.id
+            for side in sides
+            for unit in (side.units or {}).values()
+            if domain in unit.sender_domains
+        }
+    )
+
+
+def _sender_risks(base: Side, head: Side) -> list[Risk]:
+    """A record that gains a sender, new or edited, and who else must agree.
+
+    Retired records gain nothing (they relay nothing and hold no sender).
+    """
+    risks: list[Risk] = []
+    mailboxes: dict[str, list[model.Device]] | None = None  # built on the first sender gained
+    for key in sorted(head.devices):
+        new, old = head.devices[key], base.devices.get(key)
+        if new.status is model.Status.RETIRED:
+            continue
+        had = set() if old is None or old.status is model.Status.RETIRED else set(old.senders)
+        added = sorted(set(new.senders) - had)
+        if not added:
+            continue
+        units: set[str] = set()
+        notes: list[str] = []
+        for sender in added:
+            if mailboxes is None:
+                mailboxes = _mailbox_index((base, head))
+            holders = [h for h in mailboxes.get(sender_key(sender), []) if h.name != new.name]
+            owners = _domain_units((base, head), sender.rpartition("@")[2])
+            units |= {h.unit for h in holders} | set(owners)
+            held = [f"{h.name} ({h.unit}, {h.status.value}{_as(h, sender)})" for h in holders]
+            if held:
+                notes.append(f"{sender} is also used by {', '.join(held)}")
+            others = [u for u in owners if u != new.unit]
+            if others:
+                notes.append(f"{sender.rpartition('@')[2]} belongs to unit {', '.join(others)}")
+        units.discard(new.unit)
+        what = " (a new record)" if old is None else ""
+        detail = f"; {'; '.join(notes)}" if notes else ""
+        risks.append(
+            Risk(
+                "risk.sender-added",
+                new.name,
+                f"new senders{what}: {', '.join(added)}{detail}",
+                tuple(sorted(units)),
+            )
+        )
+    return risks
+
+
 def _file_risks(files: Sequence[FileChange], shown: str) -> list[Risk]:
     ids = {
         (Path(shown) / SITE_FILE).as_posix(): "risk.site-changed",
@@ -716,12 +816,12 @@ def _file_risks(files: Sequence[FileChange], shown: str) -> list[Risk]:
 
 
 def _mass_change(base: Side, head: Side) -> MassChange:
-    entries = {k: set(access_of(d, base.site)) for k, d in base.devices.items()}
+    entries = {k: set(base.access(d)) for k, d in base.devices.items()}
     entries = {k: v for k, v in entries.items() if v}
     affected = 0
     for key, before in entries.items():
         new = head.devices.get(key)
-        if new is None or set(access_of(new, head.site)) != before:
+        if new is None or set(head.access(new)) != before:
             affected += 1
     thresholds = [s.policy.mass_change_share for s in (base.site, head.site) if s is not None]
     # The stricter of the two: a change cannot raise its own threshold.
@@ -813,6 +913,10 @@ def _approvals(
         need("unit-owners", owners, unit.owners if unit else (), f"{change.change} {change.path}")
     for risk in risks:
         need("platform-team", platform, team, f"{risk.id}: {risk.subject}")
+        for unit_id in risk.units:
+            unit = units.get(unit_id)
+            owners = " ".join(unit.owners) if unit else f"(unit {unit_id} is not in units.yaml)"
+            need("unit-owners", owners, unit.owners if unit else (), f"{risk.id}: {risk.subject}")
     for file_change in files:
         need("platform-team", platform, team, f"changed {file_change.path}")
     order = {"exception-approver": 0, "unit-owners": 1, "platform-team": 2}
@@ -824,14 +928,17 @@ def _approvals(
     ]
 
 
-def _summary(side: Side) -> SideSummary:
+def _summary(side: Side, findings: Sequence[Finding] | None = None) -> SideSummary:
+    """The side as reported; ``findings`` replaces its own (the head's, under the PR rule)."""
+    shown = tuple(side.validation.findings if findings is None else findings)
+    errors = sum(1 for f in shown if f.is_error)
     return SideSummary(
         label=side.label,
         commit=side.commit,
-        valid=side.valid,
-        errors=side.validation.errors,
-        warnings=side.validation.warnings,
-        findings=tuple(side.validation.findings),
+        valid=errors == 0 and side.artifacts is not None,
+        errors=errors,
+        warnings=len(shown) - errors,
+        findings=shown,
         note=side.note,
     )
 
@@ -841,7 +948,12 @@ def compare(base: Side, head: Side, shown: str, as_of: dt.date) -> Plan:
     records = _record_changes(base, head)
     files = _file_changes(base, head, shown)
     mass = _mass_change(base, head)
-    risks = _device_risks(base, head) + _file_risks(files, shown) + _mass_risk(mass, shown)
+    risks = (
+        _device_risks(base, head)
+        + _sender_risks(base, head)
+        + _file_risks(files, shown)
+        + _mass_risk(mass, shown)
+    )
     risks.sort(key=lambda r: (r.id, r.subject, r.message))
     artifacts = None
     note = None
@@ -864,7 +976,10 @@ def compare(base: Side, head: Side, shown: str, as_of: dt.date) -> Plan:
         as_of=as_of,
         inventory=shown,
         base=_summary(base),
-        head=_summary(head),
+        head=_summary(
+            head,
+            touched(head.validation.findings, {r.path for r in records if r.change != "removed"}),
+        ),
         records=tuple(records),
         files=tuple(files),
         access=tuple(_access_changes(base, head)),

@@ -7,11 +7,15 @@ every artifact is byte-stable whatever order the files were read in.
 
 Only ``active`` records grant access. ``revoked`` and ``suspended`` records are
 refused explicitly (the relay's log says why); ``retired`` records are
-history and appear nowhere.
+history and appear nowhere. An active record in ``inventory.lapsed`` (its
+exception expired, its NetReg reservation or its approver is gone) is refused
+exactly like a suspended one, with that reason and its date: every target
+treats it as suspended, so they agree with each other.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
@@ -61,6 +65,7 @@ class RefusedClient:
     status: Status
     reason: str
     ticket: str | None
+    since: dt.date | None = None  # the day a lapse took effect (an expiry), when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,8 @@ def build_policy(inventory: Inventory) -> Policy:
     authenticated: list[AuthenticatedClient] = []
     refused: list[RefusedClient] = []
     classes: dict[str, SenderClass] = {}
+    lapsed = inventory.lapsed
+    inventory = inventory.effective()
     for device in inventory.devices:
         address = canonical_text(device.network)
         if device.status in (Status.REVOKED, Status.SUSPENDED):
@@ -132,6 +139,7 @@ def build_policy(inventory: Inventory) -> Policy:
                     status=device.status,
                     reason=device.status_reason or "unspecified",
                     ticket=device.status_ticket,
+                    since=lapsed[device.source].since if device.source in lapsed else None,
                 )
             )
             continue

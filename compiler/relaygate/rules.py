@@ -340,15 +340,17 @@ _ALL: list[Rule] = [
     ),
     Rule(
         "legacy.approver-not-listed",
-        E,
-        "the approver is not an approver of the device's unit",
-        "ask an approver listed for the unit in units.yaml, or add them there in a separate review",
+        W,
+        "the approver is not an approver of the device's unit (the relay refuses the device)",
+        "ask an approver listed for the unit in units.yaml, or add them there in a separate review;"
+        " a change to this record fails until then",
     ),
     Rule(
         "legacy.approver-mismatch",
-        E,
-        "the approver's name or role differs from units.yaml",
-        "copy the approver exactly as units.yaml lists them",
+        W,
+        "the approver's name or role differs from units.yaml (the relay refuses the device)",
+        "copy the approver exactly as units.yaml lists them; a change to this record fails until"
+        " then",
     ),
     Rule(
         "legacy.outside-mod",
@@ -370,15 +372,17 @@ _ALL: list[Rule] = [
     ),
     Rule(
         "legacy.netreg-no-reservation",
-        E,
-        "no NetReg reservation for the address",
-        "register a static or static-DHCP reservation in NetReg, then refresh netreg.yaml",
+        W,
+        "no NetReg reservation for the address (the relay refuses the device)",
+        "register a static or static-DHCP reservation in NetReg, then refresh netreg.yaml;"
+        " a change to this record fails until then",
     ),
     Rule(
         "legacy.netreg-mismatch",
-        E,
-        "the NetReg reservation differs from the record",
-        "make the record's fqdn and netreg type match NetReg",
+        W,
+        "the NetReg reservation differs from the record (the relay refuses the device)",
+        "make the record's fqdn and netreg type match NetReg; a change to this record fails"
+        " until then",
     ),
     # --- exception dates ------------------------------------------------------
     Rule(
@@ -395,9 +399,10 @@ _ALL: list[Rule] = [
     ),
     Rule(
         "exception.expired",
-        E,
-        "the exception has expired",
-        "renew it (relaygate renew) with a new approval, or suspend or retire the device",
+        W,
+        "the exception has expired (the relay refuses the device)",
+        "renew it (relaygate renew) with a new approval, or retire the device; a change to this"
+        " record fails until then",
     ),
     Rule(
         "exception.term-too-long",
@@ -535,6 +540,58 @@ _ALL: list[Rule] = [
         E,
         "a CSV row with more or fewer cells than the header",
         "fix the row's quoting or its number of cells",
+    ),
+    # --- sender ownership, unit sender domains, site sanity, legacy hosts ------------
+    Rule(
+        "sender.owned-by-another",
+        E,
+        "a sender address another live (active, suspended or revoked) record already uses",
+        "use a sender of your own; if both records really share it, each names the other in"
+        " shares_senders_with",
+    ),
+    Rule(
+        "sender.share-not-mutual",
+        E,
+        "shares_senders_with names a record that does not name this one back, or no live record",
+        "both records must list each other in shares_senders_with, reviewed by both units",
+    ),
+    Rule(
+        "sender.share-unused",
+        E,
+        "shares_senders_with names a record that shares no sender with this one",
+        "remove the name: a standing share would let that record take a sender unreviewed",
+    ),
+    Rule(
+        "sender.domain-not-in-unit",
+        E,
+        "the sender's domain is not one of the unit's sender_domains (units.yaml)",
+        "use an address in one of the unit's sender_domains, or ask the platform team to add"
+        " the domain to the unit",
+    ),
+    Rule(
+        "units.sender-domain-not-allowed",
+        E,
+        "a unit's sender domain that is not in site.yaml sender_domains",
+        "add the domain to site.yaml sender_domains first, or remove it from the unit",
+    ),
+    Rule(
+        "site.campus-too-broad",
+        E,
+        "a campus network broader than policy.broadest_campus_prefix",
+        "list the campus's own allocations; the submission port is open to every campus address",
+    ),
+    Rule(
+        "site.overlapping-campus",
+        E,
+        "two campus networks overlap (nft refuses the ruleset: conflicting intervals)",
+        "remove the smaller network or the duplicate; each address is in one campus network",
+    ),
+    Rule(
+        "legacy.prefix-not-allowed",
+        E,
+        "a legacy (ip/none) record with a prefix instead of a single host",
+        "give the one host address NetReg reserves for the device (one record per host), or"
+        " switch to oauth2/credentials, where an application or server may give a prefix",
     ),
 ]
 

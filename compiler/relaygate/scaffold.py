@@ -38,7 +38,7 @@ from relaygate.checks import justification_shortfall
 from relaygate.errors import InternalError, UsageError
 from relaygate.findings import Finding
 from relaygate.load import Limits, load_document, parse_text
-from relaygate.pipeline import DEVICES_DIR, display_path, validate
+from relaygate.pipeline import DEVICES_DIR, display_path, touched, validate
 from relaygate.plan import relocate, site_and_units
 from relaygate.schema import MAIL_ADDRESS
 
@@ -452,6 +452,9 @@ def create(inventory: Path, values: Mapping[str, Any], as_of: dt.date, *, write:
             raise InternalError(f"the record text does not read back as written:\n{text}")
         result = validate(copy, as_of)
         findings = tuple(relocate(f, copy, display_path(inventory)) for f in result.findings)
+    # A new record is a change that touches it: a lapse on it (no NetReg
+    # reservation yet, an approver units.yaml does not list) is an error here.
+    findings = tuple(touched(list(findings), {shown}))
     clean = not any(f.is_error for f in findings)
     written = False
     if clean and write:

@@ -25,6 +25,8 @@ Artifacts (under ``postfix/``), all read by Postfix from
 
 from __future__ import annotations
 
+import datetime as dt
+
 from relaygate.model import Status
 from relaygate.policy import Policy
 from relaygate.render import Artifacts, Header, guards, render_template, target
@@ -91,13 +93,17 @@ REASONS = {
     "inactive": "inactive",
     "investigation": "under investigation",
     "expired": "exception expired",
+    "netreg": "NetReg reservation missing or changed",
+    "approver": "approver not listed for the unit",
     "unspecified": "see the relay team",
 }
 STATUS_WORD = {Status.REVOKED: "revoked", Status.SUSPENDED: "suspended"}
 
 
-def _reply(status: Status, reason: str, ticket: str | None) -> str:
+def _reply(status: Status, reason: str, ticket: str | None, since: dt.date | None = None) -> str:
     text = f"{REJECT} relay access {STATUS_WORD[status]}: {REASONS[reason]}"
+    if since is not None:  # a date object, formatted here: never text from data
+        text += f" on {since.isoformat()}"
     checked = guards.ticket(ticket)
     return f"{text} ({checked})" if checked else text
 
@@ -116,11 +122,15 @@ def render(policy: Policy, header: Header) -> Artifacts:
         for c in policy.legacy
     ]
     refused = [
-        (guards.address(c.address), _reply(c.status, c.reason, c.ticket), guards.name(c.name))
+        (
+            guards.address(c.address),
+            _reply(c.status, c.reason, c.ticket, c.since),
+            guards.name(c.name),
+        )
         for c in policy.refused
     ]
     refused_logins = [
-        (guards.mail(c.account), _reply(c.status, c.reason, c.ticket), guards.name(c.name))
+        (guards.mail(c.account), _reply(c.status, c.reason, c.ticket, c.since), guards.name(c.name))
         for c in policy.refused
         if c.account
     ]
