@@ -80,7 +80,7 @@ def _strings(value: Any, pointer: Pointer) -> Iterator[tuple[Pointer, str]]:
             yield from _strings(item, (*pointer, index))
 
 
-def text_checks(document: Document, raw_findings: Iterable[Finding]) -> Iterator[Finding]:
+def text_checks(document: Document) -> Iterator[Finding]:
     """No value may carry invisible characters or surrounding whitespace.
 
     Characters written literally were already reported by the loader at their

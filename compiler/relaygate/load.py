@@ -311,8 +311,8 @@ def _scan_events(text: str, display: str) -> list[Finding]:
     return found
 
 
-def read_text(path: Path, display: str, max_bytes: int) -> tuple[str | None, list[Finding]]:
-    """The file's text if it is a regular UTF-8 file within ``max_bytes``."""
+def read_bytes(path: Path, display: str, max_bytes: int) -> tuple[bytes | None, list[Finding]]:
+    """The file's bytes if it is a regular file within ``max_bytes`` (nothing decoded yet)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -338,6 +338,11 @@ def read_text(path: Path, display: str, max_bytes: int) -> tuple[str | None, lis
         return None, [
             rule("file.too-large").at(display, 1, 1, f"more than the cap of {max_bytes} bytes")
         ]
+    return raw, []
+
+
+def decode_text(raw: bytes, display: str) -> tuple[str | None, list[Finding]]:
+    """UTF-8 text of a file's bytes; a byte-order mark is a finding and is dropped."""
     findings: list[Finding] = []
     if raw.startswith(b"\xef\xbb\xbf"):
         findings.append(rule("file.byte-order-mark").at(display, 1, 1, "UTF-8 byte-order mark"))
@@ -354,6 +359,14 @@ def read_text(path: Path, display: str, max_bytes: int) -> tuple[str | None, lis
         )
         return None, findings
     return text, findings
+
+
+def read_text(path: Path, display: str, max_bytes: int) -> tuple[str | None, list[Finding]]:
+    """The file's text if it is a regular UTF-8 file within ``max_bytes``."""
+    raw, findings = read_bytes(path, display, max_bytes)
+    if raw is None:
+        return None, findings
+    return decode_text(raw, display)
 
 
 def text_findings(text: str, display: str) -> list[Finding]:
@@ -380,6 +393,14 @@ def text_findings(text: str, display: str) -> list[Finding]:
 def load_document(path: Path, display: str, max_bytes: int) -> LoadResult:
     """Read and parse one file. Never raises for bad content."""
     text, findings = read_text(path, display, max_bytes)
+    if text is None:
+        return LoadResult(None, findings)
+    return parse_text(path, display, text, findings)
+
+
+def load_bytes(path: Path, display: str, raw: bytes) -> LoadResult:
+    """Decode and parse bytes already read from ``path``. Never raises for bad content."""
+    text, findings = decode_text(raw, display)
     if text is None:
         return LoadResult(None, findings)
     return parse_text(path, display, text, findings)

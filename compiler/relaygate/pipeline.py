@@ -8,15 +8,21 @@ and the CLI turns it into a failing exit code.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache as cache_fn
 from pathlib import Path
+from typing import Any
 
-from relaygate import checks, model, schema, schema_files
+from relaygate import addresses, checks, model, schema, schema_files
+from relaygate.cache import Cache, canonical, digest
 from relaygate.findings import Finding, Severity
-from relaygate.load import Document, Limits, load_document
+from relaygate.load import Document, Limits, decode_text, load_bytes, read_bytes
 from relaygate.rules import rule
 
 SITE_FILE = "site.yaml"
@@ -27,8 +33,29 @@ _IGNORED = frozenset({".gitkeep"})
 
 
 @dataclass(slots=True)
-class ValidationResult:
-    """Everything ``validate`` learned. ``inventory`` is None unless it is error-free."""
+class LoadedFile:
+    """One inventory file as loaded, by its path relative to the inventory."""
+
+    relative: str
+    #: The data as written (before unknown fields are set aside); None if it did not parse.
+    raw: dict[str, Any] | None
+    #: The document later stages check: passed its schema (unknown fields stripped), or None.
+    document: Document | None
+    #: True when the schema found nothing at all (not even an unknown field).
+    clean: bool
+    #: The key of this file's cached result (a hash of its bytes and schema), if it was read.
+    key: str | None = None
+
+
+@dataclass(slots=True)
+class LoadedInventory:
+    """An inventory as loaded once: files, models and every finding.
+
+    Built by ``load`` once per command and passed on (compile, plan), so no
+    command reads a file twice. ``inventory`` is None unless it is error-free.
+    Paths in findings and ``Device.source`` are ``shown`` joined with the path
+    relative to the inventory, whatever the working directory.
+    """
 
     findings: list[Finding]
     inventory: model.Inventory | None
@@ -37,6 +64,15 @@ class ValidationResult:
     files_checked: int = 0
     #: Active records the relay refuses for time or outside data, by source path.
     lapsed: dict[str, model.Lapse] = field(default_factory=dict)
+    root: Path | None = None
+    shown: str = ""
+    #: Every file read (site, units, netreg and each record), by relative path.
+    files: dict[str, LoadedFile] = field(default_factory=dict)
+    #: Record files in discovery order, relative to the inventory.
+    record_paths: list[str] = field(default_factory=list)
+    site: model.Site | None = None
+    units: dict[str, model.Unit] | None = None
+    reservations: dict[str, model.Reservation] | None = None
 
     @property
     def errors(self) -> int:
@@ -45,6 +81,15 @@ class ValidationResult:
     @property
     def warnings(self) -> int:
         return sum(1 for f in self.findings if f.severity is Severity.WARNING)
+
+    def relative(self, source: str) -> str:
+        """The path relative to the inventory of a shown path (a ``Device.source``)."""
+        prefix = "" if self.shown in ("", ".") else self.shown + "/"
+        return source[len(prefix) :] if prefix and source.startswith(prefix) else source
+
+
+#: The name every caller knows: what ``validate`` returns.
+ValidationResult = LoadedInventory
 
 
 def display_path(path: Path) -> str:
@@ -55,7 +100,14 @@ def display_path(path: Path) -> str:
         return path.as_posix()
 
 
-def _entries(folder: Path, found: list[Finding]) -> list[os.DirEntry[str]]:
+def join_shown(shown: str, relative: str) -> str:
+    """How a path relative to the inventory is shown: under ``shown`` (the inventory as printed)."""
+    return relative if shown in ("", ".") else f"{shown}/{relative}" if relative else shown
+
+
+def _entries(
+    folder: Path, found: list[Finding], shown: str | None = None
+) -> list[os.DirEntry[str]]:
     """A folder's entries by name; an unreadable folder is a finding, not a crash."""
     try:
         with os.scandir(folder) as entries:
@@ -63,34 +115,39 @@ def _entries(folder: Path, found: list[Finding]) -> list[os.DirEntry[str]]:
     except OSError as error:
         found.append(
             rule("file.unreadable").at(
-                display_path(folder), 1, 1, f"cannot list the folder: {error.strerror}"
+                shown or display_path(folder), 1, 1, f"cannot list the folder: {error.strerror}"
             )
         )
         return []
 
 
-def discover_devices(root: Path) -> tuple[list[Path], list[Finding]]:
+def discover_devices(root: Path, shown: str | None = None) -> tuple[list[Path], list[Finding]]:
     """Candidate record files under ``devices/``, and findings for everything else there.
 
     Every entry is accounted for: a file that is not ``devices/<unit>/<name>.yaml``
-    is reported, never skipped silently.
+    is reported, never skipped silently. Findings show paths under ``shown``
+    (the inventory as printed; by default relative to the working directory).
     """
+    # By default paths are shown relative to the working directory, as before.
+    base = display_path(root) if shown is None else shown
+
+    def show(path: Path) -> str:
+        return join_shown(base, path.relative_to(root).as_posix())
+
     devices = root / DEVICES_DIR
     found: list[Finding] = []
     paths: list[Path] = []
     if devices.is_symlink() or (devices.exists() and not devices.is_dir()):
         found.append(
             rule("file.not-regular").at(
-                display_path(devices), 1, 1, "devices/ must be a real folder, not a link or file"
+                show(devices), 1, 1, "devices/ must be a real folder, not a link or file"
             )
         )
         return paths, found
     if not devices.exists():
-        found.append(
-            rule("file.missing").at(display_path(devices), 1, 1, "devices/ folder not found")
-        )
+        found.append(rule("file.missing").at(show(devices), 1, 1, "devices/ folder not found"))
         return paths, found
-    for unit_entry in _entries(devices, found):
+    for unit_entry in _entries(devices, found, show(devices)):
         unit_path = Path(unit_entry.path)
         if unit_entry.name in _IGNORED:
             continue
@@ -98,18 +155,18 @@ def discover_devices(root: Path) -> tuple[list[Path], list[Finding]]:
         if stat.S_ISLNK(mode):
             found.append(
                 rule("file.not-regular").at(
-                    display_path(unit_path), 1, 1, "a symbolic link where a unit folder belongs"
+                    show(unit_path), 1, 1, "a symbolic link where a unit folder belongs"
                 )
             )
             continue
         if not stat.S_ISDIR(mode):
             found.append(
                 rule("file.misplaced").at(
-                    display_path(unit_path), 1, 1, "records belong in devices/<unit>/<name>.yaml"
+                    show(unit_path), 1, 1, "records belong in devices/<unit>/<name>.yaml"
                 )
             )
             continue
-        for entry in _entries(unit_path, found):
+        for entry in _entries(unit_path, found, show(unit_path)):
             path = Path(entry.path)
             if entry.name in _IGNORED:
                 continue
@@ -118,7 +175,7 @@ def discover_devices(root: Path) -> tuple[list[Path], list[Finding]]:
             else:
                 found.append(
                     rule("file.misplaced").at(
-                        display_path(path),
+                        show(path),
                         1,
                         1,
                         f"{entry.name!r} is not a record file (<name>.yaml)",
@@ -127,27 +184,163 @@ def discover_devices(root: Path) -> tuple[list[Path], list[Finding]]:
     return paths, found
 
 
-def _load_checked(
-    path: Path, max_bytes: int, kind: schema.SchemaName, findings: list[Finding]
-) -> Document | None:
-    """Load a file and check its schema; the document if its checks can go on."""
-    result = load_document(path, display_path(path), max_bytes)
+_Row = list[Any]  # a cached finding: [line, column, rule, severity, message, hint]
+
+
+def _rows(findings: list[Finding]) -> list[_Row]:
+    return [[f.line, f.column, f.rule, f.severity.value, f.message, f.hint] for f in findings]
+
+
+def _unrow(rows: list[_Row], display: str) -> list[Finding]:
+    return [
+        Finding(
+            path=display,
+            line=int(line),
+            column=int(column),
+            rule=str(rule_id),
+            severity=Severity(severity),
+            message=str(message),
+            hint=str(hint),
+        )
+        for line, column, rule_id, severity, message, hint in rows
+    ]
+
+
+@cache_fn
+def _schema_digest(kind: schema.SchemaName) -> str:
+    return hashlib.sha256(schema.schema_text(kind).encode("utf-8")).hexdigest()
+
+
+def _load_file(
+    root: Path,
+    relative: str,
+    display: str,
+    max_bytes: int,
+    kind: schema.SchemaName,
+    findings: list[Finding],
+    store: Cache | None,
+) -> LoadedFile:
+    """Read one file once, then parse and schema-check it (or take that from the cache).
+
+    The cached result depends only on the file's bytes, its kind's schema and
+    relaygate's version, never on its path: findings are stored without one.
+    """
+    path = root / relative
+    data, read_findings = read_bytes(path, display, max_bytes)
+    findings.extend(read_findings)
+    if data is None:
+        return LoadedFile(relative, None, None, False)
+    key = None
+    if store is not None:
+        key = store.key("file", kind, _schema_digest(kind), hashlib.sha256(data).digest())
+        entry = store.get(key)
+        if entry is not None:
+            try:
+                hit = _from_entry(path, relative, display, data, entry, findings)
+            except (KeyError, TypeError, ValueError):
+                hit = None  # written by another layout: computed again below
+            if hit is not None:
+                hit.key = key
+                return hit
+    own: list[Finding] = []
+    loaded = _check_file(path, relative, display, data, kind, own)
+    findings.extend(own)
+    if store is not None and key is not None:
+        document = loaded.document
+        store.put(
+            key,
+            {
+                "findings": _rows(own),
+                "raw": loaded.raw,
+                "data": None if document is None else document.data,
+                "clean": loaded.clean,
+            },
+        )
+        loaded.key = key
+    return loaded
+
+
+def _from_entry(
+    path: Path,
+    relative: str,
+    display: str,
+    data: bytes,
+    entry: dict[str, Any],
+    findings: list[Finding],
+) -> LoadedFile | None:
+    raw, checked, clean = entry["raw"], entry["data"], entry["clean"]
+    if not (raw is None or isinstance(raw, dict)) or not (
+        checked is None or isinstance(checked, dict)
+    ):
+        return None
+    document = None
+    if checked is not None:
+        text, _ = decode_text(data, display)
+        if text is None:
+            return None
+        document = Document(path=path, display=display, data=checked, text=text)
+    findings.extend(_unrow(entry["findings"], display))
+    return LoadedFile(relative, raw, document, bool(clean))
+
+
+def _check_file(
+    path: Path,
+    relative: str,
+    display: str,
+    data: bytes,
+    kind: schema.SchemaName,
+    findings: list[Finding],
+) -> LoadedFile:
+    """Parse and schema-check a file's bytes; the document if its checks can go on."""
+    result = load_bytes(path, display, data)
     findings.extend(result.findings)
     document = result.document
     if document is None:
-        return None
+        return LoadedFile(relative, None, None, False)
+    raw = document.data
     problems = schema.check(document, kind)
     findings.extend(problems)
-    findings.extend(checks.text_checks(document, result.findings))
+    findings.extend(checks.text_checks(document))
     if not problems:
-        return document
+        return LoadedFile(relative, raw, document, True)
     # Unknown fields are reported above; the rest of the record is still
     # checked so one run shows everything. The model never sees them.
-    if all(p.rule == "schema.unknown-field" for p in problems) and schema.strip_unknown_fields(
-        document.data, kind
-    ):
-        return document
-    return None
+    if all(p.rule == "schema.unknown-field" for p in problems):
+        raw = copy.deepcopy(raw)
+        if schema.strip_unknown_fields(document.data, kind):
+            return LoadedFile(relative, raw, document, False)
+    return LoadedFile(relative, raw, None, False)
+
+
+def _facts(
+    site_doc: Document | None,
+    units_doc: Document | None,
+    units: dict[str, model.Unit] | None,
+    reservations: dict[str, model.Reservation] | None,
+    as_of: dt.date,
+) -> tuple[str, Callable[[model.Device], str]]:
+    """What the record checks of one device read besides the record: as a hash.
+
+    The site (whole), the record's own unit (or that there is none), the NetReg
+    reservation of the record's own address (or that NetReg did not load),
+    and the day. Nothing else reaches ``checks.record_checks``.
+    """
+    site_part = canonical(site_doc.data) if site_doc is not None else "no site"
+    common = digest("facts", as_of.isoformat(), site_part)
+    unit_data: dict[str, Any] = (
+        units_doc.data.get("units", {}) if units is not None and units_doc is not None else {}
+    )
+
+    def of(device: model.Device) -> str:
+        unit = "no units" if units is None else canonical(unit_data.get(device.unit))
+        if reservations is None:
+            reservation = "no netreg"
+        else:
+            found = reservations.get(addresses.canonical_text(device.network))
+            reservation = "none" if found is None else repr(found)
+        return digest(common, unit, reservation)
+
+    return common, of
 
 
 def lapses(devices: list[model.Device], findings: list[Finding]) -> dict[str, model.Lapse]:
@@ -204,22 +397,49 @@ def touched(findings: list[Finding], paths: set[str]) -> list[Finding]:
     )
 
 
-def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> ValidationResult:
-    """Validate the inventory at ``root`` as of the given day."""
-    limits = limits or Limits()
-    findings: list[Finding] = []
+def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> LoadedInventory:
+    """Validate the inventory at ``root`` as of the given day (no cache; paths as before)."""
+    return load(root, as_of, limits=limits)
 
-    site_doc = _load_checked(root / SITE_FILE, limits.site_bytes, "site", findings)
+
+def load(
+    root: Path,
+    as_of: dt.date,
+    *,
+    limits: Limits | None = None,
+    shown: str | None = None,
+    store: Cache | None = None,
+) -> LoadedInventory:
+    """Load and validate the inventory at ``root``: every file read once.
+
+    ``shown`` is how the inventory folder is printed in findings and
+    ``Device.source`` (default: relative to the working directory). With a
+    ``store``, per-file results are taken from and saved to that cache; the
+    result is the same as without one, byte for byte.
+    """
+    limits = limits or Limits()
+    shown = display_path(root) if shown is None else shown
+    findings: list[Finding] = []
+    files: dict[str, LoadedFile] = {}
+
+    def one(relative: str, max_bytes: int, kind: schema.SchemaName) -> LoadedFile:
+        loaded = _load_file(
+            root, relative, join_shown(shown, relative), max_bytes, kind, findings, store
+        )
+        files[relative] = loaded
+        return loaded
+
+    site_doc = one(SITE_FILE, limits.site_bytes, "site").document
     site = model.build_site(site_doc.data) if site_doc else None
     if site is not None and site_doc is not None:
         findings.extend(checks.site_checks(site, site_doc))
 
-    units_doc = _load_checked(root / UNITS_FILE, limits.site_bytes, "units", findings)
+    units_doc = one(UNITS_FILE, limits.site_bytes, "units").document
     units = model.build_units(units_doc.data) if units_doc else None
     if units is not None and units_doc is not None:
         findings.extend(checks.units_checks(units, units_doc, site))
 
-    netreg_doc = _load_checked(root / NETREG_FILE, limits.netreg_bytes, "netreg", findings)
+    netreg_doc = one(NETREG_FILE, limits.netreg_bytes, "netreg").document
     reservations: dict[str, model.Reservation] | None = None
     if netreg_doc is not None:
         reservations, netreg_findings = checks.netreg_checks(
@@ -227,12 +447,15 @@ def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> Valida
         )
         findings.extend(netreg_findings)
 
-    paths, structure = discover_devices(root)
+    paths, structure = discover_devices(root, shown)
     findings.extend(structure)
+    record_paths: list[str] = []
     documents: dict[str, Document] = {}
     devices: list[model.Device] = []
     for path in paths:
-        document = _load_checked(path, limits.record_bytes, "device", findings)
+        relative = path.relative_to(root).as_posix()
+        record_paths.append(relative)
+        document = one(relative, limits.record_bytes, "device").document
         if document is None:
             continue
         documents[document.display] = document
@@ -246,12 +469,29 @@ def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> Valida
         site_doc=site_doc,
         docs=documents,
     )
+    _, facts_of = _facts(site_doc, units_doc, units, reservations, as_of)
     for device in devices:
-        findings.extend(checks.record_checks(device, documents[device.source], context))
+        document = documents[device.source]
+        relative = root_relative(root, document)
+        key = files[relative].key
+        if store is None or key is None:
+            findings.extend(checks.record_checks(device, document, context))
+            continue
+        checks_key = store.key("record", key, relative, facts_of(device))
+        rows = store.get(checks_key)
+        if isinstance(rows, list):
+            try:
+                findings.extend(_unrow(rows, document.display))
+                continue
+            except (TypeError, ValueError):
+                pass
+        found = list(checks.record_checks(device, document, context))
+        findings.extend(found)
+        store.put(checks_key, _rows(found))
     devices.sort(key=lambda d: (d.name, d.source))
     findings.extend(checks.inventory_checks(devices, context))
 
-    findings.extend(schema_files.stale_findings(root, display_path(root)))
+    findings.extend(schema_files.stale_findings(root, shown))
     findings = sorted(set(findings), key=Finding.sort_key)
     lapsed = lapses(devices, findings)
     inventory = None
@@ -268,11 +508,25 @@ def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> Valida
             devices=tuple(devices),
             lapsed=lapsed,
         )
-    return ValidationResult(
+    if store is not None:
+        store.flush()
+    return LoadedInventory(
         findings=findings,
         inventory=inventory,
         documents=documents,
         devices=devices,
         files_checked=3 + len(paths),
         lapsed=lapsed,
+        root=root,
+        shown=shown,
+        files=files,
+        record_paths=record_paths,
+        site=site,
+        units=units,
+        reservations=reservations,
     )
+
+
+def root_relative(root: Path, document: Document) -> str:
+    """A document's path relative to the inventory folder it was loaded from."""
+    return document.path.relative_to(root).as_posix()

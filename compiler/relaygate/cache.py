@@ -1,0 +1,221 @@
+"""A content-addressed cache of per-file results, shared safely between runs.
+
+Input: keys that are hashes of everything a result depends on (the file's
+bytes, the schema's text, the site/units/NetReg facts a check reads, the
+as-of day, relaygate's version); values that are plain JSON. Output: the
+value stored under a key, or None.
+
+Invariants:
+
+- The cache only ever saves time. Any problem with it (a corrupt database, a
+  locked one, an unreadable folder, a link where a folder belongs) makes it
+  answer "not cached" and the run computes the result itself; nothing here
+  raises into the pipeline.
+- An entry is trusted only if its MAC verifies under a secret key kept in the
+  user's own cache folder (``$XDG_CACHE_HOME/relaygate/secret.key``), never
+  beside the inventory. A cache folder committed to the repository by someone
+  else, or an entry edited by hand, is foreign: ignored and rewritten.
+- Writes are SQLite transactions (atomic); two runs sharing the folder wait
+  for each other briefly and otherwise skip writing.
+- Where: ``.relaygate/cache/`` beside the inventory folder (the folder holds a
+  ``.gitignore`` of ``*`` so git never shows it), or
+  ``$XDG_CACHE_HOME/relaygate/cache`` when that is not usable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Any
+
+from relaygate import __version__
+
+CACHE_DIR = ".relaygate"
+_DB = "cache.sqlite3"
+_KEY_FILE = "secret.key"
+_BUSY_SECONDS = 5.0
+#: Bumped when the layout of entries changes, so old entries are never read.
+FORMAT = "1"
+
+
+def digest(*parts: str | bytes) -> str:
+    """A hash of ``parts`` that cannot be confused with another split of the same bytes."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def canonical(value: Any) -> str:
+    """The canonical JSON text of a plain value (the form facts are hashed in)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def user_cache_home() -> Path:
+    configured = os.environ.get("XDG_CACHE_HOME")
+    if configured and os.path.isabs(configured):
+        return Path(configured)
+    return Path.home() / ".cache"
+
+
+def _real_folder(path: Path) -> bool:
+    """Create ``path`` (0700) if missing; True if it is a real folder, not a link."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _secret() -> bytes | None:
+    """The user's MAC key, created once; None when it cannot be kept safely."""
+    folder = user_cache_home() / "relaygate"
+    if not _real_folder(folder):
+        return None
+    path = folder / _KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    else:
+        # Written in one call; a reader that sees a short key refuses it below.
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            key = handle.read(33)
+    except OSError:
+        return None
+    return key if len(key) == 32 else None
+
+
+def location(inventory: Path) -> Path | None:
+    """The cache folder for an inventory: beside it if usable, else the user's cache."""
+    beside = inventory.resolve().parent / CACHE_DIR
+    if _real_folder(beside) and _real_folder(beside / "cache"):
+        ignore = beside / ".gitignore"
+        with contextlib.suppress(OSError):
+            if not os.path.lexists(ignore):
+                ignore.write_text("*\n", encoding="utf-8")
+        if os.access(beside / "cache", os.W_OK):
+            return beside / "cache"
+    fallback = user_cache_home() / "relaygate" / "cache"
+    return fallback if _real_folder(fallback) else None
+
+
+class Cache:
+    """Entries in one SQLite file; every failure degrades to a miss."""
+
+    def __init__(self, folder: Path, secret: bytes) -> None:
+        self.folder = folder
+        self._secret = secret
+        self._pending: dict[str, str] = {}
+        self._db: sqlite3.Connection | None = None
+        self.hits = 0
+        self.misses = 0
+        self._connect(retry=True)
+
+    @classmethod
+    def for_inventory(cls, inventory: Path) -> Cache | None:
+        """The cache of ``inventory``, or None when no safe place or key exists."""
+        secret = _secret()
+        folder = location(inventory)
+        if secret is None or folder is None:
+            return None
+        return cls(folder, secret)
+
+    def _connect(self, *, retry: bool) -> None:
+        path = self.folder / _DB
+        try:
+            if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+                return  # a link or something else: never open it
+            db = sqlite3.connect(path, timeout=_BUSY_SECONDS, isolation_level=None)
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS entries"
+                " (key TEXT PRIMARY KEY, mac TEXT NOT NULL, value TEXT NOT NULL)"
+            )
+            db.execute("SELECT count(*) FROM entries WHERE key = ''").fetchone()
+            self._db = db
+        except sqlite3.DatabaseError:
+            # Not a database (or a damaged one): it is only a cache, so start again.
+            if retry:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{path}{suffix}")
+                self._connect(retry=False)
+        except OSError:
+            return
+
+    def _mac(self, key: str, value: str) -> str:
+        return hmac.new(self._secret, digest(FORMAT, key, value).encode(), "sha256").hexdigest()
+
+    def key(self, *parts: str | bytes) -> str:
+        """A cache key over ``parts``, relaygate's version and the entry format."""
+        return digest(FORMAT, __version__, *parts)
+
+    def get(self, key: str) -> Any | None:
+        """The value under ``key`` if present and authentic, else None."""
+        pending = self._pending.get(key)
+        if pending is not None:
+            return json.loads(pending)
+        if self._db is None:
+            self.misses += 1
+            return None
+        try:
+            row = self._db.execute(
+                "SELECT mac, value FROM entries WHERE key = ?", (key,)
+            ).fetchone()
+        except sqlite3.Error:
+            row = None
+        if row is None or not isinstance(row[0], str) or not isinstance(row[1], str):
+            self.misses += 1
+            return None
+        mac, value = row
+        if not hmac.compare_digest(mac, self._mac(key, value)):
+            self.misses += 1
+            return None  # foreign or damaged: recomputed and overwritten
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return decoded
+
+    def put(self, key: str, value: Any) -> None:
+        """Remember ``value`` (plain JSON data); written by ``flush``."""
+        self._pending[key] = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def flush(self) -> None:
+        """Write pending entries in one transaction; on contention or damage, drop them."""
+        if self._db is None or not self._pending:
+            self._pending.clear()
+            return
+        rows = [(k, self._mac(k, v), v) for k, v in self._pending.items()]
+        self._pending.clear()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.flush()
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
