@@ -32,6 +32,7 @@ import os
 import secrets
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ _KEY_FILE = "secret.key"
 _BUSY_SECONDS = 5.0
 #: Bumped when the layout of entries changes, so old entries are never read.
 FORMAT = "1"
+_CHUNK = 500  # keys per query, under SQLite's limit on parameters
+_KEY_SEED = hashlib.sha256(f"relaygate-cache\0{FORMAT}\0{__version__}\0".encode())
 
 
 def digest(*parts: str | bytes) -> str:
@@ -159,11 +162,64 @@ class Cache:
             return
 
     def _mac(self, key: str, value: str) -> str:
-        return hmac.new(self._secret, digest(FORMAT, key, value).encode(), "sha256").hexdigest()
+        # A keyed BLAKE2b is a MAC by itself (no HMAC construction needed).
+        mac = hashlib.blake2b(key=self._secret, digest_size=32)
+        mac.update(key.encode("ascii"))
+        mac.update(b"\0")
+        mac.update(value.encode("utf-8", "surrogatepass"))
+        return mac.hexdigest()
 
     def key(self, *parts: str | bytes) -> str:
         """A cache key over ``parts``, relaygate's version and the entry format."""
-        return digest(FORMAT, __version__, *parts)
+        h = _KEY_SEED.copy()
+        for part in parts:
+            data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
+            h.update(len(data).to_bytes(8, "big"))
+            h.update(data)
+        return h.hexdigest()
+
+    def _decode(self, key: str, row: tuple[Any, Any] | None) -> Any | None:
+        if row is None or not isinstance(row[0], str) or not isinstance(row[1], str):
+            self.misses += 1
+            return None
+        mac, value = row
+        if not hmac.compare_digest(mac, self._mac(key, value)):
+            self.misses += 1
+            return None  # foreign or damaged: recomputed and overwritten
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return decoded
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        """The authentic values among ``keys`` (absent keys are misses), in few queries."""
+        found: dict[str, Any] = {}
+        rows: dict[str, tuple[Any, Any]] = {}
+        if self._db is not None:
+            wanted = [k for k in keys if k not in self._pending]
+            try:
+                for start in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[start : start + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    for key, mac, value in self._db.execute(
+                        f"SELECT key, mac, value FROM entries WHERE key IN ({marks})",
+                        chunk,
+                    ):
+                        rows[key] = (mac, value)
+            except sqlite3.Error:
+                rows = {}
+        for key in keys:
+            pending = self._pending.get(key)
+            if pending is not None:
+                found[key] = json.loads(pending)
+                continue
+            value = self._decode(key, rows.get(key))
+            if value is not None:
+                found[key] = value
+        return found
 
     def get(self, key: str) -> Any | None:
         """The value under ``key`` if present and authentic, else None."""
@@ -179,20 +235,7 @@ class Cache:
             ).fetchone()
         except sqlite3.Error:
             row = None
-        if row is None or not isinstance(row[0], str) or not isinstance(row[1], str):
-            self.misses += 1
-            return None
-        mac, value = row
-        if not hmac.compare_digest(mac, self._mac(key, value)):
-            self.misses += 1
-            return None  # foreign or damaged: recomputed and overwritten
-        try:
-            decoded = json.loads(value)
-        except ValueError:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return decoded
+        return self._decode(key, row)
 
     def put(self, key: str, value: Any) -> None:
         """Remember ``value`` (plain JSON data); written by ``flush``."""
@@ -219,3 +262,18 @@ class Cache:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
+
+
+@contextlib.contextmanager
+def opened(inventory: Path, enabled: bool) -> Iterator[Cache | None]:
+    """The inventory's cache for one command (None with ``--no-cache``), flushed and closed."""
+    store = Cache.for_inventory(inventory) if enabled else None
+    try:
+        yield store
+    finally:
+        if store is not None:
+            store.close()
+
+
+#: The ``--no-cache`` option every command that loads an inventory takes.
+NO_CACHE_HELP = "Compute everything afresh; neither read nor write the cache."

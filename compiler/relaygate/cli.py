@@ -21,6 +21,7 @@ import click
 
 from relaygate import __version__
 from relaygate import compile as compile_
+from relaygate.cache import NO_CACHE_HELP, opened
 from relaygate.cliutil import (
     EXIT_FINDINGS,
     EXIT_INTERNAL,
@@ -31,7 +32,7 @@ from relaygate.cliutil import (
     inventory_root,
 )
 from relaygate.errors import RelaygateError
-from relaygate.pipeline import validate
+from relaygate.pipeline import load
 from relaygate.report import FORMATTERS, summary_line
 from relaygate.rules import RULES
 
@@ -47,6 +48,7 @@ class ValidateOptions:
     inventory: Path
     as_of: dt.date
     format: str
+    cache: bool
 
 
 @cli.command("validate")
@@ -60,12 +62,19 @@ class ValidateOptions:
     show_default=True,
     help="How to print findings.",
 )
-def validate_command(inventory: Path, as_of: dt.date | None, output_format: str) -> None:
+@click.option("--no-cache", "no_cache", is_flag=True, help=NO_CACHE_HELP)
+def validate_command(
+    inventory: Path, as_of: dt.date | None, output_format: str, no_cache: bool
+) -> None:
     """Check every record against the schemas and every rule of the procedure."""
     options = ValidateOptions(
-        inventory=inventory_root(inventory), as_of=as_of or dt.date.today(), format=output_format
+        inventory=inventory_root(inventory),
+        as_of=as_of or dt.date.today(),
+        format=output_format,
+        cache=not no_cache,
     )
-    result = validate(options.inventory, options.as_of)
+    with opened(options.inventory, options.cache) as store:
+        result = load(options.inventory, options.as_of, store=store)
     summary = summary_line(result.findings, result.files_checked)
     click.echo(FORMATTERS[options.format](result.findings, summary), nl=False)
     sys.exit(EXIT_FINDINGS if result.errors else EXIT_OK)
@@ -77,6 +86,7 @@ class CompileOptions:
     out: Path
     as_of: dt.date
     check: bool
+    cache: bool
 
 
 @cli.command("compile")
@@ -90,14 +100,25 @@ class CompileOptions:
     help="The output folder (replaced atomically).",
 )
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if OUT is stale.")
-def compile_command(inventory: Path, as_of: dt.date | None, out: Path, check: bool) -> None:
+@click.option("--no-cache", "no_cache", is_flag=True, help=NO_CACHE_HELP)
+def compile_command(
+    inventory: Path, as_of: dt.date | None, out: Path, check: bool, no_cache: bool
+) -> None:
     """Compile the inventory into Postfix maps, nftables rules and MOD ACLs."""
     options = CompileOptions(
-        inventory=inventory_root(inventory), out=out, as_of=as_of or dt.date.today(), check=check
+        inventory=inventory_root(inventory),
+        out=out,
+        as_of=as_of or dt.date.today(),
+        check=check,
+        cache=not no_cache,
     )
-    result = compile_.build(
-        options.inventory, options.as_of, compile_.inventory_commit(options.inventory)
-    )
+    with opened(options.inventory, options.cache) as store:
+        result = compile_.build(
+            options.inventory,
+            options.as_of,
+            compile_.inventory_commit(options.inventory),
+            store=store,
+        )
     validation = result.validation
     if validation.findings:
         click.echo(

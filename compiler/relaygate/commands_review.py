@@ -20,6 +20,7 @@ import click
 from relaygate import __version__, plan_report, query, scaffold
 from relaygate import compile as compile_
 from relaygate import plan as plan_
+from relaygate.cache import NO_CACHE_HELP, opened
 from relaygate.cliutil import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -41,6 +42,7 @@ class PlanOptions:
     base: str
     as_of: dt.date
     format: str
+    cache: bool = True
 
 
 @click.command("plan")
@@ -57,15 +59,20 @@ class PlanOptions:
     show_default=True,
     help="text for a terminal, markdown for a pull-request comment, json for tools.",
 )
-def plan_command(inventory: Path, as_of: dt.date | None, base: str, output_format: str) -> None:
+@click.option("--no-cache", "no_cache", is_flag=True, help=NO_CACHE_HELP)
+def plan_command(
+    inventory: Path, as_of: dt.date | None, base: str, output_format: str, no_cache: bool
+) -> None:
     """Show what the working tree changes against BASE: records, access, artifacts, risks."""
     options = PlanOptions(
         inventory=inventory_root(inventory),
         base=base,
         as_of=as_of or dt.date.today(),
         format=output_format,
+        cache=not no_cache,
     )
-    result = plan_.build_plan(options.inventory, options.base, options.as_of)
+    with opened(options.inventory, options.cache) as store:
+        result = plan_.build_plan(options.inventory, options.base, options.as_of, store=store)
     click.echo(plan_report.PLAN_FORMATS[options.format](result), nl=False)
     sys.exit(EXIT_OK if result.head.valid else EXIT_FINDINGS)
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relaygate import __version__
+from relaygate.cache import Cache
 from relaygate.errors import UsageError, VerificationFailed
-from relaygate.pipeline import ValidationResult, validate
+from relaygate.pipeline import LoadedInventory, ValidationResult, load
 from relaygate.policy import build_policy
 from relaygate.render import Artifacts, Header
 from relaygate.render.targets import render_all
@@ -79,9 +80,15 @@ def manifest(
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
-def build(root: Path, as_of: dt.date, commit: str | None = None) -> CompileResult:
+def build(
+    root: Path, as_of: dt.date, commit: str | None = None, *, store: Cache | None = None
+) -> CompileResult:
     """Validate and, when the inventory is clean, render and verify every artifact."""
-    result = validate(root, as_of)
+    return build_loaded(load(root, as_of, store=store), as_of, commit)
+
+
+def build_loaded(result: LoadedInventory, as_of: dt.date, commit: str | None) -> CompileResult:
+    """Render and verify an inventory already loaded (``pipeline.load``); reads no file."""
     inventory = result.inventory
     if inventory is None or result.errors:
         return CompileResult(result, None)

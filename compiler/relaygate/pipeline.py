@@ -211,6 +211,10 @@ def _schema_digest(kind: schema.SchemaName) -> str:
     return hashlib.sha256(schema.schema_text(kind).encode("utf-8")).hexdigest()
 
 
+def _file_key(store: Cache, kind: schema.SchemaName, data: bytes) -> str:
+    return store.key("file", kind, _schema_digest(kind), hashlib.sha256(data).digest())
+
+
 def _load_file(
     root: Path,
     relative: str,
@@ -220,28 +224,41 @@ def _load_file(
     findings: list[Finding],
     store: Cache | None,
 ) -> LoadedFile:
-    """Read one file once, then parse and schema-check it (or take that from the cache).
+    """Read one file once, then parse and schema-check it (or take that from the cache)."""
+    data, read_findings = read_bytes(root / relative, display, max_bytes)
+    findings.extend(read_findings)
+    if data is None:
+        return LoadedFile(relative, None, None, False)
+    key = _file_key(store, kind, data) if store is not None else None
+    entry = store.get(key) if store is not None and key is not None else None
+    return _resolve(root, relative, display, data, kind, findings, store, key, entry)
+
+
+def _resolve(
+    root: Path,
+    relative: str,
+    display: str,
+    data: bytes,
+    kind: schema.SchemaName,
+    findings: list[Finding],
+    store: Cache | None,
+    key: str | None,
+    entry: Any,
+) -> LoadedFile:
+    """The file's parse and schema result: the cached ``entry`` if usable, else computed.
 
     The cached result depends only on the file's bytes, its kind's schema and
     relaygate's version, never on its path: findings are stored without one.
     """
     path = root / relative
-    data, read_findings = read_bytes(path, display, max_bytes)
-    findings.extend(read_findings)
-    if data is None:
-        return LoadedFile(relative, None, None, False)
-    key = None
-    if store is not None:
-        key = store.key("file", kind, _schema_digest(kind), hashlib.sha256(data).digest())
-        entry = store.get(key)
-        if entry is not None:
-            try:
-                hit = _from_entry(path, relative, display, data, entry, findings)
-            except (KeyError, TypeError, ValueError):
-                hit = None  # written by another layout: computed again below
-            if hit is not None:
-                hit.key = key
-                return hit
+    if isinstance(entry, dict):
+        try:
+            hit = _from_entry(path, relative, display, data, entry, findings)
+        except (KeyError, TypeError, ValueError):
+            hit = None  # an entry of another layout: computed again below
+        if hit is not None:
+            hit.key = key
+            return hit
     own: list[Finding] = []
     loaded = _check_file(path, relative, display, data, kind, own)
     findings.extend(own)
@@ -449,13 +466,29 @@ def load(
 
     paths, structure = discover_devices(root, shown)
     findings.extend(structure)
-    record_paths: list[str] = []
+    record_paths = [path.relative_to(root).as_posix() for path in paths]
     documents: dict[str, Document] = {}
     devices: list[model.Device] = []
-    for path in paths:
-        relative = path.relative_to(root).as_posix()
-        record_paths.append(relative)
-        document = one(relative, limits.record_bytes, "device").document
+    read: list[tuple[str, str, bytes | None, str | None]] = []
+    for relative in record_paths:
+        display = join_shown(shown, relative)
+        data, read_findings = read_bytes(root / relative, display, limits.record_bytes)
+        findings.extend(read_findings)
+        key = _file_key(store, "device", data) if store is not None and data else None
+        read.append((relative, display, data, key))
+    entries = (
+        store.get_many([key for _, _, _, key in read if key is not None])
+        if store is not None
+        else {}
+    )
+    for relative, display, data, key in read:
+        if data is None:
+            files[relative] = LoadedFile(relative, None, None, False)
+            continue
+        entry = entries.get(key) if key is not None else None
+        loaded = _resolve(root, relative, display, data, "device", findings, store, key, entry)
+        files[relative] = loaded
+        document = loaded.document
         if document is None:
             continue
         documents[document.display] = document
@@ -469,25 +502,7 @@ def load(
         site_doc=site_doc,
         docs=documents,
     )
-    _, facts_of = _facts(site_doc, units_doc, units, reservations, as_of)
-    for device in devices:
-        document = documents[device.source]
-        relative = root_relative(root, document)
-        key = files[relative].key
-        if store is None or key is None:
-            findings.extend(checks.record_checks(device, document, context))
-            continue
-        checks_key = store.key("record", key, relative, facts_of(device))
-        rows = store.get(checks_key)
-        if isinstance(rows, list):
-            try:
-                findings.extend(_unrow(rows, document.display))
-                continue
-            except (TypeError, ValueError):
-                pass
-        found = list(checks.record_checks(device, document, context))
-        findings.extend(found)
-        store.put(checks_key, _rows(found))
+    findings.extend(_record_checks(root, devices, files, context, units_doc, store))
     devices.sort(key=lambda d: (d.name, d.source))
     findings.extend(checks.inventory_checks(devices, context))
 
@@ -525,6 +540,48 @@ def load(
         units=units,
         reservations=reservations,
     )
+
+
+def _record_checks(
+    root: Path,
+    devices: list[model.Device],
+    files: dict[str, LoadedFile],
+    context: checks.Context,
+    units_doc: Document | None,
+    store: Cache | None,
+) -> list[Finding]:
+    """Every record's own checks, taken from the cache where their inputs are unchanged."""
+    found: list[Finding] = []
+    if store is None:
+        for device in devices:
+            found.extend(checks.record_checks(device, context.docs[device.source], context))
+        return found
+    _, facts_of = _facts(
+        context.site_doc, units_doc, context.units, context.reservations, context.as_of
+    )
+    keys: dict[str, str] = {}
+    for device in devices:
+        document = context.docs[device.source]
+        relative = root_relative(root, document)
+        file_key = files[relative].key
+        if file_key is not None:
+            keys[device.source] = store.key("record", file_key, relative, facts_of(device))
+    entries = store.get_many(list(keys.values()))
+    for device in devices:
+        document = context.docs[device.source]
+        key = keys.get(device.source)
+        rows = entries.get(key) if key is not None else None
+        if isinstance(rows, list):
+            try:
+                found.extend(_unrow(rows, document.display))
+                continue
+            except (TypeError, ValueError):
+                pass
+        own = list(checks.record_checks(device, document, context))
+        found.extend(own)
+        if key is not None:
+            store.put(key, _rows(own))
+    return found
 
 
 def root_relative(root: Path, document: Document) -> str:

@@ -48,8 +48,9 @@ from typing import Any
 import netaddr
 
 from relaygate import compile as compile_
-from relaygate import model, schema
+from relaygate import model, pipeline, schema
 from relaygate.addresses import canonical_text
+from relaygate.cache import Cache
 from relaygate.checks import sender_key
 from relaygate.errors import InternalError, UsageError, VerificationFailed
 from relaygate.findings import Finding
@@ -60,9 +61,7 @@ from relaygate.pipeline import (
     SITE_FILE,
     UNITS_FILE,
     ValidationResult,
-    discover_devices,
     touched,
-    validate,
 )
 from relaygate.render import Artifacts, Header
 from relaygate.verify import MANIFEST
@@ -201,11 +200,6 @@ class Side:
         return _refused(device)
 
 
-def _load_raw(path: Path, max_bytes: int) -> dict[str, Any] | None:
-    result = load_document(path, path.name, max_bytes)
-    return None if result.document is None else result.document.data
-
-
 def _site_and_units(root: Path) -> tuple[model.Site | None, dict[str, model.Unit] | None]:
     """The site and units models when their files pass their schemas (even if other files fail)."""
     limits = Limits()
@@ -240,65 +234,68 @@ def relocate(finding: Finding, root: Path, shown: str) -> Finding:
 
 
 def load_side(
-    label: str, commit: str | None, root: Path, shown: str, as_of: dt.date, *, base: bool
+    label: str,
+    commit: str | None,
+    root: Path,
+    shown: str,
+    as_of: dt.date,
+    *,
+    base: bool,
+    store: Cache | None = None,
 ) -> Side:
-    """Validate and compile one side; ``shown`` is the inventory path printed in the plan."""
+    """Load, validate and compile one side once; ``shown`` is the inventory path printed."""
+    loaded = pipeline.load(root, as_of, shown=shown, store=store)
     note = None
     try:
-        built = compile_.build(root, as_of, commit)
+        built = compile_.build_loaded(loaded, as_of, commit)
     except VerificationFailed as error:
         if not base:
             raise
         # A base the verifier rejects is reported, not fatal: the review is about the head.
-        built = compile_.CompileResult(validate(root, as_of), None)
+        built = compile_.CompileResult(loaded, None)
         note = f"the base's compiled artifacts failed verification: {error}"
-    validation = built.validation
-    validation.findings = [relocate(f, root, shown) for f in validation.findings]
-    artifacts = built.artifacts
-    site, units = _site_and_units(root)
-    limits = Limits()
-    paths, _ = discover_devices(root)
     records: dict[str, tuple[str, dict[str, Any] | None]] = {}
     keys: dict[str, str] = {}  # path relative to the inventory -> record key
-    for path in paths:
-        relative = path.relative_to(root).as_posix()
-        key = path.name.removesuffix(".yaml")
+    for relative in loaded.record_paths:
+        key = relative.rpartition("/")[2].removesuffix(".yaml")
         if key in records:  # a duplicate name is an error the findings report; keep both
             key = relative
         keys[relative] = key
-        records[key] = (
-            (Path(shown) / relative).as_posix(),
-            _load_raw(path, limits.record_bytes),
-        )
+        records[key] = (pipeline.join_shown(shown, relative), loaded.files[relative].raw)
     devices: dict[str, model.Device] = {}
-    for device in validation.devices:
-        source = Path(device.source)
-        absolute = source if source.is_absolute() else Path.cwd() / source
-        try:
-            relative = absolute.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:  # pragma: no cover - validate only reads under root
-            raise InternalError(f"record {device.source} outside {root}") from None
-        found = keys.get(relative)
+    for device in loaded.devices:
+        found = keys.get(loaded.relative(device.source))
         if found is not None:
             devices[found] = device
     files = {
-        name: _load_raw(
-            root / name, limits.netreg_bytes if name == NETREG_FILE else limits.site_bytes
-        )
+        name: loaded.files[name].raw if name in loaded.files else None
         for name in (SITE_FILE, UNITS_FILE, NETREG_FILE)
     }
+    site, units = _clean_site_and_units(loaded)
     return Side(
         label=label,
         commit=commit,
         root=root,
-        validation=validation,
-        artifacts=artifacts,
+        validation=loaded,
+        artifacts=built.artifacts,
         site=site,
         units=units,
         records=records,
         files=files,
         devices=devices,
         note=note,
+    )
+
+
+def _clean_site_and_units(
+    loaded: pipeline.LoadedInventory,
+) -> tuple[model.Site | None, dict[str, model.Unit] | None]:
+    """The site and units models when their files pass their schemas (even if others fail)."""
+    site_file = loaded.files.get(SITE_FILE)
+    units_file = loaded.files.get(UNITS_FILE)
+    return (
+        loaded.site if site_file is not None and site_file.clean else None,
+        loaded.units if units_file is not None and units_file.clean else None,
     )
 
 
@@ -428,10 +425,6 @@ class Plan:
     risks: tuple[Risk, ...]
     approvals: tuple[Approval, ...]
     mass_change: MassChange
-
-    @property
-    def risk_ids(self) -> tuple[str, ...]:
-        return tuple(sorted({r.id for r in self.risks}))
 
 
 _LIST_KEYS = ("name", "address")
@@ -991,8 +984,10 @@ def compare(base: Side, head: Side, shown: str, as_of: dt.date) -> Plan:
     )
 
 
-def build_plan(inventory: Path, base_ref: str, as_of: dt.date) -> Plan:
-    """Compare the inventory at ``base_ref`` with the working tree's."""
+def build_plan(
+    inventory: Path, base_ref: str, as_of: dt.date, *, store: Cache | None = None
+) -> Plan:
+    """Compare the inventory at ``base_ref`` with the working tree's (each loaded once)."""
     root = inventory.resolve()
     top = repo_top(root)
     try:
@@ -1003,8 +998,8 @@ def build_plan(inventory: Path, base_ref: str, as_of: dt.date) -> Plan:
     with tempfile.TemporaryDirectory(prefix="relaygate-plan-") as tmp:
         base_root = Path(tmp) / (Path(shown).name or "inventory")
         export_tree(top, commit, shown, base_root)
-        base = load_side(base_ref, commit, base_root, shown, as_of, base=True)
-        head = load_side(WORKING_TREE, None, root, shown, as_of, base=False)
+        base = load_side(base_ref, commit, base_root, shown, as_of, base=True, store=store)
+        head = load_side(WORKING_TREE, None, root, shown, as_of, base=False, store=store)
         return compare(base, head, shown, as_of)
 
 

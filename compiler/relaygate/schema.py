@@ -15,7 +15,7 @@ import datetime as dt
 import difflib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -261,8 +261,73 @@ def _findings(document: Document, error: jsonschema.ValidationError) -> Iterator
     yield document.finding(rule_id, pointer, message)
 
 
+#: Formats the reference validator checks, with the same functions for the fast path.
+#: Every other format (``hostname``) is an annotation only, in both.
+_FAST_FORMATS: dict[str, Callable[[str], bool]] = {
+    "ip-host-or-prefix": _is_host_or_prefix,
+    "ip-host": _is_host,
+    "ip-prefix": _is_prefix,
+    "mail-address": _is_mail_address,
+    "date": _is_date,
+    "hostname": lambda _value: True,
+}
+#: Integers the fast path sees exactly as Python does (JSON's safe range).
+_SAFE_INTEGER = 2**53
+
+
+@cache
+def fast_validator(name: SchemaName) -> Any | None:
+    """jsonschema-rs for one schema, or None when it is not installed or refuses the schema.
+
+    It gets the schema as written: ECMA-262 patterns, whose ``$`` already means
+    end of text. It only ever says "valid"; every finding comes from the
+    reference validator (``validator``), which also decides whenever the fast
+    one says "invalid".
+    """
+    try:
+        import jsonschema_rs  # noqa: PLC0415 - optional, loaded on first use
+    except ImportError:
+        return None
+    try:
+        return jsonschema_rs.Draft202012Validator(
+            json.loads(schema_text(name)), formats=_FAST_FORMATS, validate_formats=True
+        )
+    except Exception:  # any refusal means: use the reference validator
+        return None
+
+
+def _plain(value: Any) -> bool:
+    """True when the fast path reads ``value`` exactly as the reference does.
+
+    Floats are left to the reference (JSON Schema calls 25.0 an integer; the
+    strict type checker here does not), and so are integers beyond 2**53.
+    """
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -_SAFE_INTEGER < value < _SAFE_INTEGER
+    if isinstance(value, dict):
+        return all(_plain(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_plain(item) for item in value)
+    return False
+
+
+def fast_valid(data: Any, name: SchemaName) -> bool:
+    """True only when jsonschema-rs accepts ``data`` and may be trusted to; never raises."""
+    fast = fast_validator(name)
+    if fast is None or not _plain(data):
+        return False
+    try:
+        return bool(fast.is_valid(data))
+    except Exception:  # e.g. a string Rust cannot hold: ask the reference
+        return False
+
+
 def check(document: Document, name: SchemaName) -> list[Finding]:
     """All schema findings of one document (empty when it is valid)."""
+    if fast_valid(document.data, name):
+        return []
     found: list[Finding] = []
     errors = list(validator(name).iter_errors(document.data))
     # A value that fails its format fails its pattern too: one finding says it, not two.
