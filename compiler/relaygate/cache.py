@@ -45,7 +45,6 @@ _BUSY_SECONDS = 5.0
 #: Bumped when the layout of entries changes, so old entries are never read.
 FORMAT = "1"
 _CHUNK = 500  # keys per query, under SQLite's limit on parameters
-_KEY_SEED = hashlib.sha256(f"relaygate-cache\0{FORMAT}\0{__version__}\0".encode())
 
 
 def digest(*parts: str | bytes) -> str:
@@ -128,6 +127,8 @@ class Cache:
         self._db: sqlite3.Connection | None = None
         self.hits = 0
         self.misses = 0
+        # Every key starts with the entry format and relaygate's version.
+        self._seed = hashlib.sha256(f"relaygate-cache\0{FORMAT}\0{__version__}\0".encode())
         self._connect(retry=True)
 
     @classmethod
@@ -171,7 +172,7 @@ class Cache:
 
     def key(self, *parts: str | bytes) -> str:
         """A cache key over ``parts``, relaygate's version and the entry format."""
-        h = _KEY_SEED.copy()
+        h = self._seed.copy()
         for part in parts:
             data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
             h.update(len(data).to_bytes(8, "big"))

@@ -1,0 +1,357 @@
+"""The content-addressed cache: same results as without it, and never trusted blindly.
+
+The property test applies random sequences of edits (record content, renames,
+moves between units, site/units/NetReg changes, a schema change, a version
+bump, a new day, a corrupted or forged cache) to a copy of the example
+inventory and asserts after every step that a cached run gives exactly the
+findings, models and artifacts of an uncached run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing
+import random
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relaygate import cache as cache_
+from relaygate import compile as compile_
+from relaygate import pipeline, schema
+from relaygate.cache import Cache
+from relaygate.errors import VerificationFailed
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "inventory"
+DAY = dt.date(2026, 11, 29)
+SECRET = b"k" * 32
+
+
+def _outcome(root: Path, as_of: dt.date, store: Cache | None) -> tuple[Any, ...]:
+    """Everything a run produces that a user or a deploy sees, in comparable form."""
+    loaded = pipeline.load(root, as_of, shown="inventory", store=store)
+    try:
+        artifacts = compile_.build_loaded(loaded, as_of, None).artifacts
+    except VerificationFailed as error:
+        artifacts = {"verification failed": str(error)}
+    return (
+        [f.as_text() for f in loaded.findings],
+        [repr(d) for d in loaded.devices],
+        sorted(loaded.lapsed.items()),
+        {k: (v.raw, v.clean) for k, v in loaded.files.items()},
+        artifacts,
+    )
+
+
+def _clear_schema_caches() -> None:
+    schema.validator.cache_clear()
+    schema.fast_validator.cache_clear()
+    pipeline._schema_digest.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_schemas() -> Iterator[None]:
+    _clear_schema_caches()
+    yield
+    _clear_schema_caches()
+
+
+# --- edits -------------------------------------------------------------------------
+
+
+def _records(root: Path) -> list[Path]:
+    return sorted((root / "devices").glob("*/*.yaml"))
+
+
+def _rewrite(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    data = yaml.safe_load(path.read_text("utf-8"))
+    change(data)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+
+
+_VALUES = ["10.20.30.99", "10.20.30.41", "nobody@lib.example.edu", "x", "", None, 7, "retired"]
+
+
+def edit_record(root: Path, rng: random.Random, _state: dict[str, Any]) -> None:
+    path = rng.choice(_records(root))
+    field = rng.choice(["address", "fqdn", "senders", "status", "model", "volume_per_day"])
+    value = rng.choice(_VALUES)
+
+    def change(data: dict[str, Any]) -> None:
+        data[field] = [value] if field == "senders" else value
+
+    _rewrite(path, change)
+
+
+def edit_comment(root: Path, rng: random.Random, _state: dict[str, Any]) -> None:
+    path = rng.choice(_records(root))
+    path.write_text(path.read_text("utf-8") + f"# note {rng.random()}\n", "utf-8")
+
+
+def rename(root: Path, rng: random.Random, _state: dict[str, Any]) -> None:
+    path = rng.choice(_records(root))
+    path.rename(path.with_name(f"renamed-{rng.randrange(1000)}.yaml"))
+
+
+def move_unit(root: Path, rng: random.Random, _state: dict[str, Any]) -> None:
+    path = rng.choice(_records(root))
+    units = sorted(p.name for p in (root / "devices").iterdir() if p.is_dir())
+    target = root / "devices" / rng.choice(units) / path.name
+    if not target.exists():
+        path.rename(target)
+
+
+def edit_site(root: Path, rng: random.Random, _state: dict[str, Any]) -> None:
+    def change(data: dict[str, Any]) -> None:
+        choice = rng.randrange(3)
+        if choice == 0:
+            data["policy"]["max_exception_days"] = rng.choice([30, 365, 400])
+        elif choice == 1 and data["sender_domains"]:
+            data["sender_domains"].pop(rng.randrange(len(data["sender_domains"])))
+        else:
+            data["mod_segments"][0]["prefixes"] = ["10.20.31.0/24"]
+
+    _rewrite(root / "site.yaml", change)
+
+
+def edit_units(root: Path, rng: random.Random, _state: dict[str, Any]) -> None:
+    def change(data: dict[str, Any]) -> None:
+        unit = data["units"][rng.choice(sorted(data["units"]))]
+        if rng.random() < 0.5 and unit["approvers"]:
+            unit["approvers"].pop(0)
+        else:
+            unit["sender_domains"] = ["lib.example.edu"]
+
+    _rewrite(root / "units.yaml", change)
+
+
+def edit_netreg(root: Path, rng: random.Random, _state: dict[str, Any]) -> None:
+    def change(data: dict[str, Any]) -> None:
+        reservations = data["reservations"]
+        index = rng.randrange(len(reservations))
+        if rng.random() < 0.5:
+            reservations.pop(index)
+        else:
+            reservations[index]["fqdn"] = "moved.example.edu"
+
+    _rewrite(root / "netreg.yaml", change)
+
+
+def edit_schema(_root: Path, rng: random.Random, state: dict[str, Any]) -> None:
+    """The installed schema changes (as with an upgrade): names get shorter limits."""
+    state["schema_limit"] = rng.choice([12, 20, None])
+
+
+def bump_version(_root: Path, rng: random.Random, state: dict[str, Any]) -> None:
+    state["version"] = f"9.{rng.randrange(100)}"
+
+
+def next_day(_root: Path, rng: random.Random, state: dict[str, Any]) -> None:
+    state["as_of"] = DAY + dt.timedelta(days=rng.choice([1, 200, 400]))
+
+
+def corrupt_cache(_root: Path, rng: random.Random, state: dict[str, Any]) -> None:
+    database = state["folder"] / "cache.sqlite3"
+    if not database.exists():
+        return
+    if rng.random() < 0.5:
+        database.write_bytes(b"not a database" * rng.randrange(1, 100))
+        return
+    db = sqlite3.connect(database)
+    try:
+        # A forged entry: an existing key's value replaced by "clean, no findings".
+        row = db.execute("SELECT key, mac FROM entries LIMIT 1").fetchone()
+        if row is not None:
+            db.execute(
+                "UPDATE entries SET value = ? WHERE key = ?",
+                (json.dumps({"findings": [], "raw": {}, "data": {}, "clean": True}), row[0]),
+            )
+            db.commit()
+    finally:
+        db.close()
+
+
+EDITS = [
+    edit_record,
+    edit_comment,
+    rename,
+    move_unit,
+    edit_site,
+    edit_units,
+    edit_netreg,
+    edit_schema,
+    bump_version,
+    next_day,
+    corrupt_cache,
+]
+
+
+def _patched_schema(limit: int | None) -> Callable[[schema.SchemaName], str]:
+    original = schema.schema_text
+
+    def text(name: schema.SchemaName) -> str:
+        if name != "device" or limit is None:
+            return original(name)
+        document = json.loads(original(name))
+        document["properties"]["name"]["maxLength"] = limit
+        return json.dumps(document)
+
+    return text
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    steps=st.lists(st.tuples(st.sampled_from(EDITS), st.integers(0, 2**32)), min_size=1, max_size=6)
+)
+def test_cached_runs_equal_uncached_runs(
+    monkeypatch: pytest.MonkeyPatch,
+    steps: list[tuple[Callable[[Path, random.Random, dict[str, Any]], None], int]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "inventory"
+        shutil.copytree(EXAMPLE, root)
+        folder = Path(tmp) / "cache"
+        folder.mkdir()
+        state: dict[str, Any] = {"folder": folder, "as_of": DAY, "version": "0.1.0"}
+        state["schema_limit"] = None
+        with monkeypatch.context() as patch:
+            for edit, seed in [(edit_comment, 0), *steps]:
+                edit(root, random.Random(seed), state)
+                patch.setattr(cache_, "__version__", state["version"])
+                patch.setattr(schema, "schema_text", _patched_schema(state["schema_limit"]))
+                _clear_schema_caches()
+                expected = _outcome(root, state["as_of"], None)
+                for _ in range(2):  # the first run may fill the cache, the second reads it
+                    store = Cache(folder, SECRET)
+                    try:
+                        got = _outcome(root, state["as_of"], store)
+                    finally:
+                        store.close()
+                    assert got == expected, f"after {edit.__name__}"
+
+
+# --- the cache itself ---------------------------------------------------------------------
+
+
+def test_a_second_run_reads_the_cache_and_a_changed_file_is_read_again(tmp_path: Path) -> None:
+    root = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, root)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    first = Cache(folder, SECRET)
+    pipeline.load(root, DAY, store=first)
+    first.close()
+    assert first.hits == 0
+
+    second = Cache(folder, SECRET)
+    pipeline.load(root, DAY, store=second)
+    second.close()
+    assert second.misses == 0
+    assert second.hits > 2 * len(_records(root))  # each record: its file and its checks
+
+    path = _records(root)[0]
+    path.write_text(path.read_text("utf-8").replace("status: active", "status: bogus"), "utf-8")
+    third = Cache(folder, SECRET)
+    changed = pipeline.load(root, DAY, shown="inventory", store=third)
+    third.close()
+    assert third.misses == 1  # the changed file only (its checks never run: it fails its schema)
+    assert any(f.rule == "schema.enum" for f in changed.findings)
+
+
+def test_an_entry_under_another_key_is_foreign_and_ignored(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    mine = Cache(folder, SECRET)
+    mine.put("a", {"x": 1})
+    mine.close()
+    assert Cache(folder, SECRET).get("a") == {"x": 1}  # positive control
+    assert Cache(folder, b"o" * 32).get("a") is None  # written under someone else's key
+
+
+def test_a_corrupt_database_is_rebuilt(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "cache.sqlite3").write_bytes(b"\x00garbage" * 500)
+    store = Cache(folder, SECRET)
+    assert store.get("a") is None
+    store.put("a", [1, 2])
+    store.close()
+    assert Cache(folder, SECRET).get("a") == [1, 2]
+
+
+def test_a_link_where_the_cache_belongs_is_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A repository can carry a link named .relaygate (the cache is ignored, not forbidden).
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    root = tmp_path / "repo" / "inventory"
+    root.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root.parent / ".relaygate").symlink_to(elsewhere)
+    where = cache_.location(root)
+    assert where == tmp_path / "xdg" / "relaygate" / "cache"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_folder_beside_the_inventory_is_ignored_by_git(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    root = tmp_path / "repo" / "inventory"
+    root.mkdir(parents=True)
+    assert cache_.location(root) == tmp_path / "repo" / ".relaygate" / "cache"
+    assert (tmp_path / "repo" / ".relaygate" / ".gitignore").read_text() == "*\n"
+    store = Cache.for_inventory(root)
+    assert store is not None
+    assert (tmp_path / "xdg" / "relaygate" / "secret.key").stat().st_mode & 0o077 == 0
+
+
+def _writer(folder: str, start: int) -> None:
+    store = Cache(Path(folder), SECRET)
+    for index in range(start, start + 300):
+        store.put(f"k{index}", index)
+    store.close()
+
+
+def test_two_runs_writing_at_once_leave_every_entry_readable(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(str(folder), s)) for s in (0, 150)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    store = Cache(folder, SECRET)
+    values = store.get_many([f"k{i}" for i in range(450)])
+    assert values == {f"k{i}": i for i in range(450)}
+
+
+def test_no_cache_writes_nothing(tmp_path: Path, run_cli: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    root = tmp_path / "repo" / "inventory"
+    shutil.copytree(EXAMPLE, root)
+    result = run_cli("validate", "--inventory", str(root), "--as-of", "2026-11-29", "--no-cache")
+    assert result.code == 0, result
+    assert not (tmp_path / "repo" / ".relaygate").exists()
+    cached = run_cli("validate", "--inventory", str(root), "--as-of", "2026-11-29")
+    assert cached.code == 0, cached
+    assert (tmp_path / "repo" / ".relaygate" / "cache" / "cache.sqlite3").is_file()
+    assert cached.stdout == result.stdout
