@@ -11,8 +11,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
-import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache as cache_fn
@@ -22,8 +20,9 @@ from typing import Any
 from relaygate import addresses, checks, model, schema, schema_files
 from relaygate.cache import Cache, canonical, digest
 from relaygate.findings import Finding, Severity
-from relaygate.load import Document, Limits, decode_text, load_bytes, read_bytes
+from relaygate.load import Document, Limits, decode_text, load_bytes
 from relaygate.rules import rule
+from relaygate.source import FolderSource, Kind, Source
 
 SITE_FILE = "site.yaml"
 UNITS_FILE = "units.yaml"
@@ -105,81 +104,61 @@ def join_shown(shown: str, relative: str) -> str:
     return relative if shown in ("", ".") else f"{shown}/{relative}" if relative else shown
 
 
-def _entries(
-    folder: Path, found: list[Finding], shown: str | None = None
-) -> list[os.DirEntry[str]]:
-    """A folder's entries by name; an unreadable folder is a finding, not a crash."""
-    try:
-        with os.scandir(folder) as entries:
-            return sorted(entries, key=lambda e: e.name)
-    except OSError as error:
-        found.append(
-            rule("file.unreadable").at(
-                shown or display_path(folder), 1, 1, f"cannot list the folder: {error.strerror}"
-            )
-        )
-        return []
-
-
 def discover_devices(root: Path, shown: str | None = None) -> tuple[list[Path], list[Finding]]:
+    """Candidate record files under ``devices/`` of a folder, and findings for the rest.
+
+    Findings show paths under ``shown`` (default: relative to the working directory).
+    """
+    relatives, found = discover(FolderSource(root), display_path(root) if shown is None else shown)
+    return [root / relative for relative in relatives], found
+
+
+def discover(source: Source, shown: str) -> tuple[list[str], list[Finding]]:
     """Candidate record files under ``devices/``, and findings for everything else there.
 
     Every entry is accounted for: a file that is not ``devices/<unit>/<name>.yaml``
-    is reported, never skipped silently. Findings show paths under ``shown``
-    (the inventory as printed; by default relative to the working directory).
+    is reported, never skipped silently. Paths are relative to the inventory.
     """
-    # By default paths are shown relative to the working directory, as before.
-    base = display_path(root) if shown is None else shown
-
-    def show(path: Path) -> str:
-        return join_shown(base, path.relative_to(root).as_posix())
-
-    devices = root / DEVICES_DIR
     found: list[Finding] = []
-    paths: list[Path] = []
-    if devices.is_symlink() or (devices.exists() and not devices.is_dir()):
-        found.append(
-            rule("file.not-regular").at(
-                show(devices), 1, 1, "devices/ must be a real folder, not a link or file"
-            )
-        )
+    paths: list[str] = []
+
+    def at(rule_id: str, relative: str, message: str) -> None:
+        found.append(rule(rule_id).at(join_shown(shown, relative), 1, 1, message))
+
+    def entries(relative: str) -> list[tuple[str, Kind]]:
+        try:
+            return source.entries(relative)
+        except OSError as error:
+            at("file.unreadable", relative, f"cannot list the folder: {error.strerror}")
+            return []
+
+    kind = source.kind(DEVICES_DIR)
+    if kind == "missing":
+        at("file.missing", DEVICES_DIR, "devices/ folder not found")
         return paths, found
-    if not devices.exists():
-        found.append(rule("file.missing").at(show(devices), 1, 1, "devices/ folder not found"))
+    if kind != "folder":
+        at("file.not-regular", DEVICES_DIR, "devices/ must be a real folder, not a link or file")
         return paths, found
-    for unit_entry in _entries(devices, found, show(devices)):
-        unit_path = Path(unit_entry.path)
-        if unit_entry.name in _IGNORED:
+    for unit, unit_kind in entries(DEVICES_DIR):
+        unit_path = f"{DEVICES_DIR}/{unit}"
+        if unit in _IGNORED:
             continue
-        mode = os.lstat(unit_path).st_mode
-        if stat.S_ISLNK(mode):
-            found.append(
-                rule("file.not-regular").at(
-                    show(unit_path), 1, 1, "a symbolic link where a unit folder belongs"
-                )
-            )
+        if unit_kind == "link":
+            at("file.not-regular", unit_path, "a symbolic link where a unit folder belongs")
             continue
-        if not stat.S_ISDIR(mode):
-            found.append(
-                rule("file.misplaced").at(
-                    show(unit_path), 1, 1, "records belong in devices/<unit>/<name>.yaml"
-                )
-            )
+        if unit_kind != "folder":
+            at("file.misplaced", unit_path, "records belong in devices/<unit>/<name>.yaml")
             continue
-        for entry in _entries(unit_path, found, show(unit_path)):
-            path = Path(entry.path)
-            if entry.name in _IGNORED:
+        for name, _ in entries(unit_path):
+            if name in _IGNORED:
                 continue
-            if entry.name.endswith(".yaml") and not entry.name.startswith("."):
-                paths.append(path)  # the loader refuses links, folders and special files
+            if name.endswith(".yaml") and not name.startswith("."):
+                paths.append(f"{unit_path}/{name}")  # the loader refuses links, folders, specials
             else:
-                found.append(
-                    rule("file.misplaced").at(
-                        show(path),
-                        1,
-                        1,
-                        f"{entry.name!r} is not a record file (<name>.yaml)",
-                    )
+                at(
+                    "file.misplaced",
+                    f"{unit_path}/{name}",
+                    f"{name!r} is not a record file (<name>.yaml)",
                 )
     return paths, found
 
@@ -216,7 +195,7 @@ def _file_key(store: Cache, kind: schema.SchemaName, data: bytes) -> str:
 
 
 def _load_file(
-    root: Path,
+    source: Source,
     relative: str,
     display: str,
     max_bytes: int,
@@ -225,13 +204,13 @@ def _load_file(
     store: Cache | None,
 ) -> LoadedFile:
     """Read one file once, then parse and schema-check it (or take that from the cache)."""
-    data, read_findings = read_bytes(root / relative, display, max_bytes)
+    data, read_findings = source.read(relative, display, max_bytes)
     findings.extend(read_findings)
     if data is None:
         return LoadedFile(relative, None, None, False)
     key = _file_key(store, kind, data) if store is not None else None
     entry = store.get(key) if store is not None and key is not None else None
-    return _resolve(root, relative, display, data, kind, findings, store, key, entry)
+    return _resolve(source.root, relative, display, data, kind, findings, store, key, entry)
 
 
 def _resolve(
@@ -426,14 +405,18 @@ def load(
     limits: Limits | None = None,
     shown: str | None = None,
     store: Cache | None = None,
+    source: Source | None = None,
 ) -> LoadedInventory:
     """Load and validate the inventory at ``root``: every file read once.
 
     ``shown`` is how the inventory folder is printed in findings and
     ``Device.source`` (default: relative to the working directory). With a
     ``store``, per-file results are taken from and saved to that cache; the
-    result is the same as without one, byte for byte.
+    result is the same as without one, byte for byte. ``source`` reads the
+    files from elsewhere than the folder ``root`` (a git tree; see
+    ``relaygate.source``); ``root`` then only names where they would be.
     """
+    files_from: Source = source or FolderSource(root)
     limits = limits or Limits()
     shown = display_path(root) if shown is None else shown
     findings: list[Finding] = []
@@ -441,7 +424,7 @@ def load(
 
     def one(relative: str, max_bytes: int, kind: schema.SchemaName) -> LoadedFile:
         loaded = _load_file(
-            root, relative, join_shown(shown, relative), max_bytes, kind, findings, store
+            files_from, relative, join_shown(shown, relative), max_bytes, kind, findings, store
         )
         files[relative] = loaded
         return loaded
@@ -464,15 +447,14 @@ def load(
         )
         findings.extend(netreg_findings)
 
-    paths, structure = discover_devices(root, shown)
+    record_paths, structure = discover(files_from, shown)
     findings.extend(structure)
-    record_paths = [path.relative_to(root).as_posix() for path in paths]
     documents: dict[str, Document] = {}
     devices: list[model.Device] = []
     read: list[tuple[str, str, bytes | None, str | None]] = []
     for relative in record_paths:
         display = join_shown(shown, relative)
-        data, read_findings = read_bytes(root / relative, display, limits.record_bytes)
+        data, read_findings = files_from.read(relative, display, limits.record_bytes)
         findings.extend(read_findings)
         key = _file_key(store, "device", data) if store is not None and data else None
         read.append((relative, display, data, key))
@@ -506,7 +488,8 @@ def load(
     devices.sort(key=lambda d: (d.name, d.source))
     findings.extend(checks.inventory_checks(devices, context))
 
-    findings.extend(schema_files.stale_findings(root, shown))
+    if isinstance(files_from, FolderSource):  # editor schemas are a working-tree matter
+        findings.extend(schema_files.stale_findings(root, shown))
     findings = sorted(set(findings), key=Finding.sort_key)
     lapsed = lapses(devices, findings)
     inventory = None
@@ -530,7 +513,7 @@ def load(
         inventory=inventory,
         documents=documents,
         devices=devices,
-        files_checked=3 + len(paths),
+        files_checked=3 + len(record_paths),
         lapsed=lapsed,
         root=root,
         shown=shown,

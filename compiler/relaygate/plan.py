@@ -37,9 +37,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import os
-import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +49,9 @@ from relaygate import model, pipeline, schema
 from relaygate.addresses import canonical_text
 from relaygate.cache import Cache
 from relaygate.checks import sender_key
-from relaygate.errors import InternalError, UsageError, VerificationFailed
+from relaygate.errors import UsageError, VerificationFailed
 from relaygate.findings import Finding
+from relaygate.gitrepo import read_tree, repo_top, resolve_commit
 from relaygate.load import Limits, load_document
 from relaygate.pipeline import (
     DEVICES_DIR,
@@ -64,99 +62,12 @@ from relaygate.pipeline import (
     touched,
 )
 from relaygate.render import Artifacts, Header
+from relaygate.source import Source, TreeSource
 from relaygate.verify import MANIFEST
 
 WORKING_TREE = "working tree"
 #: Statuses the relay refuses explicitly (REJECT with a reason, nft drop for revoked).
 REFUSED = frozenset({model.Status.REVOKED, model.Status.SUSPENDED})
-_GIT_TIMEOUT = 120
-
-# --- git ------------------------------------------------------------------------
-
-
-def _git(cwd: Path, *args: str, stdin: bytes | None = None) -> bytes:
-    """Run git and return stdout; a failure is a usage problem (bad ref, no repo)."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(cwd), *args],
-            input=stdin,
-            capture_output=True,
-            check=False,
-            timeout=_GIT_TIMEOUT,
-        )
-    except (OSError, subprocess.SubprocessError) as error:
-        raise UsageError(f"cannot run git: {error}") from error
-    if done.returncode != 0:
-        message = done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}"
-        raise UsageError(f"git {args[0]} failed: {message}")
-    return done.stdout
-
-
-def repo_top(path: Path) -> Path:
-    """The top folder of the git work tree that holds ``path``."""
-    try:
-        top = _git(path, "rev-parse", "--show-toplevel")
-    except UsageError as error:
-        raise UsageError(f"{path} is not inside a git repository ({error})") from error
-    return Path(top.decode().strip()).resolve()
-
-
-def resolve_commit(top: Path, ref: str) -> str:
-    """The commit id ``ref`` names; a usage error if it names none."""
-    if not ref or ref.startswith("-"):
-        raise UsageError(f"{ref!r} is not a git ref")
-    try:
-        sha = _git(top, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
-    except UsageError as error:
-        raise UsageError(
-            f"git ref {ref!r} not found (in CI, check out with fetch-depth: 0)"
-        ) from error
-    return sha.decode().strip()
-
-
-def export_tree(top: Path, commit: str, subfolder: str, dest: Path) -> int:
-    """Write the files under ``subfolder`` at ``commit`` into ``dest``; return how many.
-
-    Reads git objects only. Symbolic links are recreated as links (the loader
-    refuses them with a finding, as it would in a checkout); submodules are
-    skipped. ``dest`` exists afterwards even when the folder did not exist at
-    ``commit`` (the base then reports its missing files).
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    spec = [] if subfolder in ("", ".") else ["--", subfolder]
-    listing = _git(top, "ls-tree", "-r", "-z", "--full-tree", commit, *spec)
-    entries: list[tuple[str, str, str]] = []
-    prefix = "" if subfolder in ("", ".") else subfolder.rstrip("/") + "/"
-    for raw in listing.split(b"\0"):
-        if not raw:
-            continue
-        meta, _, path_bytes = raw.partition(b"\t")
-        mode, kind, sha = meta.decode().split(" ")
-        path = path_bytes.decode("utf-8", "surrogateescape")
-        if kind != "blob" or not path.startswith(prefix):
-            continue
-        entries.append((mode, sha, path[len(prefix) :]))
-    if not entries:
-        return 0
-    batch = _git(
-        top, "cat-file", "--batch", stdin="".join(f"{s}\n" for _, s, _ in entries).encode()
-    )
-    offset = 0
-    for mode, sha, relative in entries:
-        newline = batch.index(b"\n", offset)
-        header = batch[offset:newline].decode().split(" ")
-        if header[0] != sha or header[1] != "blob":
-            raise InternalError(f"git cat-file answered {header!r} for {sha}")
-        size = int(header[2])
-        content = batch[newline + 1 : newline + 1 + size]
-        offset = newline + 1 + size + 1
-        target = dest / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if mode == "120000":
-            os.symlink(content.decode("utf-8", "surrogateescape"), target)
-        else:
-            target.write_bytes(content)
-    return len(entries)
 
 
 # --- the two sides ----------------------------------------------------------------
@@ -242,9 +153,10 @@ def load_side(
     *,
     base: bool,
     store: Cache | None = None,
+    source: Source | None = None,
 ) -> Side:
     """Load, validate and compile one side once; ``shown`` is the inventory path printed."""
-    loaded = pipeline.load(root, as_of, shown=shown, store=store)
+    loaded = pipeline.load(root, as_of, shown=shown, store=store, source=source)
     note = None
     try:
         built = compile_.build_loaded(loaded, as_of, commit)
@@ -995,12 +907,12 @@ def build_plan(
     except ValueError as error:
         raise UsageError(f"{inventory} is not inside the repository at {top}") from error
     commit = resolve_commit(top, base_ref)
-    with tempfile.TemporaryDirectory(prefix="relaygate-plan-") as tmp:
-        base_root = Path(tmp) / (Path(shown).name or "inventory")
-        export_tree(top, commit, shown, base_root)
-        base = load_side(base_ref, commit, base_root, shown, as_of, base=True, store=store)
-        head = load_side(WORKING_TREE, None, root, shown, as_of, base=False, store=store)
-        return compare(base, head, shown, as_of)
+    # The base is read from git objects into memory: nothing is checked out or written.
+    tree = TreeSource(root, read_tree(top, commit, shown))
+    base = load_side(base_ref, commit, root, shown, as_of, base=True, store=store, source=tree)
+    del tree  # its bytes are no longer needed once loaded
+    head = load_side(WORKING_TREE, None, root, shown, as_of, base=False, store=store)
+    return compare(base, head, shown, as_of)
 
 
 # --- CODEOWNERS -------------------------------------------------------------------------
