@@ -41,7 +41,7 @@ def _outcome(root: Path, as_of: dt.date, store: Cache | None) -> tuple[Any, ...]
     """Everything a run produces that a user or a deploy sees, in comparable form."""
     loaded = pipeline.load(root, as_of, shown="inventory", store=store)
     try:
-        artifacts = compile_.build_loaded(loaded, as_of, None).artifacts
+        artifacts = compile_.build_loaded(loaded, as_of, None, store=store).artifacts
     except VerificationFailed as error:
         artifacts = {"verification failed": str(error)}
     return (

@@ -124,6 +124,10 @@ class Cache:
         self.folder = folder
         self._secret = secret
         self._pending: dict[str, str] = {}
+        #: Objects built from entries in this process (shared by both sides of a plan).
+        self.objects: dict[str, Any] = {}
+        #: Values already read and verified in this process, by key (read-only).
+        self._read: dict[str, Any] = {}
         self._db: sqlite3.Connection | None = None
         self.hits = 0
         self.misses = 0
@@ -200,7 +204,7 @@ class Cache:
         found: dict[str, Any] = {}
         rows: dict[str, tuple[Any, Any]] = {}
         if self._db is not None:
-            wanted = [k for k in keys if k not in self._pending]
+            wanted = [k for k in keys if k not in self._pending and k not in self._read]
             try:
                 for start in range(0, len(wanted), _CHUNK):
                     chunk = wanted[start : start + _CHUNK]
@@ -213,17 +217,24 @@ class Cache:
             except sqlite3.Error:
                 rows = {}
         for key in keys:
+            known = self._read.get(key)
+            if known is not None:
+                found[key] = known
+                continue
             pending = self._pending.get(key)
             if pending is not None:
                 found[key] = json.loads(pending)
                 continue
             value = self._decode(key, rows.get(key))
             if value is not None:
-                found[key] = value
+                found[key] = self._read[key] = value
         return found
 
     def get(self, key: str) -> Any | None:
         """The value under ``key`` if present and authentic, else None."""
+        known = self._read.get(key)
+        if known is not None:
+            return known
         pending = self._pending.get(key)
         if pending is not None:
             return json.loads(pending)
@@ -236,7 +247,10 @@ class Cache:
             ).fetchone()
         except sqlite3.Error:
             row = None
-        return self._decode(key, row)
+        value = self._decode(key, row)
+        if value is not None:
+            self._read[key] = value
+        return value
 
     def put(self, key: str, value: Any) -> None:
         """Remember ``value`` (plain JSON data); written by ``flush``."""

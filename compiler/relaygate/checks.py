@@ -13,6 +13,7 @@ address, FQDN and account, so those may be reused.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -508,6 +509,7 @@ def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
     yield from _share_declarations(live, ctx)
 
 
+@functools.lru_cache(maxsize=65536)
 def sender_key(sender: str) -> str:
     """The mailbox a sender address reaches, for the one-owner rule.
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from relaygate import __version__
 from relaygate.cache import Cache
 from relaygate.errors import UsageError, VerificationFailed
+from relaygate.model import Inventory
 from relaygate.pipeline import LoadedInventory, ValidationResult, load
 from relaygate.policy import build_policy
 from relaygate.render import Artifacts, Header
@@ -84,14 +85,46 @@ def build(
     root: Path, as_of: dt.date, commit: str | None = None, *, store: Cache | None = None
 ) -> CompileResult:
     """Validate and, when the inventory is clean, render and verify every artifact."""
-    return build_loaded(load(root, as_of, store=store), as_of, commit)
+    return build_loaded(load(root, as_of, store=store), as_of, commit, store=store)
 
 
-def build_loaded(result: LoadedInventory, as_of: dt.date, commit: str | None) -> CompileResult:
-    """Render and verify an inventory already loaded (``pipeline.load``); reads no file."""
+def _artifacts_key(
+    result: LoadedInventory, as_of: dt.date, commit: str | None, store: Cache
+) -> str | None:
+    """A key over everything the artifacts depend on: every file, the day, the commit."""
+    parts = [f"{relative}\0{loaded.key}" for relative, loaded in sorted(result.files.items())]
+    if any(loaded.key is None for loaded in result.files.values()):
+        return None
+    return store.key("artifacts", as_of.isoformat(), commit or "", result.shown, *parts)
+
+
+def build_loaded(
+    result: LoadedInventory, as_of: dt.date, commit: str | None, *, store: Cache | None = None
+) -> CompileResult:
+    """Render and verify an inventory already loaded (``pipeline.load``); reads no file.
+
+    With a ``store``, artifacts that were rendered and verified from exactly
+    these files, day and commit are taken from the cache.
+    """
     inventory = result.inventory
     if inventory is None or result.errors:
         return CompileResult(result, None)
+    key = _artifacts_key(result, as_of, commit, store) if store is not None else None
+    if store is not None and key is not None:
+        cached = store.get(key)
+        if isinstance(cached, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in cached.items()
+        ):
+            return CompileResult(result, dict(cached))
+    built = _render_and_verify(result, inventory, as_of, commit)
+    if store is not None and key is not None and built.artifacts is not None:
+        store.put(key, built.artifacts)
+    return built
+
+
+def _render_and_verify(
+    result: LoadedInventory, inventory: Inventory, as_of: dt.date, commit: str | None
+) -> CompileResult:
     policy = build_policy(inventory)
     artifacts = render_all(policy, Header(site=inventory.site.name))
     # The verifier derives its expectation from the records as the relay

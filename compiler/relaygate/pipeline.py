@@ -327,8 +327,14 @@ def _facts(
         units_doc.data.get("units", {}) if units is not None and units_doc is not None else {}
     )
 
+    unit_parts: dict[str, str] = {}
+
     def of(device: model.Device) -> str:
-        unit = "no units" if units is None else canonical(unit_data.get(device.unit))
+        unit = unit_parts.get(device.unit)
+        if unit is None:
+            unit = unit_parts[device.unit] = (
+                "no units" if units is None else canonical(unit_data.get(device.unit))
+            )
         if reservations is None:
             reservation = "no netreg"
         else:
@@ -442,9 +448,14 @@ def load(
     netreg_doc = one(NETREG_FILE, limits.netreg_bytes, "netreg").document
     reservations: dict[str, model.Reservation] | None = None
     if netreg_doc is not None:
-        reservations, netreg_findings = checks.netreg_checks(
-            model.build_reservations(netreg_doc.data), netreg_doc
-        )
+        netreg_key = files[NETREG_FILE].key
+        memo = f"netreg\0{netreg_key}\0{netreg_doc.display}" if netreg_key is not None else None
+        indexed = store.objects.get(memo) if store is not None and memo is not None else None
+        if indexed is None:
+            indexed = checks.netreg_checks(model.build_reservations(netreg_doc.data), netreg_doc)
+            if store is not None and memo is not None:
+                store.objects[memo] = indexed
+        reservations, netreg_findings = indexed
         findings.extend(netreg_findings)
 
     record_paths, structure = discover(files_from, shown)
@@ -467,14 +478,26 @@ def load(
         if data is None:
             files[relative] = LoadedFile(relative, None, None, False)
             continue
-        entry = entries.get(key) if key is not None else None
-        loaded = _resolve(root, relative, display, data, "device", findings, store, key, entry)
+        # The same bytes at the same path, already built in this process (the other
+        # side of a plan): the same objects, not a second copy.
+        memo = f"{key}\0{relative}\0{display}\0{files_from.root}" if key is not None else None
+        built = store.objects.get(memo) if store is not None and memo is not None else None
+        if built is None:
+            own: list[Finding] = []
+            entry = entries.get(key) if key is not None else None
+            loaded = _resolve(root, relative, display, data, "device", own, store, key, entry)
+            document = loaded.document
+            device = None if document is None else model.build_device(document.data, display)
+            built = (loaded, device, own)
+            if store is not None and memo is not None:
+                store.objects[memo] = built
+        loaded, device, own = built
+        findings.extend(own)
         files[relative] = loaded
-        document = loaded.document
-        if document is None:
+        if device is None or loaded.document is None:
             continue
-        documents[document.display] = document
-        devices.append(model.build_device(document.data, document.display))
+        documents[display] = loaded.document
+        devices.append(device)
 
     context = checks.Context(
         as_of=as_of,

@@ -159,7 +159,7 @@ def load_side(
     loaded = pipeline.load(root, as_of, shown=shown, store=store, source=source)
     note = None
     try:
-        built = compile_.build_loaded(loaded, as_of, commit)
+        built = compile_.build_loaded(loaded, as_of, commit, store=store)
     except VerificationFailed as error:
         if not base:
             raise
@@ -427,6 +427,8 @@ def _record_changes(base: Side, head: Side) -> list[RecordChange]:
                         "loads" if new is not None else "does not load",
                     ),
                 )
+            elif old is new or old == new:
+                fields = ()  # the same bytes on both sides share one value
             else:
                 fields = field_changes(old, new)
             if old_path != path:
