@@ -18,10 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import resources
-from typing import Any, Literal
-
-import jsonschema
-from jsonschema import Draft202012Validator, FormatChecker
+from typing import TYPE_CHECKING, Any, Literal
 
 from relaygate import addresses
 from relaygate.errors import InternalError
@@ -34,15 +31,14 @@ MAIL_ADDRESS = re.compile(
     r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
 )
 
-_FORMAT_CHECKER = FormatChecker(formats=())
+if TYPE_CHECKING:  # jsonschema is imported on first use: a warm run never needs it
+    import jsonschema
 
 
-@_FORMAT_CHECKER.checks("ip-host-or-prefix")
 def _is_host_or_prefix(value: object) -> bool:
     return not isinstance(value, str) or not isinstance(addresses.parse(value), str)
 
 
-@_FORMAT_CHECKER.checks("ip-host")
 def _is_host(value: object) -> bool:
     if not isinstance(value, str):
         return True
@@ -50,19 +46,16 @@ def _is_host(value: object) -> bool:
     return not isinstance(parsed, str) and parsed.is_host and "/" not in value
 
 
-@_FORMAT_CHECKER.checks("ip-prefix")
 def _is_prefix(value: object) -> bool:
     return not isinstance(value, str) or not isinstance(addresses.parse(value), str)
 
 
-@_FORMAT_CHECKER.checks("mail-address")
 def _is_mail_address(value: object) -> bool:
     return not isinstance(value, str) or (
         len(value) <= 254 and ".." not in value and MAIL_ADDRESS.fullmatch(value) is not None
     )
 
 
-@_FORMAT_CHECKER.checks("date")
 def _is_date(value: object) -> bool:
     if not isinstance(value, str):
         return True
@@ -74,6 +67,14 @@ def _is_date(value: object) -> bool:
         return False
     return True
 
+
+_FORMATS: dict[str, Callable[[object], bool]] = {
+    "ip-host-or-prefix": _is_host_or_prefix,
+    "ip-host": _is_host,
+    "ip-prefix": _is_prefix,
+    "mail-address": _is_mail_address,
+    "date": _is_date,
+}
 
 RULE_BY_KEYWORD = {
     "required": "schema.required",
@@ -112,11 +113,20 @@ def schema_text(name: SchemaName) -> str:
 def validator(name: SchemaName) -> Any:
     """A compiled validator for one schema; the schema itself is checked first."""
     schema = _end_anchors(json.loads(schema_text(name)))
+    import jsonschema  # noqa: PLC0415 - on first use only
+
     try:
-        Draft202012Validator.check_schema(schema)
+        jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as error:  # pragma: no cover - guarded by tests
         raise InternalError(f"schema {name} is invalid: {error.message}") from error
-    return _StrictValidator(schema, format_checker=_FORMAT_CHECKER)
+    checker = jsonschema.FormatChecker(formats=())
+    for format_name, function in _FORMATS.items():
+        checker.checks(format_name)(function)
+    strict = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        jsonschema.Draft202012Validator,
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+    )
+    return strict(schema, format_checker=checker)
 
 
 def _end_anchors(node: Any) -> Any:
@@ -146,12 +156,6 @@ def _end_anchors(node: Any) -> Any:
 def _is_integer(_checker: object, value: object) -> bool:
     # JSON Schema lets 25.0 pass as an integer; it would render as "25.0".
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-_StrictValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    Draft202012Validator,
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
 
 
 def _short(value: Any) -> str:
@@ -261,16 +265,9 @@ def _findings(document: Document, error: jsonschema.ValidationError) -> Iterator
     yield document.finding(rule_id, pointer, message)
 
 
-#: Formats the reference validator checks, with the same functions for the fast path.
-#: Every other format (``hostname``) is an annotation only, in both.
-_FAST_FORMATS: dict[str, Callable[[str], bool]] = {
-    "ip-host-or-prefix": _is_host_or_prefix,
-    "ip-host": _is_host,
-    "ip-prefix": _is_prefix,
-    "mail-address": _is_mail_address,
-    "date": _is_date,
-    "hostname": lambda _value: True,
-}
+#: The formats both validators check, with the same functions. Every other
+#: format (``hostname``) is an annotation only, in both.
+_FAST_FORMATS: dict[str, Callable[[str], bool]] = {**_FORMATS, "hostname": lambda _value: True}
 #: Integers the fast path sees exactly as Python does (JSON's safe range).
 _SAFE_INTEGER = 2**53
 
