@@ -11,7 +11,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["validate.py", "compile.py"])
+@pytest.mark.parametrize("script", ["validate.py", "compile.py", "plan.py"])
 def test_benchmark_quick_run(script: str) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--quick"],

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import shutil
+import subprocess
 import sys
 import unicodedata
 from pathlib import Path
 
 import pytest
 
+from relaygate import gitrepo, pipeline
 from relaygate.load import FORBIDDEN_CHARACTERS, load_document, parse_text
+from relaygate.source import TreeSource
 
 
 def rules_at(text: str) -> list[tuple[str, int, int]]:
@@ -112,3 +117,60 @@ def test_alias_bomb_is_refused_without_expanding(tmp_path: Path) -> None:
     result = parse_text(Path("bomb"), "bomb", "\n".join(lines) + "\n", [])
     assert result.document is None
     assert {f.rule for f in result.findings} == {"yaml.anchor", "yaml.alias"}
+
+
+# --- one loaded inventory, from a folder or from git objects ----------------------
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.edu", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_a_git_tree_loads_exactly_as_its_checkout(tmp_path: Path) -> None:
+    """Links, misplaced files, nested folders and oversized files: the same findings."""
+
+    repo = tmp_path / "repo"
+    root = repo / "inventory"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "inventory", root)
+    devices = root / "devices"
+    (devices / "libraries" / "linked.yaml").symlink_to("lib-hodges-3f-copier.yaml")
+    (devices / "loose.yaml").write_text("name: loose\n")
+    (devices / "libraries" / "notes.txt").write_text("x\n")
+    (devices / "libraries" / "deeper").mkdir()
+    (devices / "libraries" / "deeper" / "x.yaml").write_text("name: x\n")
+    (devices / "libraries" / "huge.yaml").write_text("# " + "x" * 70000 + "\n")
+    (devices / "unit-link").symlink_to("libraries")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "odd inventory")
+
+    day = dt.date(2026, 11, 29)
+    folder = pipeline.load(root, day, shown="inventory")
+    blobs = gitrepo.read_tree(repo, "HEAD", "inventory")
+    tree = pipeline.load(root, day, shown="inventory", source=TreeSource(root, blobs))
+    rules = {f.rule for f in folder.findings}
+    assert {"file.not-regular", "file.misplaced", "file.too-large"} <= rules  # positive control
+    assert [f.as_text() for f in tree.findings] == [
+        f.as_text() for f in folder.findings if f.rule != "schemas.stale"
+    ]
+    assert tree.record_paths == folder.record_paths
+    assert [repr(d) for d in tree.devices] == [repr(d) for d in folder.devices]
+
+
+def test_findings_are_shown_under_the_inventory_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    root = tmp_path / "inventory"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "inventory", root)
+    record = root / "devices" / "libraries" / "lib-hodges-3f-copier.yaml"
+    record.write_text(record.read_text().replace("kind: copier", "kind: toaster"))
+    monkeypatch.chdir(tmp_path / "inventory" / "devices")
+    loaded = pipeline.load(root, dt.date(2026, 11, 29), shown="inv")
+    paths = {f.path for f in loaded.findings if f.rule == "schema.enum"}
+    assert paths == {"inv/devices/libraries/lib-hodges-3f-copier.yaml"}
+    assert loaded.relative("inv/devices/libraries/x.yaml") == "devices/libraries/x.yaml"
