@@ -93,3 +93,29 @@ def test_mutations_are_refused_with_a_located_finding_or_compile_cleanly(
         else:
             assert result.validation.inventory is not None
             assert verify(result.validation.inventory, result.artifacts) == []
+
+
+def test_a_value_shared_by_many_records_names_a_few_and_counts_the_rest() -> None:
+    """Cross-record checks group by index: n findings of bounded size, never n x n names."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        generate(root, 60, 1)
+        records = sorted((root / "devices").glob("*/*.yaml"))
+        shared = "shared-box@example.edu"
+        holders = 0
+        for record in records:
+            data = yaml.safe_load(record.read_text())
+            data = {k: (str(v) if hasattr(v, "isoformat") else v) for k, v in data.items()}
+            if data.get("status") == "retired" or not data.get("senders"):
+                continue
+            data["senders"] = [shared]
+            data.pop("shares_senders_with", None)
+            record.write_text(yaml.safe_dump(data, allow_unicode=True))
+            holders += 1
+        result = compile_.build(root, DAY)
+        owned = [f for f in result.validation.findings if f.rule == "sender.owned-by-another"]
+        assert holders > 7
+        assert len(owned) == holders  # one per record, however many share it
+        for finding in owned:
+            assert finding.message.endswith(f" and {holders - 1 - 5} more"), finding.message
+            assert finding.message.count(".yaml)") == 5

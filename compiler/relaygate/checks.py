@@ -461,10 +461,17 @@ def _shared(
     for value, members in groups.items():
         if len(members) < 2:
             continue
+        # At most a few others are named: a value shared by a thousand records must
+        # cost a thousand findings, not a million names.
+        named = [f"{o.name} ({o.source})" for o in members[: _NAMED + 1]]
         for device in members:
-            others = ", ".join(f"{o.name} ({o.source})" for o in members if o is not device)
+            others = [text for o, text in zip(members, named, strict=False) if o is not device][
+                :_NAMED
+            ]
+            more = len(members) - 1 - len(others)
+            tail = f" and {more} more" if more > 0 else ""
             yield ctx.docs[device.source].finding(
-                rule_id, pointer, f"{what} {value} is also used by {others}"
+                rule_id, pointer, f"{what} {value} is also used by {', '.join(others)}{tail}"
             )
 
 
@@ -546,18 +553,27 @@ def _sender_ownership(live: list[Device], ctx: Context) -> Iterator[Finding]:
     for entries in holders.values():
         if len({id(device) for device, _, _ in entries}) < 2:
             continue
+        by_name: dict[str, list[Device]] = {}
+        for other, _, _ in entries:
+            by_name.setdefault(other.name, []).append(other)
         for device, index, sender in entries:
             # One finding per sender, naming at most a few others: a thousand records
-            # listing one address must not make a million findings.
+            # listing one address must not make a million findings, nor a million steps.
+            excused = sum(
+                1
+                for name in set(device.shares_senders_with)
+                for other in by_name.get(name, ())
+                if other is not device and _mutual(device, other)
+            ) + sum(1 for other in by_name.get(device.name, ()) if other is device)
+            count = len(entries) - excused
             named: list[str] = []
-            count = 0
             for other, _, spelling in entries:
+                if len(named) == _NAMED:
+                    break
                 if other is device or _mutual(device, other):
                     continue
-                count += 1
-                if len(named) < _NAMED:
-                    shown = "" if spelling == sender else f" as {spelling}"
-                    named.append(f"{other.name} ({other.source}){shown}")
+                shown = "" if spelling == sender else f" as {spelling}"
+                named.append(f"{other.name} ({other.source}){shown}")
             if not count:
                 continue
             more = f" and {count - _NAMED} more" if count > _NAMED else ""
