@@ -240,9 +240,15 @@ def test_cached_runs_equal_uncached_runs(
                     store = Cache(folder, SECRET)
                     try:
                         got = _outcome(root, state["as_of"], store)
+                        summary = pipeline.summarize(
+                            root, state["as_of"], store=store, shown="inventory"
+                        )
                     finally:
                         store.close()
                     assert got == expected, f"after {edit.__name__}"
+                    # validate's answer, read back whole when nothing changed
+                    assert [f.as_text() for f in summary[0]] == expected[0]
+                    assert summary[1] == 3 + len(_records(root))
 
 
 # --- the cache itself ---------------------------------------------------------------------

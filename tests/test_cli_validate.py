@@ -74,7 +74,8 @@ def test_internal_error_fails_closed(run_cli, monkeypatch) -> None:  # type: ign
         raise ZeroDivisionError("a bug in a check")
 
     monkeypatch.setattr(relaygate.checks, "inventory_checks", broken)
-    result = run_cli("validate", "--inventory", str(EXAMPLE), "--as-of", AS_OF)
+    # Without the cache: a cached answer would not run the (patched) check at all.
+    result = run_cli("validate", "--inventory", str(EXAMPLE), "--as-of", AS_OF, "--no-cache")
     assert result.code == 3, result
     assert "internal error" in result.stderr and "ZeroDivisionError" in result.stderr
 

@@ -25,6 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -60,6 +61,24 @@ def digest(*parts: str | bytes) -> str:
 def canonical(value: Any) -> str:
     """The canonical JSON text of a plain value (the form facts are hashed in)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@functools.cache
+def code_digest() -> str:
+    """A hash of relaygate's own files (code, schemas, templates), read once per process.
+
+    Part of every key beside the version, so a result computed by other code
+    (an edited checkout, an upgrade that kept the version) is never read back.
+    """
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if "__pycache__" in path.parts or not path.is_file():
+            continue
+        h.update(path.relative_to(package).as_posix().encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def user_cache_home() -> Path:
@@ -131,8 +150,10 @@ class Cache:
         self._db: sqlite3.Connection | None = None
         self.hits = 0
         self.misses = 0
-        # Every key starts with the entry format and relaygate's version.
-        self._seed = hashlib.sha256(f"relaygate-cache\0{FORMAT}\0{__version__}\0".encode())
+        # Every key starts with the entry format, relaygate's version and its code.
+        self._seed = hashlib.sha256(
+            f"relaygate-cache\0{FORMAT}\0{__version__}\0{code_digest()}\0".encode()
+        )
         self._connect(retry=True)
 
     @classmethod

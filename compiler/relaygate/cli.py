@@ -32,7 +32,7 @@ from relaygate.cliutil import (
     inventory_root,
 )
 from relaygate.errors import RelaygateError
-from relaygate.pipeline import load
+from relaygate.pipeline import summarize
 from relaygate.report import FORMATTERS, summary_line
 from relaygate.rules import RULES
 
@@ -74,10 +74,10 @@ def validate_command(
         cache=not no_cache,
     )
     with opened(options.inventory, options.cache) as store:
-        result = load(options.inventory, options.as_of, store=store)
-    summary = summary_line(result.findings, result.files_checked)
-    click.echo(FORMATTERS[options.format](result.findings, summary), nl=False)
-    sys.exit(EXIT_FINDINGS if result.errors else EXIT_OK)
+        findings, files_checked = summarize(options.inventory, options.as_of, store=store)
+    summary = summary_line(findings, files_checked)
+    click.echo(FORMATTERS[options.format](findings, summary), nl=False)
+    sys.exit(EXIT_FINDINGS if any(f.is_error for f in findings) else EXIT_OK)
 
 
 @dataclass(frozen=True, slots=True)

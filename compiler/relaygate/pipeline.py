@@ -404,6 +404,94 @@ def validate(root: Path, as_of: dt.date, limits: Limits | None = None) -> Loaded
     return load(root, as_of, limits=limits)
 
 
+@dataclass(slots=True)
+class _ReadOnce:
+    """A source that reads each file once however often it is asked."""
+
+    inner: Source
+    reads: dict[tuple[str, str, int], tuple[bytes | None, list[Finding]]] = field(
+        default_factory=dict
+    )
+
+    @property
+    def root(self) -> Path:
+        return self.inner.root
+
+    def kind(self, relative: str) -> Kind:
+        return self.inner.kind(relative)
+
+    def entries(self, relative: str) -> list[tuple[str, Kind]]:
+        return self.inner.entries(relative)
+
+    def read(
+        self, relative: str, display: str, max_bytes: int
+    ) -> tuple[bytes | None, list[Finding]]:
+        key = (relative, display, max_bytes)
+        found = self.reads.get(key)
+        if found is None:
+            found = self.reads[key] = self.inner.read(relative, display, max_bytes)
+        return found
+
+
+def summarize(
+    root: Path,
+    as_of: dt.date,
+    *,
+    store: Cache | None,
+    limits: Limits | None = None,
+    shown: str | None = None,
+) -> tuple[list[Finding], int]:
+    """What ``validate`` prints: every finding and the number of files checked.
+
+    With a ``store``, when no input changed since a run that stored its answer
+    (every file's bytes and path, the other entries under ``devices/``, the
+    editor schemas beside the inventory, the day, the schemas and the version),
+    the answer is read back whole; otherwise it is ``load``'s, each file read
+    once either way.
+    """
+    limits = limits or Limits()
+    shown = display_path(root) if shown is None else shown
+    if store is None:
+        result = load(root, as_of, limits=limits, shown=shown)
+        return result.findings, result.files_checked
+    files_from = _ReadOnce(FolderSource(root))
+    relatives, structure = discover(files_from, shown)
+    sizes = [
+        (SITE_FILE, limits.site_bytes),
+        (UNITS_FILE, limits.site_bytes),
+        (NETREG_FILE, limits.netreg_bytes),
+        *((relative, limits.record_bytes) for relative in relatives),
+    ]
+    parts: list[str | bytes] = [as_of.isoformat(), shown, repr(limits)]
+    parts += [_schema_digest(kind) for kind in schema_files.NAMES]
+    for relative, max_bytes in sizes:
+        data, found = files_from.read(relative, join_shown(shown, relative), max_bytes)
+        parts.append(relative)
+        parts.append(
+            hashlib.sha256(data).digest()
+            if data is not None
+            else repr([f.as_text() for f in found])
+        )
+    parts += [f.as_text() for f in structure]
+    parts += [f.as_text() for f in schema_files.stale_findings(root, shown)]
+    key = store.key("inventory", *parts)
+    entry = store.get(key)
+    if isinstance(entry, dict):
+        try:
+            findings = [
+                Finding(str(p), int(ln), int(c), str(r), Severity(sv), str(m), str(h))
+                for p, ln, c, r, sv, m, h in entry["findings"]
+            ]
+            return findings, int(entry["files"])
+        except (KeyError, TypeError, ValueError):
+            pass  # another layout: computed again
+    result = load(root, as_of, limits=limits, shown=shown, store=store, source=files_from)
+    rows = [[f.path, *row] for f, row in zip(result.findings, _rows(result.findings), strict=True)]
+    store.put(key, {"findings": rows, "files": result.files_checked})
+    store.flush()
+    return result.findings, result.files_checked
+
+
 def load(
     root: Path,
     as_of: dt.date,
