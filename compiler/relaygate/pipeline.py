@@ -248,7 +248,9 @@ def _resolve(
             {
                 "findings": _rows(own),
                 "raw": loaded.raw,
-                "data": None if document is None else document.data,
+                # Most files are checked as written: their data is stored once.
+                "data": None if document is None or document.data is loaded.raw else document.data,
+                "same": document is not None and document.data is loaded.raw,
                 "clean": loaded.clean,
             },
         )
@@ -265,6 +267,8 @@ def _from_entry(
     findings: list[Finding],
 ) -> LoadedFile | None:
     raw, checked, clean = entry["raw"], entry["data"], entry["clean"]
+    if entry["same"] is True:
+        checked = raw
     if not (raw is None or isinstance(raw, dict)) or not (
         checked is None or isinstance(checked, dict)
     ):
