@@ -351,3 +351,19 @@ def strip_unknown_fields(data: dict[str, Any], name: SchemaName) -> bool:
             for key in [k for k in error.instance if k not in known]:
                 del error.instance[key]
     return True
+
+
+@cache
+def values(name: SchemaName, *pointer: str) -> tuple[str, ...]:
+    """The closed set (``enum``) at ``pointer`` in a bundled schema, in schema order.
+
+    The one place a closed value set (kinds, statuses, status reasons, roles)
+    is written; code that needs one reads it here or is tested against it.
+    """
+    node: Any = json.loads(schema_text(name))
+    for step in pointer:
+        node = node[step]
+    enum = node.get("enum") if isinstance(node, dict) else None
+    if not isinstance(enum, list) or not all(isinstance(v, str) for v in enum):
+        raise InternalError(f"schema {name} has no closed set of text at {'/'.join(pointer)}")
+    return tuple(enum)
