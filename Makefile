@@ -49,6 +49,7 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/validate.py
 	$(BIN)/python benchmarks/compile.py
+	$(BIN)/python benchmarks/plan.py --clock cpu
 	$(BIN)/python benchmarks/ingest.py
 
 clean:
