@@ -361,3 +361,20 @@ def test_no_cache_writes_nothing(tmp_path: Path, run_cli: Any, monkeypatch: Any)
     assert cached.code == 0, cached
     assert (tmp_path / "repo" / ".relaygate" / "cache" / "cache.sqlite3").is_file()
     assert cached.stdout == result.stdout
+
+
+def test_a_cache_over_its_size_cap_starts_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    store = Cache(folder, SECRET)
+    store.put("a", "x" * 10000)
+    store.close()
+    assert Cache(folder, SECRET).get("a") == "x" * 10000  # under the cap: kept
+    monkeypatch.setattr(cache_, "MAX_BYTES", 16384)  # under the full file, over a fresh one
+    again = Cache(folder, SECRET)
+    assert again.get("a") is None
+    again.put("b", 1)
+    again.close()
+    assert Cache(folder, SECRET).get("b") == 1

@@ -45,7 +45,9 @@ _KEY_FILE = "secret.key"
 _BUSY_SECONDS = 5.0
 #: Bumped when the layout of entries changes, so old entries are never read.
 FORMAT = "1"
-_CHUNK = 500  # keys per query, under SQLite's limit on parameters
+_CHUNK = 500
+#: Past this size the cache file is dropped and started again.
+MAX_BYTES = 512 * 1024 * 1024  # keys per query, under SQLite's limit on parameters
 
 
 def digest(*parts: str | bytes) -> str:
@@ -168,8 +170,14 @@ class Cache:
     def _connect(self, *, retry: bool) -> None:
         path = self.folder / _DB
         try:
-            if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
-                return  # a link or something else: never open it
+            if os.path.lexists(path):
+                info = os.lstat(path)
+                if not stat.S_ISREG(info.st_mode):
+                    return  # a link or something else: never open it
+                if info.st_size > MAX_BYTES and retry:
+                    # Entries of old versions and old files are never pruned one by
+                    # one; past the cap the cache starts again.
+                    raise sqlite3.DatabaseError("over the size cap")
             db = sqlite3.connect(path, timeout=_BUSY_SECONDS, isolation_level=None)
             db.execute(
                 "CREATE TABLE IF NOT EXISTS entries"
