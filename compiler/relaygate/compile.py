@@ -25,7 +25,12 @@ from relaygate import __version__
 from relaygate.cache import Cache
 from relaygate.errors import UsageError, VerificationFailed
 from relaygate.model import Inventory
-from relaygate.pipeline import LoadedInventory, ValidationResult, load
+from relaygate.pipeline import (
+    LoadedInventory,
+    ValidationResult,
+    load,
+    validate,  # noqa: F401 - callers reach it as compile.validate
+)
 from relaygate.policy import build_policy
 from relaygate.render import Artifacts, Header
 from relaygate.render.targets import render_all
