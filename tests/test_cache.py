@@ -225,6 +225,10 @@ def test_cached_runs_equal_uncached_runs(
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "inventory"
         shutil.copytree(EXAMPLE, root)
+        # Editor schemas beside the inventory, one of them stale: a finding from
+        # outside the inventory folder that cached runs must report too.
+        shutil.copytree(ROOT / "schemas", Path(tmp) / "schemas")
+        (Path(tmp) / "schemas" / "units.schema.json").write_text("{}", "utf-8")
         folder = Path(tmp) / "cache"
         folder.mkdir()
         state: dict[str, Any] = {"folder": folder, "as_of": DAY, "version": "0.1.0"}

@@ -22,7 +22,7 @@ from relaygate.cache import Cache, canonical, digest
 from relaygate.findings import Finding, Severity
 from relaygate.load import Document, Limits, decode_text, load_bytes
 from relaygate.rules import rule
-from relaygate.source import FolderSource, Kind, Source
+from relaygate.source import FolderSource, Kind, Source, TreeSource
 
 SITE_FILE = "site.yaml"
 UNITS_FILE = "units.yaml"
@@ -603,7 +603,7 @@ def load(
     devices.sort(key=lambda d: (d.name, d.source))
     findings.extend(checks.inventory_checks(devices, context))
 
-    if isinstance(files_from, FolderSource):  # editor schemas are a working-tree matter
+    if not isinstance(files_from, TreeSource):  # editor schemas are a working-tree matter
         findings.extend(schema_files.stale_findings(root, shown))
     findings = sorted(set(findings), key=Finding.sort_key)
     lapsed = lapses(devices, findings)
