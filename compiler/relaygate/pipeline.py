@@ -1,9 +1,15 @@
-"""The validate pipeline: discover -> load -> schema -> model -> checks.
+"""The validate pipeline: discover -> load -> schema -> model -> checks, once per command.
 
-``validate(root, as_of)`` reads a whole inventory folder and returns every
-finding of every file in one result, with the model of whatever was valid.
-User-data problems never raise; anything that does raise is a relaygate bug
-and the CLI turns it into a failing exit code.
+``load(root, as_of)`` reads a whole inventory (a folder, or a git tree through
+``relaygate.source``) and returns a ``LoadedInventory``: every finding of every
+file, the raw data of each file, the models of whatever was valid. Commands
+build it once and pass it on (``compile.build_loaded``, ``plan.load_side``);
+``validate(root, as_of)`` is the same without a cache. With a cache
+(``relaygate.cache``), per-file parse/schema results and per-record check
+results are reused when their inputs are unchanged, and ``summarize`` reads
+validate's whole answer back when nothing changed; the findings are the same
+either way. User-data problems never raise; anything that does raise is a
+relaygate bug and the CLI turns it into a failing exit code.
 """
 
 from __future__ import annotations
