@@ -20,7 +20,6 @@ from pathlib import Path
 import click
 
 from relaygate import __version__
-from relaygate import compile as compile_
 from relaygate.cache import NO_CACHE_HELP, opened
 from relaygate.cliutil import (
     EXIT_FINDINGS,
@@ -37,7 +36,35 @@ from relaygate.report import FORMATTERS, summary_line
 from relaygate.rules import RULES
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """The top-level group; the modules of ``COMMAND_MODULES`` load when first needed.
+
+    ``validate``, ``compile`` and ``rules`` are defined here. Asking for any other
+    command, or for the list (``--help``), imports every command module once, so
+    a ``validate`` does not pay for importing the review, lifecycle and
+    repository commands.
+    """
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            _register_commands()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._load()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="relaygate")
 def cli() -> None:
     """relaygate: compile reviewed device records into SMTP relay policy."""
@@ -112,6 +139,8 @@ def compile_command(
         check=check,
         cache=not no_cache,
     )
+    from relaygate import compile as compile_  # noqa: PLC0415 - only compile renders
+
     with opened(options.inventory, options.cache) as store:
         result = compile_.build(
             options.inventory,
@@ -178,9 +207,6 @@ COMMAND_MODULES: tuple[str, ...] = (
 def _register_commands() -> None:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(cli)
-
-
-_register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
