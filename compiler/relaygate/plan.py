@@ -4,14 +4,16 @@ Inputs: a git repository holding the inventory (possibly in a subfolder), a
 base ref, the inventory folder in the working tree, and "today" (``as_of``).
 Output: a ``Plan`` value (records added, removed and changed with field-level
 differences; per-device access gained and lost; per-artifact lines added and
-removed; risks with stable ids; the approvals still needed). Formatting lives
-in ``relaygate.plan_report``.
+removed; risks with stable ids; the approvals still needed). This module
+loads the two sides and diffs them; the values are in ``plan_types``, risks
+and approvals in ``plan_risks``, git plumbing in ``gitrepo``, CODEOWNERS in
+``codeowners`` and formatting in ``plan_report``.
 
 Invariants:
 
 - The base side is read from git objects (``git ls-tree`` + ``git cat-file
-  --batch``) into a private temporary folder; the working tree, the index and
-  HEAD are never touched.
+  --batch``) into memory (``source.TreeSource``); nothing is checked out or
+  written, and the working tree, the index and HEAD are never touched.
 - Both sides go through the same validate/compile pipeline as
   ``relaygate compile``, with the same ``as_of``, so the artifact diff is
   exactly what a deploy would change.
@@ -38,17 +40,12 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import netaddr
-
 from relaygate import compile as compile_
 from relaygate import model, pipeline, schema
-from relaygate.addresses import canonical_text
 from relaygate.cache import Cache
-from relaygate.checks import sender_key
 from relaygate.codeowners import codeowners
 from relaygate.errors import UsageError, VerificationFailed
 from relaygate.findings import Finding
@@ -58,57 +55,39 @@ from relaygate.pipeline import (
     NETREG_FILE,
     SITE_FILE,
     UNITS_FILE,
-    ValidationResult,
     touched,
+)
+from relaygate.plan_risks import (
+    device_risks,
+    file_risks,
+    mass_change,
+    mass_risk,
+    needed_approvals,
+    sender_risks,
+)
+from relaygate.plan_types import (
+    Access,
+    AccessChange,
+    AccessDelta,
+    Approval,
+    ArtifactChange,
+    FieldChange,
+    FileChange,
+    MassChange,
+    Plan,
+    RecordChange,
+    Risk,
+    Side,
+    SideSummary,
 )
 from relaygate.render import Artifacts, Header
 from relaygate.source import Source, TreeSource
 from relaygate.verify import MANIFEST
 
 WORKING_TREE = "working tree"
-#: Statuses the relay refuses explicitly (REJECT with a reason, nft drop for revoked).
-REFUSED = frozenset({model.Status.REVOKED, model.Status.SUSPENDED})
 
 
 # --- the two sides ----------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Side:
-    """One side of the comparison, as far as it loads."""
-
-    label: str  # the ref as given, or "working tree"
-    commit: str | None
-    root: Path  # where its inventory folder is on disk (a temp folder for the base)
-    validation: ValidationResult
-    artifacts: Artifacts | None
-    site: model.Site | None
-    units: dict[str, model.Unit] | None
-    records: dict[str, tuple[str, dict[str, Any] | None]]  # key -> (inventory path, raw data)
-    files: dict[str, dict[str, Any] | None]  # site/units/netreg -> raw data
-    devices: dict[str, model.Device]  # key -> schema-valid record
-    note: str | None = None  # why the artifacts are missing beyond findings
-
-    @property
-    def valid(self) -> bool:
-        return self.validation.errors == 0 and self.artifacts is not None
-
-    def lapse(self, device: model.Device) -> model.Lapse | None:
-        """Why the relay refuses this active record for time or outside data, if it does."""
-        return self.validation.lapsed.get(device.source)
-
-    def access(self, device: model.Device) -> tuple[Access, ...]:
-        """What the compiled policy grants this record on this side."""
-        return () if self.lapse(device) is not None else access_of(device, self.site)
-
-    def refused(self, device: model.Device | None) -> str | None:
-        """How the relay refuses this record on this side, or None."""
-        if device is None:
-            return None
-        lapse = self.lapse(device)
-        if lapse is not None and device.status is model.Status.ACTIVE:
-            return f"suspended: {lapse.text}"
-        return _refused(device)
 
 
 def _site_and_units(root: Path) -> tuple[model.Site | None, dict[str, model.Unit] | None]:
@@ -214,131 +193,6 @@ def _clean_site_and_units(
 # --- the plan ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class FieldChange:
-    """One changed field; ``None`` stands for "absent" on that side."""
-
-    field: str
-    before: Any
-    after: Any
-
-
-@dataclass(frozen=True, slots=True)
-class RecordChange:
-    name: str
-    unit: str
-    path: str
-    change: str  # added | removed | changed
-    fields: tuple[FieldChange, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class FileChange:
-    """A change to site.yaml, units.yaml or netreg.yaml."""
-
-    path: str
-    fields: tuple[FieldChange, ...]
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Access:
-    """Relay access through one address and port, as one login (or none), with these senders."""
-
-    address: str
-    port: int | None  # None when the side's site.yaml does not load
-    account: str | None  # None for legacy (IP-authorised) access
-    senders: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AccessDelta:
-    """How access through one (address, port, login) changes.
-
-    ``gained``: the relay starts accepting this client; ``lost``: it stops;
-    ``changed``: it still accepts it, with other senders.
-    """
-
-    address: str
-    port: int | None
-    account: str | None
-    change: str  # gained | lost | changed
-    senders_added: tuple[str, ...]
-    senders_removed: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AccessChange:
-    device: str
-    unit: str
-    deltas: tuple[AccessDelta, ...]
-    refused_before: str | None  # "revoked" / "suspended" when the relay refuses it explicitly
-    refused_after: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ArtifactChange:
-    path: str
-    target: str
-    change: str  # added | removed | changed
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Risk:
-    id: str
-    subject: str
-    message: str
-    #: Other units whose owners must review it (besides the platform team).
-    units: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    kind: str  # exception-approver | platform-team | unit-owners
-    who: str
-    reasons: tuple[str, ...]
-    #: Code-host users (@login) or teams (@org/team) any one of whom satisfies it; empty
-    #: when nobody can (an approver without a login in units.yaml).
-    accepts: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class MassChange:
-    """Allow entries (active records) of the base that this change removes or changes."""
-
-    base_entries: int
-    removed_or_changed: int
-    threshold: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class SideSummary:
-    label: str
-    commit: str | None
-    valid: bool
-    errors: int
-    warnings: int
-    findings: tuple[Finding, ...]
-    note: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    as_of: dt.date
-    inventory: str  # the inventory folder, relative to the repository top
-    base: SideSummary
-    head: SideSummary
-    records: tuple[RecordChange, ...]
-    files: tuple[FileChange, ...]
-    access: tuple[AccessChange, ...]
-    artifacts: tuple[ArtifactChange, ...] | None  # None when a side has no artifacts
-    artifacts_note: str | None
-    risks: tuple[Risk, ...]
-    approvals: tuple[Approval, ...]
-    mass_change: MassChange
-
-
 _LIST_KEYS = ("name", "address")
 
 
@@ -373,31 +227,6 @@ def field_changes(before: Any, after: Any) -> tuple[FieldChange, ...]:
         for key in sorted(set(old) | set(new))
         if old.get(key) != new.get(key) or (key in old) != (key in new)
     )
-
-
-def _segment(site: model.Site | None, network: netaddr.IPNetwork) -> str | None:
-    if site is None:
-        return None
-    for segment in site.mod_segments:
-        for prefix in segment.prefixes:
-            if prefix.version == network.version and network in prefix:
-                return segment.name
-    return None
-
-
-def access_of(device: model.Device, site: model.Site | None) -> tuple[Access, ...]:
-    """What the compiled policy grants this record: nothing unless it is active."""
-    if device.status is not model.Status.ACTIVE:
-        return ()
-    port = None
-    if site is not None:
-        port = site.relay_port if device.is_legacy else site.submission_port
-    account = None if device.is_legacy else device.account
-    return (Access(canonical_text(device.network), port, account, tuple(sorted(device.senders))),)
-
-
-def _refused(device: model.Device | None) -> str | None:
-    return device.status.value if device is not None and device.status in REFUSED else None
 
 
 def _unit_of(path: str) -> str:
@@ -538,303 +367,6 @@ def artifact_changes(
     return changes
 
 
-def _risk(risk_id: str, subject: str, message: str) -> Risk:
-    return Risk(risk_id, subject, message)
-
-
-def _device_risks(base: Side, head: Side) -> list[Risk]:
-    risks: list[Risk] = []
-    for key in sorted(set(base.devices) | set(head.devices)):
-        old, new = base.devices.get(key), head.devices.get(key)
-        if new is not None and new.status is model.Status.ACTIVE:
-            address = canonical_text(new.network)
-            if new.is_legacy:
-                if old is None or not old.is_legacy or old.status is model.Status.RETIRED:
-                    was = (
-                        "a new record"
-                        if old is None
-                        else f"was auth {old.auth.value}"
-                        if not old.is_legacy
-                        else "was retired"
-                    )
-                    risks.append(
-                        _risk(
-                            "risk.legacy-exception-new",
-                            new.name,
-                            f"new unauthenticated (auth {new.auth.value}) access from {address}"
-                            f" ({was})",
-                        )
-                    )
-                elif old.exception is not None and new.exception is not None:
-                    before, after = old.exception, new.exception
-                    if after.expires_on > before.expires_on:
-                        if after.approved_on != before.approved_on:
-                            risks.append(
-                                _risk(
-                                    "risk.legacy-exception-renewed",
-                                    new.name,
-                                    f"exception renewed: approved {after.approved_on}, expires"
-                                    f" {before.expires_on} -> {after.expires_on}",
-                                )
-                            )
-                        else:
-                            risks.append(
-                                _risk(
-                                    "risk.exception-term-extended",
-                                    new.name,
-                                    f"expires_on {before.expires_on} -> {after.expires_on}"
-                                    f" without a new approval (approved_on {after.approved_on})",
-                                )
-                            )
-            if old is not None:
-                old_address = canonical_text(old.network)
-                if (
-                    old.network.version == new.network.version
-                    and new.network.size > old.network.size
-                ):
-                    risks.append(
-                        _risk(
-                            "risk.prefix-broadened",
-                            new.name,
-                            f"address {old_address} -> {address}"
-                            f" ({old.network.size} -> {new.network.size} addresses)",
-                        )
-                    )
-                elif new.is_legacy and old_address != address:
-                    risks.append(
-                        _risk(
-                            "risk.address-changed",
-                            new.name,
-                            f"unauthenticated access moves from {old_address} to {address}",
-                        )
-                    )
-                old_segment = _segment(base.site, old.network)
-                new_segment = _segment(head.site, new.network)
-                if old_segment != new_segment:
-                    risks.append(
-                        _risk(
-                            "risk.segment-changed",
-                            new.name,
-                            f"MOD segment {old_segment or '(none)'} -> {new_segment or '(none)'}",
-                        )
-                    )
-        if old is not None and old.status in REFUSED and _refused(new) is None:
-            now = "the record is removed" if new is None else f"status {new.status.value}"
-            risks.append(
-                _risk(
-                    "risk.revocation-lifted",
-                    old.name,
-                    f"was {old.status.value} ({old.status_reason or 'no reason'}"
-                    f"{', ' + old.status_ticket if old.status_ticket else ''}); now {now}:"
-                    f" the relay no longer refuses {canonical_text(old.network)}",
-                )
-            )
-    return risks
-
-
-def _mailbox_index(sides: Sequence[Side]) -> dict[str, list[model.Device]]:
-    """Mailbox (``sender_key``) -> every record on either side, in any status, using it."""
-    index: dict[str, dict[tuple[str, str], model.Device]] = {}
-    for side in sides:
-        for device in side.devices.values():
-            for sender in device.senders:
-                index.setdefault(sender_key(sender), {}).setdefault(
-                    (device.name, device.unit), device
-                )
-    return {key: [found[k] for k in sorted(found)] for key, found in index.items()}
-
-
-def _as(holder: model.Device, sender: str) -> str:
-    """``, as SPELLING`` when the holder writes the same mailbox another way."""
-    key = sender_key(sender)
-    spelling = next(s for s in holder.senders if sender_key(s) == key)
-    return "" if spelling == sender else f", as {spelling}"
-
-
-def _domain_units(sides: Sequence[Side], domain: str) -> list[str]:
-    """Units that declare this sender domain in units.yaml, on either side."""
-    return sorted(
-        {
-            unit.id
-            for side in sides
-            for unit in (side.units or {}).values()
-            if domain in unit.sender_domains
-        }
-    )
-
-
-def _sender_risks(base: Side, head: Side) -> list[Risk]:
-    """A record that gains a sender, new or edited, and who else must agree.
-
-    Retired records gain nothing (they relay nothing and hold no sender).
-    """
-    risks: list[Risk] = []
-    mailboxes: dict[str, list[model.Device]] | None = None  # built on the first sender gained
-    for key in sorted(head.devices):
-        new, old = head.devices[key], base.devices.get(key)
-        if new.status is model.Status.RETIRED:
-            continue
-        had = set() if old is None or old.status is model.Status.RETIRED else set(old.senders)
-        added = sorted(set(new.senders) - had)
-        if not added:
-            continue
-        units: set[str] = set()
-        notes: list[str] = []
-        for sender in added:
-            if mailboxes is None:
-                mailboxes = _mailbox_index((base, head))
-            holders = [h for h in mailboxes.get(sender_key(sender), []) if h.name != new.name]
-            owners = _domain_units((base, head), sender.rpartition("@")[2])
-            units |= {h.unit for h in holders} | set(owners)
-            held = [f"{h.name} ({h.unit}, {h.status.value}{_as(h, sender)})" for h in holders]
-            if held:
-                notes.append(f"{sender} is also used by {', '.join(held)}")
-            others = [u for u in owners if u != new.unit]
-            if others:
-                notes.append(f"{sender.rpartition('@')[2]} belongs to unit {', '.join(others)}")
-        units.discard(new.unit)
-        what = " (a new record)" if old is None else ""
-        detail = f"; {'; '.join(notes)}" if notes else ""
-        risks.append(
-            Risk(
-                "risk.sender-added",
-                new.name,
-                f"new senders{what}: {', '.join(added)}{detail}",
-                tuple(sorted(units)),
-            )
-        )
-    return risks
-
-
-def _file_risks(files: Sequence[FileChange], shown: str) -> list[Risk]:
-    ids = {
-        (Path(shown) / SITE_FILE).as_posix(): "risk.site-changed",
-        (Path(shown) / UNITS_FILE).as_posix(): "risk.units-changed",
-    }
-    risks = []
-    for change in files:
-        if change.path in ids:
-            names = [f.field for f in change.fields]
-            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-            risks.append(
-                _risk(ids[change.path], change.path, f"changed: {', '.join(names[:5])}{more}")
-            )
-    return risks
-
-
-def _mass_change(base: Side, head: Side) -> MassChange:
-    entries = {k: set(base.access(d)) for k, d in base.devices.items()}
-    entries = {k: v for k, v in entries.items() if v}
-    affected = 0
-    for key, before in entries.items():
-        new = head.devices.get(key)
-        if new is None or set(head.access(new)) != before:
-            affected += 1
-    thresholds = [s.policy.mass_change_share for s in (base.site, head.site) if s is not None]
-    # The stricter of the two: a change cannot raise its own threshold.
-    return MassChange(len(entries), affected, min(thresholds) if thresholds else None)
-
-
-def _mass_risk(mass: MassChange, shown: str) -> list[Risk]:
-    if mass.threshold is None or mass.base_entries == 0:
-        return []
-    share = mass.removed_or_changed / mass.base_entries
-    if share <= mass.threshold:
-        return []
-    return [
-        _risk(
-            "risk.mass-change",
-            shown if shown not in ("", ".") else "inventory",
-            f"{mass.removed_or_changed} of {mass.base_entries} allow entries removed or changed"
-            f" ({share:.0%}; policy.mass_change_share is {mass.threshold:.0%})",
-        )
-    ]
-
-
-#: Fields a revocation or suspension sets; a change of nothing else is a refusal only.
-_STATUS_FIELDS = frozenset({"status", "status_reason", "status_date", "status_ticket"})
-
-
-def _refusal_only(change: RecordChange, head: Side) -> bool:
-    """A change that only revokes or suspends a record: the platform team's call alone."""
-    device = head.devices.get(change.name)
-    return (
-        change.change == "changed"
-        and device is not None
-        and device.status in (model.Status.REVOKED, model.Status.SUSPENDED)
-        and all(f.field in _STATUS_FIELDS for f in change.fields)
-    )
-
-
-def _approvals(
-    base: Side,
-    head: Side,
-    records: Sequence[RecordChange],
-    files: Sequence[FileChange],
-    risks: Sequence[Risk],
-) -> list[Approval]:
-    """Who must approve: the exception's listed approver and the unit's owners for what a unit
-    asks, the platform team for every risk and site-wide file; a revocation or suspension
-    needs the platform team alone, so a unit can neither block nor wave through its own."""
-    approvals: dict[tuple[str, str], tuple[tuple[str, ...], list[str]]] = {}
-
-    def need(kind: str, who: str, accepts: tuple[str, ...], reason: str) -> None:
-        _, reasons = approvals.setdefault((kind, who), (accepts, []))
-        if reason not in reasons:
-            reasons.append(reason)
-
-    units = head.units or base.units or {}
-    for key in sorted(head.devices):
-        new, old = head.devices[key], base.devices.get(key)
-        if new.status is not model.Status.ACTIVE or new.exception is None:
-            continue
-        if old is not None and old.exception == new.exception and old.is_legacy:
-            continue
-        approver = new.exception.approver
-        unit = units.get(new.unit)
-        listed = unit is not None and approver in unit.approvers
-        who = f"{approver.name} <{approver.email}>"
-        role = approver.role.value
-        detail = (
-            f"{role}, {unit.name}"
-            if listed and unit is not None
-            else f"{role}; NOT a listed approver of unit {new.unit}"
-        )
-        login = unit.login_of(approver.email) if listed and unit is not None else None
-        need(
-            "exception-approver",
-            who,
-            (login,) if login else (),
-            f"exception for {new.name} ({detail})",
-        )
-    site = head.site or base.site
-    platform = site.platform_team if site else "(site.yaml review.platform_team)"
-    team = (site.platform_team,) if site else ()
-    for change in records:
-        if _refusal_only(change, head):
-            status = head.devices[change.name].status.value
-            need("platform-team", platform, team, f"{status} {change.path}")
-            continue
-        unit = units.get(change.unit)
-        owners = " ".join(unit.owners) if unit else f"(unit {change.unit} is not in units.yaml)"
-        need("unit-owners", owners, unit.owners if unit else (), f"{change.change} {change.path}")
-    for risk in risks:
-        need("platform-team", platform, team, f"{risk.id}: {risk.subject}")
-        for unit_id in risk.units:
-            unit = units.get(unit_id)
-            owners = " ".join(unit.owners) if unit else f"(unit {unit_id} is not in units.yaml)"
-            need("unit-owners", owners, unit.owners if unit else (), f"{risk.id}: {risk.subject}")
-    for file_change in files:
-        need("platform-team", platform, team, f"changed {file_change.path}")
-    order = {"exception-approver": 0, "unit-owners": 1, "platform-team": 2}
-    return [
-        Approval(kind, who, tuple(reasons), accepts)
-        for (kind, who), (accepts, reasons) in sorted(
-            approvals.items(), key=lambda i: (order[i[0][0]], i[0][1])
-        )
-    ]
-
-
 def _summary(side: Side, findings: Sequence[Finding] | None = None) -> SideSummary:
     """The side as reported; ``findings`` replaces its own (the head's, under the PR rule)."""
     shown = tuple(side.validation.findings if findings is None else findings)
@@ -854,12 +386,12 @@ def compare(base: Side, head: Side, shown: str, as_of: dt.date) -> Plan:
     """The plan of going from ``base`` to ``head``."""
     records = _record_changes(base, head)
     files = _file_changes(base, head, shown)
-    mass = _mass_change(base, head)
+    mass = mass_change(base, head)
     risks = (
-        _device_risks(base, head)
-        + _sender_risks(base, head)
-        + _file_risks(files, shown)
-        + _mass_risk(mass, shown)
+        device_risks(base, head)
+        + sender_risks(base, head)
+        + file_risks(files, shown)
+        + mass_risk(mass, shown)
     )
     risks.sort(key=lambda r: (r.id, r.subject, r.message))
     artifacts = None
@@ -893,7 +425,7 @@ def compare(base: Side, head: Side, shown: str, as_of: dt.date) -> Plan:
         artifacts=artifacts,
         artifacts_note=note,
         risks=tuple(risks),
-        approvals=tuple(_approvals(base, head, records, files, risks)),
+        approvals=tuple(needed_approvals(base, head, records, files, risks)),
         mass_change=mass,
     )
 
@@ -947,6 +479,10 @@ __all__ = [
     "Plan",
     "RecordChange",
     "Risk",
+    "Side",
+    "SideSummary",
     "build_plan",
     "codeowners",
+    "load_side",
+    "site_and_units",
 ]
