@@ -32,7 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from relaygate.lifecycle import activity
+from relaygate.lifecycle import store
+from relaygate.lifecycle.logs import files
 from tests import postfix_instance
 from tests.conftest import ROOT, require
 
@@ -160,32 +161,54 @@ def write(path: Path, text: str, mtime: str, compress: str | None = None) -> Pat
     return path
 
 
+def touch(path: Path, when: str) -> None:
+    stamp = at(when).timestamp()
+    os.utime(path, (stamp, stamp))
+
+
 def days(db: Path) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(kind, key, day) -> (accepted, rejected), over every relay and file."""
     with sqlite3.connect(db) as connection:
         return {
             (kind, key, day): (accepted, rejected)
             for kind, key, day, accepted, rejected in connection.execute(
-                "SELECT kind, key, day, accepted, rejected FROM days"
+                "SELECT kind, key, day, sum(accepted), sum(rejected) FROM counts"
+                " GROUP BY kind, key, day"
             )
         }
 
 
 def clients(db: Path) -> dict[tuple[str, str], tuple[object, ...]]:
+    """(kind, key) -> (accepted, rejected, last accepted time, its relay, queue id, sender)."""
     with sqlite3.connect(db) as connection:
-        return {
-            (row[0], row[1]): tuple(row[2:])
-            for row in connection.execute(
-                "SELECT kind, key, accepted, rejected, last_accepted, last_relay, last_queue_id,"
-                " last_sender FROM clients"
-            )
-        }
+        found: dict[tuple[str, str], tuple[object, ...]] = {}
+        for kind, key, accepted, rejected in connection.execute(
+            "SELECT kind, key, sum(accepted), sum(rejected) FROM counts GROUP BY kind, key"
+        ):
+            last = connection.execute(
+                "SELECT at, relay, queue_id, sender FROM lasts WHERE kind = ? AND key = ?"
+                " AND event = 'accepted' ORDER BY at DESC LIMIT 1",
+                (kind, key),
+            ).fetchone()
+            found[(kind, key)] = (accepted, rejected, *(last or (None, None, None, None)))
+        return found
+
+
+def totals(db: Path) -> tuple[int, int]:
+    """Accepted and rejected messages over every client address."""
+    with sqlite3.connect(db) as connection:
+        accepted, rejected = connection.execute(
+            "SELECT coalesce(sum(accepted), 0), coalesce(sum(rejected), 0) FROM counts"
+            " WHERE kind IN ('address', 'sasl-address')"
+        ).fetchone()
+    return int(accepted), int(rejected)
 
 
 def dump(db: Path) -> tuple[object, ...]:
     with sqlite3.connect(db) as connection:
         return tuple(
-            tuple(connection.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall())
-            for table in ("days", "clients", "pending")
+            tuple(connection.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4").fetchall())
+            for table in ("counts", "lasts", "coverage", "seen", "pending")
         )
 
 
@@ -262,6 +285,9 @@ def campus_logs(folder: Path) -> dict[str, Path]:
     }
 
 
+#: The day after the campus logs end (they are dated after the example's as-of day).
+CAMPUS_AS_OF = "2027-01-04"
+
 CAMPUS_DAYS = {
     ("address", "10.20.30.41", "2026-12-28"): (2, 0),
     ("address", "10.20.30.41", "2026-12-29"): (0, 1),
@@ -269,17 +295,17 @@ CAMPUS_DAYS = {
     ("address", "10.20.30.41", "2026-12-31"): (1, 0),
     ("address", "10.20.30.41", "2027-01-01"): (1, 0),
     ("address", "10.20.30.41", "2027-01-03"): (2, 0),
-    ("address", "10.20.50.16", "2026-12-31"): (1, 0),
+    ("sasl-address", "10.20.50.16", "2026-12-31"): (1, 0),
     ("login", "svc-lib-illiad@example.edu", "2026-12-31"): (1, 0),
     ("address", "192.0.2.7", "2026-12-31"): (0, 1),
     ("address", "2001:db8:1040:320::1f", "2027-01-02"): (3, 1),
     ("address", "10.20.30.57", "2027-01-03"): (2, 1),
     ("address", "10.20.30.88", "2027-01-03"): (0, 1),
-    ("address", "10.5.10.17", "2027-01-02"): (1, 0),
-    ("address", "10.5.10.18", "2027-01-02"): (1, 0),
+    ("sasl-address", "10.5.10.17", "2027-01-02"): (1, 0),
+    ("sasl-address", "10.5.10.18", "2027-01-02"): (1, 0),
     ("login", "svc-oit-zabbix@example.edu", "2027-01-02"): (2, 0),
     ("address", "2001:db8:1040:320::99", "2027-01-02"): (0, 1),
-    ("address", "2001:db8:1020:50::16", "2027-01-03"): (1, 0),
+    ("sasl-address", "2001:db8:1020:50::16", "2027-01-03"): (1, 0),
     ("login", "svc-lib-illiad@example.edu", "2027-01-03"): (1, 0),
 }
 
@@ -297,6 +323,8 @@ def test_campus_logs_give_exact_days_counts_and_last_seen(
         str(inventory),
         "--tz",
         "UTC",
+        "--as-of",
+        CAMPUS_AS_OF,
     )
     assert result.code == 0, result
     db = inventory.parent / ".relaygate" / "activity.sqlite"
@@ -323,7 +351,7 @@ def test_campus_logs_give_exact_days_counts_and_last_seen(
     out = result.stdout
     assert re.search(
         r"mail\.log\.2\.gz: read: \d+ lines, \d+ used, 4 accepted, 1 rejected, "
-        r"2026-12-28 \.\. 2026-12-31; classic syslog years from the file's "
+        r"2026-12-28 \.\. 2026-12-31; relays smtp-relay-1; classic syslog years from the file's "
         r"modification time \(2026-12-31\)",
         out,
     ), out
@@ -341,7 +369,7 @@ def test_campus_logs_give_exact_days_counts_and_last_seen(
     assert result.stderr == ""  # no progress bar when stderr is not a terminal
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("SELECT version FROM schema_version").fetchone()[0] == 1
+        assert connection.execute("SELECT version FROM schema_version").fetchone()[0] == 2
         assert connection.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
 
 
@@ -349,7 +377,15 @@ def test_reingest_and_rotated_copies_never_double_count(tmp_path: Path, run_cli)
     logs = campus_logs(tmp_path / "logs")
     db = tmp_path / "store.sqlite"
     first = run_cli(
-        "activity", "ingest", *(str(p) for p in logs.values()), "--db", str(db), "--tz", "UTC"
+        "activity",
+        "ingest",
+        *(str(p) for p in logs.values()),
+        "--db",
+        str(db),
+        "--tz",
+        "UTC",
+        "--as-of",
+        CAMPUS_AS_OF,
     )
     assert first.code == 0, first
     before = dump(db)
@@ -368,6 +404,8 @@ def test_reingest_and_rotated_copies_never_double_count(tmp_path: Path, run_cli)
         str(db),
         "--tz",
         "UTC",
+        "--as-of",
+        CAMPUS_AS_OF,
     )
     assert again.code == 0, again
     assert dump(db) == before
@@ -379,7 +417,7 @@ def test_a_growing_log_is_read_from_where_it_stopped(tmp_path: Path, run_cli) ->
     log = Log("smtp-relay-1")
     log.accept(at("2026-11-20 08:00:00"), "10.20.30.41", "AA01")
     head = log.text()
-    assert len(head) < activity.FINGERPRINT_BYTES  # the fingerprint must grow with the file
+    assert len(head) < files.FINGERPRINT_BYTES  # the fingerprint must grow with the file
     path = write(tmp_path / "mail.log", head, "2026-11-20 08:00:00")
     # A line being written: no newline yet. It is read on the next run, not now.
     partial = (
@@ -388,6 +426,7 @@ def test_a_growing_log_is_read_from_where_it_stopped(tmp_path: Path, run_cli) ->
     log.start(at("2026-11-20 08:00:01"), "10.20.30.57", "AA02")
     started = log.text()
     path.write_text(started + partial)
+    touch(path, "2026-11-20 08:00:01")  # the time of its last write, as a relay leaves it
     db = tmp_path / "store.sqlite"
     first = run_cli("activity", "ingest", str(path), "--db", str(db))
     assert first.code == 0, first
@@ -399,6 +438,7 @@ def test_a_growing_log_is_read_from_where_it_stopped(tmp_path: Path, run_cli) ->
         log.accept(at(f"2026-11-21 09:{index:02d}:00"), "10.20.30.41", f"AB{index:02d}")
     with path.open("a") as out:
         out.write("00, nrcpt=1 (queue active)\n" + log.text())
+    touch(path, "2026-11-21 09:59:00")
     second = run_cli("activity", "ingest", str(path), "--db", str(db))
     assert second.code == 0, second
     # 421 lines: the completed qmgr line and 60 conversations of 7 lines.
@@ -417,6 +457,7 @@ def test_a_growing_log_is_read_from_where_it_stopped(tmp_path: Path, run_cli) ->
         out.write(log.text())
     rotated = tmp_path / "mail.log.1.gz"
     rotated.write_bytes(gzip.compress(path.read_bytes()))
+    touch(rotated, "2026-11-22 00:00:30")  # gzip keeps the file's time
     path.write_text("")  # the new, empty mail.log
     third = run_cli("activity", "ingest", str(path), str(rotated), "--db", str(db))
     assert third.code == 0, third
@@ -476,7 +517,7 @@ def test_classic_syslog_years(
         )
     path = write(tmp_path / "mail.log", text, mtime)
     db = tmp_path / "store.sqlite"
-    args = ["activity", "ingest", str(path), "--db", str(db)]
+    args = ["activity", "ingest", str(path), "--db", str(db), "--as-of", "2031-12-31"]
     if year is not None:
         args += ["--year", str(year)]
     result = run_cli(*args)
@@ -525,13 +566,13 @@ def test_a_damaged_file_fails_alone_and_keeps_nothing(tmp_path: Path, run_cli) -
 
 def test_a_store_from_a_newer_relaygate_is_refused(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     db = tmp_path / "store.sqlite"
-    activity.connect(db).close()
+    store.connect(db).close()
     with sqlite3.connect(db) as connection:
         connection.execute("UPDATE schema_version SET version = 99")
     path = write(tmp_path / "mail.log", "x\n", "2026-11-20 00:00:00")
     result = run_cli("activity", "ingest", str(path), "--db", str(db))
     assert result.code == 2, result
-    assert "schema version 99; this relaygate knows up to 1" in result.stderr, result
+    assert "schema version 99; this relaygate knows up to 2" in result.stderr, result
 
 
 def test_an_old_store_is_migrated_in_place(tmp_path: Path) -> None:
@@ -539,11 +580,11 @@ def test_an_old_store_is_migrated_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(db) as connection:  # an empty store of "version 0"
         connection.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
         connection.execute("INSERT INTO schema_version VALUES (0)")
-    connection = activity.connect(db)
+    connection = store.connect(db)
     try:
-        assert activity.schema_version(connection) == activity.SCHEMA_VERSION == 1
+        assert store.schema_version(connection) == store.SCHEMA_VERSION == 2
         tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
-        assert {"files", "days", "clients", "pending", "schema_version"} <= tables
+        assert {"files", "counts", "lasts", "coverage", "seen", "pending"} <= tables
     finally:
         connection.close()
 
@@ -574,77 +615,129 @@ def _ingest(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-@pytest.mark.parametrize("where", ["lines:5000", "commit"])
-def test_a_crash_inside_a_files_transaction_loses_nothing(tmp_path: Path, where: str) -> None:
+def _locked(db: Path) -> bool:
+    """Whether another process holds the store's write lock (is inside a file's transaction)."""
+    if not db.exists():
+        return False
+    probe = sqlite3.connect(db, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        probe.close()
+
+
+def _wait_until_locked(db: Path, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while not _locked(db):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the ingest never took the store's write lock"
+        time.sleep(0.05)
+
+
+def _spawn_ingest(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _CLI, "activity", "ingest", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("fed", ["half", "all"])
+def test_a_crash_inside_a_files_transaction_loses_nothing(tmp_path: Path, fed: str) -> None:
+    """A real kill while the ingest holds the store's write lock inside the second file.
+
+    The second file comes through a named pipe: the test decides how much of it the ingest
+    has read (half of it, or all of it without the end), proves with SQLite's own lock that
+    the ingest is inside that file's transaction, and kills it there.
+    """
     generate = _bench_generate()
     first = tmp_path / "first.log"
     second = tmp_path / "second.log"
     made_first = generate(first, 30_000, seed=1)
-    made_second = generate(second, 30_000, seed=2)
-    assert second.stat().st_size > activity.CHUNK_BYTES * 2  # the pause is mid-file
-    for path in (first, second):
-        os.utime(path, (dt.datetime(2026, 11, 30).timestamp(),) * 2)
+    made_second = generate(second, 30_000, seed=2, start=dt.datetime(2026, 11, 12))
+    data = second.read_bytes()
+    assert len(data) > files.CHUNK_BYTES * 2  # several reads: the kill is mid-file
+    pipe = tmp_path / "second.pipe"
+    os.mkfifo(pipe)
     db = tmp_path / "crashed.sqlite"
-    env = dict(os.environ, RELAYGATE_TEST_PAUSE=f"second.log:{where}")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _CLI,
-            "activity",
-            "ingest",
-            str(first),
-            str(second),
-            "--db",
-            str(db),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    process = _spawn_ingest(str(first), str(pipe), "--db", str(db), "--year", "2026")
+    writer = -1
     try:
-        assert process.stderr is not None
-        deadline = time.monotonic() + 300
-        seen = ""
-        while "relaygate-test: paused" not in seen:
-            ready, _, _ = select.select(
-                [process.stderr], [], [], max(0.0, deadline - time.monotonic())
-            )
-            assert ready and process.poll() is None, f"no pause: {seen}"
-            seen += process.stderr.readline()
+        writer = os.open(pipe, os.O_WRONLY)  # returns once the ingest opened the pipe
+        end = len(data) // 2 if fed == "half" else len(data)
+        view = memoryview(data)[:end]
+        while view:  # the pipe holds 64 KiB: returning means the ingest read the rest
+            view = view[os.write(writer, view) :]
+        _wait_until_locked(db, process)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
         process.communicate()
+        if writer >= 0:
+            os.close(writer)
     assert process.returncode == -signal.SIGKILL
-    connection = activity.connect(db)
+    connection = store.connect(db)
     try:
-        assert activity.check_consistency(connection) == []
-        totals = connection.execute(
-            "SELECT sum(accepted), sum(rejected) FROM clients WHERE kind = 'address'"
-        ).fetchone()
-        files = [row[0] for row in connection.execute("SELECT path FROM files")]
+        assert store.check_consistency(connection) == []
+        stored = [row[0] for row in connection.execute("SELECT path FROM files")]
     finally:
         connection.close()
     # The first file committed; nothing of the second one is there.
-    assert tuple(totals) == (made_first.accepted, made_first.rejected)
-    assert files == [str(first)]
-    rerun = _ingest(str(first), str(second), "--db", str(db))
+    assert totals(db) == (made_first.accepted, made_first.rejected)
+    assert stored == [str(first)]
+    rerun = _ingest(str(first), str(second), "--db", str(db), "--year", "2026")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"{first}: already read" in rerun.stdout
     clean = tmp_path / "clean.sqlite"
-    assert _ingest(str(first), str(second), "--db", str(clean)).returncode == 0
+    done = _ingest(str(first), str(second), "--db", str(clean), "--year", "2026")
+    assert done.returncode == 0, done.stdout + done.stderr
     assert dump(db) == dump(clean)
-    with sqlite3.connect(db) as check:
-        assert check.execute(
-            "SELECT sum(accepted), sum(rejected) FROM clients WHERE kind = 'address'"
-        ).fetchone() == (
-            made_first.accepted + made_second.accepted,
-            made_first.rejected + made_second.rejected,
-        )
+    assert totals(db) == (
+        made_first.accepted + made_second.accepted,
+        made_first.rejected + made_second.rejected,
+    )
+
+
+def test_two_ingests_of_one_file_count_it_once(tmp_path: Path) -> None:
+    """Two processes, one file: the second waits on SQLite's lock, then finds it read."""
+    generate = _bench_generate()
+    log = tmp_path / "mail.log"
+    made = generate(log, 30_000, seed=3)
+    data = log.read_bytes()
+    pipe = tmp_path / "mail.pipe"
+    os.mkfifo(pipe)
+    db = tmp_path / "store.sqlite"
+    first = _spawn_ingest(str(pipe), "--db", str(db), "--year", "2026")
+    second: subprocess.Popen[str] | None = None
+    writer = os.open(pipe, os.O_WRONLY)
+    try:
+        half = memoryview(data)[: len(data) // 2]
+        while half:
+            half = half[os.write(writer, half) :]
+        _wait_until_locked(db, first)
+        second = _spawn_ingest(str(log), "--db", str(db), "--year", "2026")
+        time.sleep(1.0)
+        assert second.poll() is None, second.communicate()  # waiting for the lock
+        rest = memoryview(data)[len(data) // 2 :]
+        while rest:
+            rest = rest[os.write(writer, rest) :]
+    finally:
+        os.close(writer)
+    first_out, first_err = first.communicate(timeout=300)
+    assert second is not None
+    second_out, second_err = second.communicate(timeout=300)
+    assert first.returncode == 0, first_out + first_err
+    assert second.returncode == 0, second_out + second_err
+    assert "<stdin>" not in first_out and f"{pipe}: read: " in first_out, first_out
+    assert f"{log}: already read (up to byte {len(data)}), nothing new" in second_out, second_out
+    assert totals(db) == (made.accepted, made.rejected)
 
 
 # --- a real Postfix ---------------------------------------------------------------------
@@ -778,6 +871,8 @@ def test_a_progress_bar_only_on_a_terminal(tmp_path: Path, terminal: bool) -> No
         str(logs["relay2.log"]),
         "--db",
         str(tmp_path / "store.sqlite"),
+        "--as-of",
+        CAMPUS_AS_OF,
     ]
     if not terminal:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
