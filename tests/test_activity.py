@@ -1085,7 +1085,8 @@ def test_a_file_without_a_usable_line_warns_and_is_not_recorded(tmp_path: Path, 
     with junk.open("a") as out:
         out.write(
             "Nov 20 09:00:00 host postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown"
-            "[192.0.2.7]: 554 5.7.1 <x@gmail.com>: Relay access denied; from=<a@b> to=<x@gmail.com>\n"
+            "[192.0.2.7]: 554 5.7.1 <x@gmail.com>: Relay access denied; from=<a@b> "
+            "to=<x@gmail.com>\n"
         )
     touch(junk, "2026-11-20 09:00:00")
     again = run_cli("activity", "ingest", str(junk), "--db", str(db))
@@ -1471,8 +1472,9 @@ def test_the_lightmeter_rotation_pair_and_every_helga_export_together(
     assert addresses == 33
     # The same 20,000 lines as RFC 3339 and four journal exports: each message counted once.
     helga = tmp_path / "helga.sqlite"
-    exports = sorted(SHARED_LOGS.glob("helga-journal-*")) + [
-        SHARED_LOGS / "helga-rfc3339-20k.log.gz"
+    exports = [
+        *sorted(SHARED_LOGS.glob("helga-journal-*")),
+        SHARED_LOGS / "helga-rfc3339-20k.log.gz",
     ]
     assert len(exports) == 5
     together = run_cli(
