@@ -343,3 +343,115 @@ def test_without_a_store_only_exceptions_are_reviewed(inventory: Path, run_cli) 
     assert result.code == 0, result  # an exception expiring soon is a warning
     assert "note: no activity store at " in result.stdout
     assert result.stdout.splitlines()[-1] == "34 records reviewed: 1 exception-expiring"
+
+
+def _commit_inventory(inventory: Path, when: str) -> None:
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_DATE=when,
+        GIT_COMMITTER_DATE=when,
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.edu",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.edu",
+    )
+    repo = inventory.parent
+    for command in (["init", "-q"], ["add", "inventory"], ["commit", "-q", "-m", "records"]):
+        subprocess.run(["git", "-C", str(repo), *command], check=True, env=env, capture_output=True)
+
+
+def _ingest(run_cli, inventory: Path, *logs: Log) -> None:  # type: ignore[no-untyped-def]
+    paths = []
+    for index, log in enumerate(logs):
+        path = inventory.parent / f"relay{index}.log"
+        path.write_text(log.text())
+        paths.append(str(path))
+    result = run_cli("activity", "ingest", *paths, "--inventory", str(inventory))
+    assert result.code == 0, result
+
+
+def test_five_days_of_logs_prove_no_removal(inventory: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """Five days of logs of both relays: nothing may be called a removal candidate."""
+    _commit_inventory(inventory, "2025-01-15T12:00:00+00:00")  # every record approved then
+    relays = [Log("smtp-relay-1", "rfc3339"), Log("smtp-relay-2", "rfc3339")]
+    for day in range(24, 29):
+        for log in relays:
+            _send(log, f"2026-11-{day} 09:00:00", "10.9.9.9", login="svc-oit-zabbix@example.edu")
+    _ingest(run_cli, inventory, *relays)
+    result = run_cli("review", "--inventory", str(inventory), "--as-of", AS_OF, "--format", "json")
+    payload = json.loads(result.stdout)
+    found = _by_category(payload["items"])
+    assert "never-seen" not in found and "inactive" not in found, found
+    # Devices approved long ago are silent for the window as far as anyone knows: said so.
+    unknown = {i["name"]: i for i in payload["items"] if i["category"] == "silence-unknown"}
+    assert unknown, payload["items"]
+    hodges = unknown["lib-hodges-3f-copier"]
+    assert hodges["covered_days"] == 5
+    assert hodges["detail"] == (
+        "no accepted mail in the logs (2026-11-24 .. 2026-11-28); approved 2025-01-15; silent "
+        "for 683 days; the logs cover 5 days of that silence on every relay (2026-11-24 .. "
+        "2026-11-28), silence unknown since 2025-01-16 on relay smtp-relay-1"
+    ), hodges
+    assert len(unknown) >= 20, sorted(unknown)
+    # Unproven silence is a warning: nothing here needs action now.
+    assert result.code == 0, result
+
+
+def test_silence_after_the_logs_end_is_unknown(inventory: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    relays = [Log("smtp-relay-1", "rfc3339"), Log("smtp-relay-2", "rfc3339")]
+    for log in relays:
+        log.reject(at("2025-10-01 08:00:00"), "192.0.2.99")
+        log.reject(at("2025-12-01 08:00:00"), "192.0.2.99")
+    _send(relays[0], "2025-11-01 09:00:00", "10.20.30.41")  # lib-hodges-3f-copier
+    _ingest(run_cli, inventory, *relays)
+    result = run_cli("review", "--inventory", str(inventory), "--as-of", AS_OF, "--format", "json")
+    payload = json.loads(result.stdout)
+    items = {(i["category"], i["name"]): i for i in payload["items"]}
+    assert ("inactive", "lib-hodges-3f-copier") not in items
+    hodges = items[("silence-unknown", "lib-hodges-3f-copier")]
+    assert (hodges["days_silent"], hodges["covered_days"]) == (393, 30)
+    assert "silence unknown since 2025-12-02 on relay smtp-relay-1" in hodges["detail"], hodges
+    assert (
+        "the newest log line is from 2025-12-01, 363 days before 2026-11-29: silence after it is "
+        "unknown (ingest recent logs)"
+    ) in payload["notes"]
+    # Positive control: the same silence, covered by logs to the day before --as-of.
+    more = [Log("smtp-relay-1", "rfc3339"), Log("smtp-relay-2", "rfc3339")]
+    for log in more:
+        log.reject(at("2025-12-01 09:00:00"), "192.0.2.98")
+        log.reject(at("2026-11-28 09:00:00"), "192.0.2.98")
+    _ingest_more = [inventory.parent / "more0.log", inventory.parent / "more1.log"]
+    for path, log in zip(_ingest_more, more, strict=True):
+        path.write_text(log.text())
+    done = run_cli("activity", "ingest", *map(str, _ingest_more), "--inventory", str(inventory))
+    assert done.code == 0, done
+    again = run_cli("review", "--inventory", str(inventory), "--as-of", AS_OF, "--format", "json")
+    items = {(i["category"], i["name"]): i for i in json.loads(again.stdout)["items"]}
+    assert items[("inactive", "lib-hodges-3f-copier")]["covered_days"] == 392
+
+
+def test_relays_in_the_logs_and_in_site_yaml_are_compared(inventory: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    one = Log("smtp-relay-1.example.edu", "rfc3339")  # the FQDN names the same relay
+    stray = Log("mx-old", "rfc3339")
+    for log in (one, stray):
+        log.reject(at("2025-10-01 08:00:00"), "192.0.2.99")
+        log.reject(at("2026-11-28 08:00:00"), "192.0.2.99")
+    _ingest(run_cli, inventory, one, stray)
+    result = run_cli("review", "--inventory", str(inventory), "--as-of", AS_OF, "--format", "json")
+    payload = json.loads(result.stdout)
+    assert (
+        "relay smtp-relay-2 (site.yaml) has no log lines in the store: silence cannot be proven "
+        "until its logs are ingested"
+    ) in payload["notes"], payload["notes"]
+    assert (
+        "the logs name relay 'mx-old', which site.yaml does not list: its mail is counted, but "
+        "its logs prove no silence"
+    ) in payload["notes"], payload["notes"]
+    assert not any("smtp-relay-1" in note for note in payload["notes"]), payload["notes"]
+    found = _by_category(payload["items"])
+    assert "never-seen" not in found and "inactive" not in found, found
+    unknown = [i for i in payload["items"] if i["category"] == "silence-unknown"]
+    assert unknown and all(
+        "silence unknown since" in i["detail"] and "on relay smtp-relay-2" in i["detail"]
+        for i in unknown
+    ), unknown

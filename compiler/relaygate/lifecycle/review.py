@@ -178,13 +178,13 @@ class Proof:
     relays: dict[str, tuple[store.Span, ...]]  # site relay -> its covered spans
     common: tuple[store.Span, ...]  # days every site relay covers
 
-    def covered(self, first: dt.date, last: dt.date) -> int:
+    def stretch(self, first: dt.date, last: dt.date) -> store.Span | None:
         """The longest stretch of days in ``first .. last`` that every relay covers."""
-        best = 0
+        best: store.Span | None = None
         for span in self.common:
             start, end = max(span.first, first), min(span.last, last)
-            if start <= end:
-                best = max(best, (end - start).days + 1)
+            if start <= end and (best is None or (end - start).days + 1 > best.days):
+                best = store.Span(start, end)
         return best
 
     def unknown_since(self, first: dt.date) -> tuple[dt.date, str]:
@@ -430,7 +430,8 @@ def _silence_items(
             approved = as_of  # not committed yet: a new record
         if approved is None and device.exception is not None:
             approved = device.exception.approved_on
-        since = max(approved, coverage.first_day) if approved else coverage.first_day
+        # Silence counts from the approval; the logs decide how much of it is proven.
+        since = approved if approved else coverage.first_day
         silent = (as_of - since).days
         basis = f"approved {approved}" if approved else "approval day unknown (not a git checkout)"
         detail = (
@@ -438,18 +439,20 @@ def _silence_items(
             f"{basis}; silent for {_n(silent, 'day')}"
         )
         removal = "never-seen"
-    covered = proven.covered(since + dt.timedelta(days=1), as_of)
+    stretch = proven.stretch(since + dt.timedelta(days=1), as_of)
+    covered = stretch.days if stretch is not None else 0
     if silent >= window and covered >= window:
         category = removal
-    elif silent >= window:
+    elif silent < window and covered >= window - warning:
+        category = "notify"
+    elif silent >= window - warning:
         category = "silence-unknown"
         day, relay = proven.unknown_since(since + dt.timedelta(days=1))
+        best = f" ({stretch.first} .. {stretch.last})" if stretch is not None else ""
         detail += (
-            f"; the logs cover {_n(covered, 'day')} of that silence on every relay, "
+            f"; the logs cover {_n(covered, 'day')} of that silence on every relay{best}, "
             f"silence unknown since {day} on relay {relay}"
         )
-    elif silent >= window - warning:
-        category = "notify"
     else:
         return []
     if use.rejected:
