@@ -28,9 +28,9 @@ Categories (``CATEGORIES``, in report order):
 * ``inactive``: active, last accepted mail ``inactivity_days`` or more ago,
   and the logs cover that silence (a removal candidate);
 * ``never-seen``: active, no accepted mail and no rejected attempt at all,
-  and silent, in covered logs, for the window since the later of its approval
-  (the day its file was added in git, else ``exception.approved_on``) and the
-  first day the logs cover (a removal candidate);
+  and silent, in covered logs, for the window since its approval (the day its
+  file was added in git, else ``exception.approved_on``, else the first day
+  the logs cover) (a removal candidate);
 * ``only-rejected``: active, no accepted mail, yet rejected attempts: it tries
   to send and is refused;
 * ``silence-unknown``: silent for the window or longer as far as the logs go,
