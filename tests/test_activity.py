@@ -1342,16 +1342,25 @@ def test_a_file_without_newlines_is_skipped_in_bounded_pieces(tmp_path: Path, ru
     db = tmp_path / "store.sqlite"
     result = run_cli("activity", "ingest", str(path), "--db", str(db), "--year", "2026")
     assert result.code == 1, result
-    assert (
-        "no usable line" in result.stdout and "1 lines longer than 1 MiB (skipped)" in result.stdout
-    )
+    assert "no usable line" in result.stdout, result
+    assert "; 1 lines longer than 1 MiB (skipped), the first at byte 0\n" in result.stdout, result
     # A line after the long one is read: the reader skips the long line and goes on.
     path.write_bytes(flat + b"\n" + log.text().encode())
     touch(path, "2026-11-20 08:00:00")
     again = run_cli("activity", "ingest", str(path), "--db", str(db), "--year", "2026")
     assert again.code == 0, again
-    assert "1 lines longer than 1 MiB (skipped)" in again.stdout, again
+    assert "; 1 lines longer than 1 MiB (skipped), the first at byte 0\n" in again.stdout, again
     assert totals(db) == (1, 0)
+    # In the middle of a file, it is located by its byte.
+    head = log.text().encode()
+    path.write_bytes(head + flat + b"\n" + log.text().replace("8D1", "8D2").encode())
+    touch(path, "2026-11-20 08:00:00")
+    third = run_cli(
+        "activity", "ingest", str(path), "--db", str(tmp_path / "third.sqlite"), "--year", "2026"
+    )
+    assert third.code == 0, third
+    assert f"(skipped), the first at byte {len(head)}\n" in third.stdout, third
+    assert totals(tmp_path / "third.sqlite") == (2, 0)
 
 
 # --- real relay logs (../shared/logs, with their true counts in its README) -------------------

@@ -99,6 +99,7 @@ class FileResult:
     relays: tuple[str, ...] = ()
     years: str | None = None  # what was assumed about classic syslog years
     problem: str | None = None
+    overlong_at: int | None = None  # the byte where the first line too long to read starts
 
 
 class _Refused(Exception):
@@ -214,6 +215,8 @@ def _read(
         result.skipped[PARTIAL] += 1
     if reader.overlong:
         result.skipped[OVERLONG] += reader.overlong
+        if reader.first_overlong is not None:
+            result.overlong_at = offset + reader.first_overlong
     if known is not None and consumed == offset and correlator.lines == 0:
         result.status = "unchanged"
         connection.execute("UPDATE files SET path = ? WHERE id = ?", (source.name, file_id))
@@ -621,8 +624,13 @@ def describe(result: FileResult) -> str:
     """One line per file for the summary."""
     if result.status == "failed":
         return f"{result.path}: failed, nothing kept: {result.problem}"
+    long_lines = ""
+    if result.overlong_at is not None:
+        long_lines = (
+            f"; {result.skipped[OVERLONG]} {OVERLONG}, the first at byte {result.overlong_at}"
+        )
     if result.status == "unusable":
-        return f"{result.path}: warning: {result.problem}"
+        return f"{result.path}: warning: {result.problem}{long_lines}"
     if result.status == "empty":
         return f"{result.path}: empty"
     if result.status == "unchanged":
@@ -641,7 +649,7 @@ def describe(result: FileResult) -> str:
         text += f"; relays {', '.join(result.relays)}"
     if result.years:
         text += f"; classic syslog years {result.years}"
-    return text
+    return text + long_lines
 
 
 def summary(report: IngestReport) -> str:

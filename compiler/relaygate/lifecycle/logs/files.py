@@ -208,6 +208,7 @@ class LineReader:
         self.consumed = 0  # bytes of complete lines (and skipped long lines) handed over
         self.partial = False  # a last line without newline was left for the next run
         self.overlong = 0
+        self.first_overlong: int | None = None  # where the first one starts (byte)
 
     def chunks(self) -> Iterator[list[str]]:
         limit = self.limit
@@ -234,6 +235,8 @@ class LineReader:
                 self.consumed += cut + 1
                 buffer = buffer[cut + 1 :]
             if len(buffer) > limit:
+                if self.first_overlong is None:
+                    self.first_overlong = self.consumed
                 discarding = len(buffer)
                 buffer = b""
             if at_end:
@@ -261,6 +264,13 @@ class LineReader:
         if len(block) > self.limit and max(map(len, lines)) > self.limit:  # rare: see CHUNK_BYTES
             kept = [line for line in lines if len(line) <= self.limit]
             self.overlong += len(lines) - len(kept)
+            if self.first_overlong is None:
+                position = 0
+                for raw in block.split(b"\n"):
+                    if len(raw) > self.limit:
+                        break
+                    position += len(raw) + 1
+                self.first_overlong = self.consumed + position
             return kept
         return lines
 
