@@ -603,6 +603,33 @@ def test_a_store_from_a_newer_relaygate_is_refused(tmp_path: Path, run_cli) -> N
     assert "schema version 99; this relaygate knows up to 2" in result.stderr, result
 
 
+def test_a_version_1_store_with_data_is_refused_not_misread(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "store.sqlite"
+    with sqlite3.connect(db) as connection:
+        connection.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO schema_version VALUES (1)")
+        connection.execute("CREATE TABLE files (fingerprint TEXT, fp_len INTEGER, path TEXT)")
+        connection.execute("INSERT INTO files VALUES ('x', 1, 'mail.log')")
+    path = write(tmp_path / "mail.log", "x\n", "2026-11-20 00:00:00")
+    result = run_cli("activity", "ingest", str(path), "--db", str(db))
+    assert result.code == 2, result
+    assert "schema version 1, whose counts carry no relay and no file" in result.stderr, result
+    with sqlite3.connect(db) as connection:  # left as it was
+        assert connection.execute("SELECT version FROM schema_version").fetchone() == (1,)
+    # An empty version 1 store is simply replaced.
+    empty = tmp_path / "empty.sqlite"
+    with sqlite3.connect(empty) as connection:
+        connection.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO schema_version VALUES (1)")
+        connection.execute("CREATE TABLE files (fingerprint TEXT, fp_len INTEGER, path TEXT)")
+        connection.execute("CREATE TABLE days (kind TEXT)")
+    store.connect(empty).close()
+    with sqlite3.connect(empty) as connection:
+        assert connection.execute("SELECT version FROM schema_version").fetchone() == (2,)
+        tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
+    assert "days" not in tables and "counts" in tables
+
+
 def test_an_old_store_is_migrated_in_place(tmp_path: Path) -> None:
     db = tmp_path / "store.sqlite"
     with sqlite3.connect(db) as connection:  # an empty store of "version 0"

@@ -74,7 +74,7 @@ class _Prefixed:
         return self.position
 
     def close(self) -> None:
-        self.raw.close()
+        """Nothing: the raw file is the Source's to close (standard input stays open)."""
 
 
 @dataclass(slots=True)
