@@ -878,7 +878,7 @@ def test_a_real_postfix_log_is_counted_exactly(
         ("address", "10.20.30.41", day): (2, 0),
         ("address", "2001:db8:1040:320::1f", day): (1, 0),
         ("address", "192.0.2.7", day): (0, 1),
-        ("address", "192.0.2.8", day): (1, 0),
+        ("sasl-address", "192.0.2.8", day): (1, 0),
         ("login", "svc-lib-illiad@example.edu", day): (1, 0),
     }, log.read_text()
     assert clients(db)[("login", "svc-lib-illiad@example.edu")][5] == "scans@lib.example.edu"
