@@ -6,6 +6,7 @@
   de-duplication, ``forget``;
 * ``store``: the activity store (SQLite): schema, coverage per relay, queries;
 * ``usage``: the store seen per device (for the review and ``relaygate query``);
+* ``proof``: which days every relay's logs cover, so silence is claimed only there;
 * ``review``: the annual access retention review, joining the store with the
   inventory, with ready-to-send notices for technical contacts;
 * ``edit``: revoke, retire and renew a record in place, keeping its comments
