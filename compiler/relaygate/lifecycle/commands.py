@@ -33,6 +33,7 @@ from relaygate.cliutil import (
 from relaygate.errors import UsageError
 from relaygate.findings import Finding
 from relaygate.lifecycle import edit, ingest, review, store
+from relaygate.lifecycle import notices as notice_files
 from relaygate.lifecycle.logs.files import Source
 from relaygate.pipeline import display_path, validate
 from relaygate.report import FORMATTERS, summary_line
@@ -295,7 +296,7 @@ def review_command(
         result.notes.insert(0, f"no activity store at {display_path(command.db)}")
     click.echo(review.FORMATS[command.format](result), nl=False)
     if command.notices is not None:
-        written = review.write_notices(result, command.notices)
+        written = notice_files.write_notices(result, command.notices)
         click.echo(f"wrote {len(written)} notices to {display_path(command.notices)}", err=True)
     sys.exit(EXIT_FINDINGS if result.needs_action else EXIT_OK)
 

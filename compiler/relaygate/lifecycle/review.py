@@ -4,9 +4,9 @@ Input: the inventory (every record that could be read, even when the
 inventory has errors: an expired exception is an error, and the review is
 where it gets handled), the activity store (may be absent), the as-of day and
 the site policy (``inactivity_days``, ``expiry_warning_days``). Output: a
-``Review`` (items by category, sorted by category then record name), text in
-one of the registered formats, and one ready-to-send notice per technical
-contact. Nothing is sent and nothing reads the clock: "today" is ``as_of``,
+``Review`` (items by category, sorted by category then record name) and its
+text in one of the registered formats (``notices`` turns it into messages
+for the technical contacts). Nothing reads the clock: "today" is ``as_of``,
 and only days up to it count.
 
 A device is matched to the store by its address (a host, or every logged
@@ -16,7 +16,7 @@ login, compared case-insensitively) when it authenticates (``usage``). Only
 accepted mail is activity; rejected attempts are reported beside it.
 
 Silence is claimed only where the logs prove it. The store knows, per relay,
-which days its logs cover (``store.coverage``); a device's silence counts
+which days its logs cover (``store.coverage``, ``proof``); a device's silence counts
 only over the days *every* relay of ``site.yaml`` covers, and a removal
 candidate needs such a covered stretch as long as the inactivity window.
 Otherwise the review says how far the logs reach ("silence unknown since
@@ -61,7 +61,6 @@ import ipaddress
 import json
 import sqlite3
 import subprocess
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +225,8 @@ def _contact(device: model.Device) -> str:
     return f"{person.name} <{person.email}>"
 
 
-def _where(device: model.Device) -> str:
+def where(device: model.Device) -> str:
+    """What identifies the device to the relay: its login, or its address."""
     return device.account if not device.is_legacy and device.account else device.address
 
 
@@ -618,7 +618,7 @@ def _text(review: Review) -> str:
                 lines.append(f"  {item.client} (no record): {item.detail}")
                 continue
             lines.append(
-                f"  {device.name} ({device.unit}, {_where(device)}): {item.detail}; "
+                f"  {device.name} ({device.unit}, {where(device)}): {item.detail}; "
                 f"contact {_contact(device)}"
             )
     lines += ["", summary_line(review)]
@@ -649,7 +649,7 @@ def _markdown(review: Review) -> str:
                 lines.append(f"| (no record) | | `{item.client}` | {_cell(item.detail)} | |")
                 continue
             lines.append(
-                f"| `{device.name}` | {device.unit} | `{_where(device)}` | "
+                f"| `{device.name}` | {device.unit} | `{where(device)}` | "
                 f"{_cell(item.detail)} | {_cell(_contact(device))} |"
             )
     return "\n".join(lines) + "\n"
@@ -770,97 +770,3 @@ def _csv(review: Review) -> str:
     for item in review.items:
         writer.writerow({k: "" if v is None else v for k, v in _record(item).items()})
     return out.getvalue()
-
-
-# --- notices ------------------------------------------------------------------------------
-
-NOTICE_MARKER = "X-Relaygate-Review"
-
-
-def notices(review: Review) -> dict[str, str]:
-    """File name -> text of one notice per technical contact (RFC 5322, ready for sendmail -t)."""
-    by_contact: dict[str, list[Item]] = {}
-    for item in review.items:
-        if item.category in NOTICE and item.device is not None:
-            by_contact.setdefault(item.device.technical_contact.email, []).append(item)
-    found: dict[str, str] = {}
-    for email, members in sorted(by_contact.items()):
-        person = members[0].device.technical_contact  # type: ignore[union-attr]
-        names = sorted({i.name for i in members})
-        subject = (
-            f"SMTP relay access review: {len(names)} device{'s' if len(names) != 1 else ''} "
-            "need your attention"
-        )
-        lines = [
-            f"To: {person.name} <{email}>",
-            f"Subject: {subject}",
-            f"{NOTICE_MARKER}: as-of {review.as_of}",
-            "Content-Type: text/plain; charset=utf-8",
-            "",
-            f"Dear {person.name},",
-            "",
-            *_wrap(
-                f"The access review of the {review.site} SMTP relay, as of {review.as_of}, "
-                "lists these devices for which you are the technical contact. Devices that "
-                f"send no mail through the relay for {review.inactivity_days} days are removed, "
-                "and a legacy exception ends on its expiry date unless it is renewed."
-            ),
-        ]
-        for item in sorted(members, key=Item.sort_key):
-            device = item.device
-            assert device is not None
-            lines += [
-                "",
-                *_wrap(
-                    f"* {device.name} ({device.model}, {device.fqdn}, {_where(device)})", "", "  "
-                ),
-                *_wrap(f"{item.detail}.", "  ", "  "),
-                *_wrap(f"What to do: {item.action}.", "  ", "  "),
-            ]
-        lines += [
-            "",
-            *_wrap(
-                "Reply to this message if anything here is wrong. Changes are made as pull "
-                "requests to the relay inventory, reviewed like any other change."
-            ),
-            "",
-            "Mail platform team",
-        ]
-        found[f"{email}.txt"] = "\n".join(lines) + "\n"
-    return found
-
-
-def _wrap(text: str, first: str = "", rest: str = "") -> list[str]:
-    """Mail-friendly lines (72 columns); long tokens such as addresses are never broken."""
-    return textwrap.wrap(
-        text,
-        width=72,
-        initial_indent=first,
-        subsequent_indent=rest,
-        break_long_words=False,
-        break_on_hyphens=False,
-    )
-
-
-def write_notices(review: Review, folder: Path) -> list[Path]:
-    """Write the notices into ``folder``, replacing notices of earlier runs only.
-
-    A file is ours when its header carries ``NOTICE_MARKER``; other files in
-    the folder are left alone, so an old notice never lingers to be sent by
-    mistake and nothing else is deleted.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = notices(review)
-    for old in sorted(folder.glob("*.txt")):
-        if old.name not in wanted and old.is_file() and not old.is_symlink():
-            head = old.read_text(encoding="utf-8", errors="replace")[:2000]
-            if f"\n{NOTICE_MARKER}: " in head:
-                old.unlink()
-    written = []
-    for name, text in wanted.items():
-        target = folder / name
-        temporary = folder / f".{name}.tmp"
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(target)
-        written.append(target)
-    return written
