@@ -109,6 +109,7 @@ def campus(inventory: Path, run_cli) -> Path:  # type: ignore[no-untyped-def]
     _send(log, "2026-11-15 10:00:00", "10.99.0.5", times=2)
     _send(log, "2026-11-16 10:00:00", "10.9.9.11", login="svc-ghost@example.edu")
     _send(log, "2026-11-16 10:00:00", "127.0.0.1")
+    _send(log, "2026-11-16 11:00:00", "10.1.0.26")  # smtp-relay-2 handing mail on: no sender
     path = inventory.parent / "relay.log"
     path.write_text(log.text())
     # The second relay of site.yaml logged over the same days (refusals only): without its

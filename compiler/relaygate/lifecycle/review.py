@@ -45,8 +45,8 @@ Categories (``CATEGORIES``, in report order):
 * ``still-sending``: a revoked, suspended or retired record with accepted
   mail after its ``status_date`` (the refusal has not reached every relay);
 * ``unknown-sender``: mail accepted in the last window from a client no
-  record covers: an address (unauthenticated; loopback excluded, where
-  content filters re-inject) or a SASL login.
+  record covers: an address (unauthenticated; loopback, where content
+  filters re-inject, and the relays' own addresses excluded) or a SASL login.
 
 ``action`` categories make the command exit 1; ``notify`` and
 ``exception-expiring`` are advance warnings (exit 0), like validate's warnings.
@@ -287,7 +287,7 @@ def build(
         )
         items.extend(_volume_items(device, use, as_of, window, volume_factor))
     if connection is not None and proven is not None:
-        items.extend(_unknown_senders(devices, connection, as_of, window))
+        items.extend(_unknown_senders(devices, site.relay_hosts, connection, as_of, window))
     review.items = sorted(items, key=Item.sort_key)
     return review
 
@@ -421,15 +421,26 @@ def _only_rejected(device: model.Device, use: usage.Usage) -> Item:
 
 
 def _unknown_senders(
-    devices: list[model.Device], connection: sqlite3.Connection, as_of: dt.date, window: int
+    devices: list[model.Device],
+    relays: tuple[model.RelayHost, ...],
+    connection: sqlite3.Connection,
+    as_of: dt.date,
+    window: int,
 ) -> list[Item]:
-    """Clients with accepted mail in the last window that no record (of any status) covers."""
+    """Clients with accepted mail in the last window that no record (of any status) covers.
+
+    Loopback (content filters re-injecting) and the relays' own addresses (one
+    relay handing mail to another) are not senders.
+    """
     start = as_of - dt.timedelta(days=window - 1)
     covered: set[str] = set()
     index = usage.AddressIndex(store.keys(connection, "address"))
     accounts = {d.account.lower() for d in devices if d.account}
     for device in devices:
         covered.update(index.inside(device))
+    for host in relays:
+        for network in host.addresses:
+            covered.update(index.inside_network(network))
     candidates: dict[store.Kind, list[str]] = {
         "address": [
             key

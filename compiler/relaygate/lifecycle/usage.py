@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import netaddr
+
 from relaygate import model
 from relaygate.lifecycle import store
 
@@ -69,7 +71,9 @@ class AddressIndex:
             texts.append(text)
 
     def inside(self, device: model.Device) -> list[str]:
-        network = device.network
+        return self.inside_network(device.network)
+
+    def inside_network(self, network: netaddr.IPNetwork) -> list[str]:
         numbers, texts = self.by_version[network.version]
         low = bisect.bisect_left(numbers, network.first)
         high = bisect.bisect_right(numbers, network.last)
