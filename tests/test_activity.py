@@ -1546,13 +1546,22 @@ def test_a_real_copy_that_lost_its_time_is_refused(tmp_path: Path, run_cli) -> N
     assert {day for _, _, day in days(db)} == {"2021-01-27", "2021-01-28"}
 
 
-@pytest.mark.parametrize("name", ["derived-rollover-mail.log.1.gz", "derived-rollover-late.log.gz"])
-def test_a_real_new_year_inside_a_file(tmp_path: Path, run_cli, name: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("name", "year"),
+    [
+        ("derived-rollover-mail.log.1.gz", True),
+        ("derived-rollover-late.log.gz", True),
+        ("derived-rollover-mail.log.1.gz", False),  # the year from its real time instead
+    ],
+)
+def test_a_real_new_year_inside_a_file(tmp_path: Path, run_cli, name: str, year: bool) -> None:  # type: ignore[no-untyped-def]
     _require_corpus()
     db = tmp_path / "store.sqlite"
-    result = run_cli(
-        "activity", "ingest", str(SHARED_LOGS / name), "--db", str(db), "--year", "2020"
-    )
+    copy = tmp_path / name
+    shutil.copyfile(SHARED_LOGS / name, copy)
+    touch(copy, "2021-01-01 06:32:23")
+    flags = ["--year", "2020"] if year else []
+    result = run_cli("activity", "ingest", str(copy), "--db", str(db), *flags)
     assert result.code == 0, result
     login = "h-aaf4c@h-ffeb17e38996c.com"
     found = days(db)
