@@ -380,45 +380,45 @@ class _Settled:
         self.first_day = min(self.days) if self.days else None
         self.last_day = max(self.days) if self.days else None
         self.accepted = self.rejected = self.duplicates = 0
-        self.new_messages: dict[tuple[str, str], list[str]] = {}
+        self.packed: list[tuple[str, str, bytes]] = []  # day, relay, message identities
 
     def deduplicate(self, connection: sqlite3.Connection) -> None:
-        """Drop messages counted before (from any file, or earlier in this one)."""
-        known: dict[tuple[str, str], set[str]] = {}
-        new: dict[tuple[str, str], list[str]] = {}
+        """Drop messages counted before (from any file, or earlier in this one).
+
+        One relay and day at a time, each packed for the store as soon as it is
+        done: memory holds the file's messages once, not three times.
+        """
+        groups: dict[tuple[str, str], list[postfix.CountKey]] = {}
+        for key, day in self.resolved.items():
+            groups.setdefault((day, key[0]), []).append(key)
         counts = self.counts
-        for key, tally in self.correlator.messages.items():
-            day = self.resolved.get(key)
-            if day is None:
-                continue
-            for column in (0, 1):
-                if column == 0:
-                    identities = postfix.identities(tally[0])
-                    tally[0].clear()  # memory: the texts are in ``identities`` now
-                else:
-                    identities = tally[1]
-                if not identities:
-                    continue
-                where = (day, key[0])
-                seen = known.get(where)
-                if seen is None:
-                    seen = known[where] = store.seen_messages(connection, day, key[0])
-                    new[where] = []
-                fresh = set(identities)
-                if len(fresh) == len(identities) and seen.isdisjoint(fresh):  # the common case
-                    seen |= fresh
-                    new[where].extend(identities)
-                    continue
-                duplicates = 0
-                for identity in identities:
-                    if identity in seen:
-                        duplicates += 1
-                    else:
-                        seen.add(identity)
-                        new[where].append(identity)
-                counts[key][column] -= duplicates
-                self.duplicates += duplicates
-        self.new_messages = {where: found for where, found in new.items() if found}
+        for (day, relay), keys in sorted(groups.items()):
+            seen = store.seen_messages(connection, day, relay)
+            new: list[str] = []
+            for key in keys:
+                tally = self.correlator.messages[key]
+                for column in (0, 1):
+                    identities = postfix.identities(tally[0]) if column == 0 else tally[1]
+                    if not identities:
+                        continue
+                    fresh = set(identities)
+                    if len(fresh) == len(identities) and seen.isdisjoint(fresh):  # common case
+                        seen |= fresh
+                        new.extend(identities)
+                        continue
+                    duplicates = 0
+                    for identity in identities:
+                        if identity in seen:
+                            duplicates += 1
+                        else:
+                            seen.add(identity)
+                            new.append(identity)
+                    counts[key][column] -= duplicates
+                    self.duplicates += duplicates
+                tally[0].clear()  # memory: what is left of them is in ``new``
+                tally[1].clear()
+            if new:
+                self.packed.append((day, relay, store.pack_messages(new)))
         for key in self.resolved:
             accepted, rejected = counts[key]
             self.accepted += accepted
@@ -555,10 +555,7 @@ def _write(connection: sqlite3.Connection, file_id: int, settled: _Settled) -> N
     )
     connection.executemany(
         "INSERT INTO seen (day, relay, file, messages) VALUES (?, ?, ?, ?)",
-        [
-            (day, relay, file_id, store.pack_messages(found))
-            for (day, relay), found in sorted(settled.new_messages.items())
-        ],
+        [(day, relay, file_id, packed) for day, relay, packed in settled.packed],
     )
     # Queue ids still waiting for their qmgr line carry over to the next file.
     newest = settled.last_day
