@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import sys
 from collections import Counter
 
 from relaygate.lifecycle.logs import classic, formats, relay_name
@@ -141,7 +140,6 @@ class Correlator:
         relays = _RELAYS
         parse_classic = classic.parse
         parse_other = formats.parse_other
-        intern = sys.intern
         initials = classic.MONTH_INITIALS
         months = classic.MONTHS
         zone = self.zone
@@ -250,7 +248,7 @@ class Correlator:
                     tally = messages[key] = ([], [])
                 ids = tally[0]
                 ids.append(queue_id)  # joined with its time at the end: no string made here
-                ids.append(intern(at))  # a day has 86,400 of them: keep each once
+                ids.append(at)
                 last[(address, login)] = (day, at, relay, queue_id, message)
                 accepted += 1
                 used += 1
