@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -542,8 +543,8 @@ def _status_text(device: Device) -> str:
     return f"{device.status.value} ({extra})"
 
 
-def text(result: QueryResult) -> str:
-    """The query answer for a person at a terminal."""
+def text(result: QueryResult, extra: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The query answer for a person at a terminal; ``extra``: more lines per record name."""
     out: list[str] = []
     if not result.compiled:
         out.append(
@@ -574,6 +575,7 @@ def text(result: QueryResult) -> str:
         if result.compiled:
             out.append("  appears in:" if match.appearances else "  appears in: no artifact")
             out += [f"    {a.path}:{a.line}: {a.text}" for a in match.appearances]
+        out += (extra or {}).get(device.name, ())
     for answer in result.answers:
         who = f"as {answer.login}" if answer.login else "without login"
         port = f"port {answer.port}" if answer.port is not None else answer.service
@@ -585,8 +587,8 @@ def text(result: QueryResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def as_dict(result: QueryResult) -> dict[str, Any]:
-    """The query answer as plain data (the json format)."""
+def as_dict(result: QueryResult, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The query answer as plain data (the json format); ``extra``: ``activity`` per name."""
     return {
         "query": result.query,
         "as_of": result.as_of.isoformat(),
@@ -619,6 +621,7 @@ def as_dict(result: QueryResult) -> dict[str, Any]:
                 "appears_in": [
                     {"path": a.path, "line": a.line, "text": a.text} for a in m.appearances
                 ],
+                **({"activity": extra[m.device.name]} if extra and m.device.name in extra else {}),
             }
             for m in result.matches
         ],
