@@ -14,6 +14,7 @@ import pytest
 from relaygate import __version__, schema_files
 from relaygate.workflow import importer
 from tests.conftest import AS_OF, EXAMPLE, ROOT, require
+from tests.test_activity import Log, at
 
 REPO_ARGS = ("--campus", "Test College", "--platform-team", "@tc/mail", "--as-of", AS_OF)
 
@@ -427,3 +428,23 @@ def test_import_reports_a_ragged_row_and_still_imports_the_others(
     assert result.code == 1, result
     assert f":3:0: import.ragged-row: 3 cells under a header of {len(GOOD_APP)}" in result.stdout
     assert sorted(p.stem for p in (inventory / "devices").rglob("*.yaml")) == ["app-one"]
+
+
+def test_list_shows_the_day_each_device_was_last_seen(inventory: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    log = Log("smtp-relay-1")
+    log.accept(at("2026-11-20 09:00:00"), "10.20.30.41", "9A2")
+    log.accept(at("2026-11-21 10:00:00"), "10.20.30.41", "9A3")
+    log.accept(at("2026-11-22 11:00:00"), "10.60.33.20", "9A4")
+    path = inventory.parent / "relay.log"
+    path.write_text(log.text())
+    args = ("--inventory", str(inventory))
+    assert run_cli("activity", "ingest", str(path), *args, "--year", "2026").code == 0
+    result = run_cli("list", *args, "--as-of", AS_OF, "--format", "json")
+    assert result.code == 0, result
+    seen = {r["name"]: r["last_seen"] for r in json.loads(result.stdout)["records"]}
+    assert seen["lib-hodges-3f-copier"] == "2026-11-21"
+    assert seen["med-pathology-scanner"] == "2026-11-22"
+    assert seen["lib-illiad"] is None  # nothing in the logs
+    missing = run_cli("list", *args, "--db", str(inventory.parent / "nothing.sqlite"))
+    assert missing.code == 2, missing
+    assert "no activity store there" in missing.stderr
