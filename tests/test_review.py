@@ -268,6 +268,15 @@ def test_notices_one_per_contact(campus: Path, run_cli) -> None:  # type: ignore
     folder.mkdir()
     (folder / "gone@example.edu.txt").write_text("To: x\nX-Relaygate-Review: as-of 2026-01-01\n")
     (folder / "README.txt").write_text("kept: not a notice\n")
+    site = campus / "site.yaml"
+    site.write_text(
+        site.read_text().replace(
+            '  platform_team: "@example-edu/mail-platform"\n',
+            '  platform_team: "@example-edu/mail-platform"\n'
+            "  notices: {from_name: Mail Platform Team, from: mail-platform@example.edu,"
+            " reply_to: relay-requests@example.edu}\n",
+        )
+    )
     result = run_cli(
         "review", "--inventory", str(campus), "--as-of", AS_OF, "--notices", str(folder)
     )
@@ -282,8 +291,12 @@ def test_notices_one_per_contact(campus: Path, run_cli) -> None:  # type: ignore
         "sroe@example.edu.txt",
     ]
     text = (folder / "sroe@example.edu.txt").read_text()
+    # From and Reply-To from site.yaml; the approvers of the exceptions are copied.
     assert text.startswith(
+        "From: Mail Platform Team <mail-platform@example.edu>\n"
         "To: Sam Roe <sroe@example.edu>\n"
+        "Cc: Dr. Alex Dean <adean@example.edu>, Morgan Ellis <mellis@example.edu>\n"
+        "Reply-To: relay-requests@example.edu\n"
         "Subject: SMTP relay access review: 2 devices need your attention\n"
         "X-Relaygate-Review: as-of 2026-11-29\n"
         "Content-Type: text/plain; charset=utf-8\n\nDear Sam Roe,\n"

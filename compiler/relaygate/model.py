@@ -173,6 +173,8 @@ class Site:
     sender_domains: frozenset[str]
     policy: Policy
     platform_team: str
+    #: (display name, From address, Reply-To address or None) for review notices.
+    notices_from: tuple[str, str, str | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +370,14 @@ def build_site(data: dict[str, Any]) -> Site:
             ),
         ),
         platform_team=data["review"]["platform_team"],
+        notices_from=_notices_from(data["review"].get("notices")),
     )
+
+
+def _notices_from(data: dict[str, Any] | None) -> tuple[str, str, str | None] | None:
+    if data is None:
+        return None
+    return (data["from_name"], data["from"], data.get("reply_to"))
 
 
 def build_units(data: dict[str, Any]) -> dict[str, Unit]:

@@ -268,6 +268,11 @@ def review_command(
     exceptions, volume alerts, refused devices still sending), 0 otherwise.
     """
     root = inventory_root(inventory)
+    if db is not None and not db.is_file():
+        raise UsageError(
+            f"--db {db}: no activity store there (run `relaygate activity ingest` first, or"
+            " leave --db out to review without one)"
+        )
     command = ReviewCommand(
         inventory=root,
         as_of=as_of or dt.date.today(),
@@ -392,6 +397,40 @@ def revoke_command(
     _run_edit(command, lambda text: edit.revoke(text, reason, ticket, when))
 
 
+@click.command("suspend")
+@click.argument("name")
+@inventory_option
+@as_of_option
+@click.option("--reason", required=True, type=click.Choice(edit.SUSPEND_REASONS))
+@click.option("--ticket", required=True, help="The ticket recording the suspension (SEC-1234).")
+@_date_option
+def suspend_command(
+    name: str,
+    inventory: Path,
+    as_of: dt.date | None,
+    reason: str,
+    ticket: str,
+    day: dt.date | None,
+) -> None:
+    """Suspend a device: refused with its reason until reinstated (the fast revoke path)."""
+    today = as_of or dt.date.today()
+    when = day or today
+    command = EditCommand(
+        inventory_root(inventory), name, today, f"suspended ({reason}, {ticket}, {when})"
+    )
+    _run_edit(command, lambda text: edit.suspend(text, reason, ticket, when))
+
+
+@click.command("reinstate")
+@click.argument("name")
+@inventory_option
+@as_of_option
+def reinstate_command(name: str, inventory: Path, as_of: dt.date | None) -> None:
+    """Reinstate a suspended device: active again once the change is reviewed and deployed."""
+    command = EditCommand(inventory_root(inventory), name, as_of or dt.date.today(), "reinstated")
+    _run_edit(command, edit.reinstate)
+
+
 @click.command("retire")
 @click.argument("name")
 @inventory_option
@@ -442,5 +481,13 @@ def renew_command(
 
 def register(group: click.Group) -> None:
     """Add the lifecycle commands to the relaygate CLI."""
-    for command in (activity_group, review_command, revoke_command, retire_command, renew_command):
+    for command in (
+        activity_group,
+        review_command,
+        revoke_command,
+        suspend_command,
+        reinstate_command,
+        retire_command,
+        renew_command,
+    ):
         group.add_command(command)

@@ -29,8 +29,24 @@ def notices(review: Review) -> dict[str, str]:
             f"SMTP relay access review: {len(names)} device{'s' if len(names) != 1 else ''} "
             "need your attention"
         )
+        sender = review.notices_from
+        headers = [f"From: {sender[0]} <{sender[1]}>"] if sender else []
+        headers.append(f"To: {person.name} <{email}>")
+        # The Dean, Department Head or Director who approved an exception hears of it too.
+        approvers = sorted(
+            {
+                (d.exception.approver.email, d.exception.approver.name)
+                for i in members
+                if (d := i.device) is not None and d.exception is not None
+            }
+            - {(email, person.name)}
+        )
+        if approvers:
+            headers.append("Cc: " + ", ".join(f"{name} <{mail}>" for mail, name in approvers))
+        if sender and sender[2]:
+            headers.append(f"Reply-To: {sender[2]}")
         lines = [
-            f"To: {person.name} <{email}>",
+            *headers,
             f"Subject: {subject}",
             f"{NOTICE_MARKER}: as-of {review.as_of}",
             "Content-Type: text/plain; charset=utf-8",

@@ -155,6 +155,8 @@ class Review:
     store: str | None
     coverage: _Coverage | None
     reviewed: int
+    #: site.yaml review.notices: (display name, From, Reply-To or None).
+    notices_from: tuple[str, str, str | None] | None = None
     items: list[Item] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -252,6 +254,7 @@ def build(
         store=store_name,
         coverage=coverage,
         reviewed=len(devices),
+        notices_from=site.notices_from,
     )
     window = policy.inactivity_days
     warning = policy.expiry_warning_days
