@@ -109,6 +109,7 @@ RECORD = (
     "  approved_on: '2026-06-15'   # signed in person\n"
     "  expires_on: 2027-06-15\n"
     "  mod_ticket: NS-12345\n"
+    "  acknowledgment_ref: ACK-2026-0001\n"
     "\n"
     "status: active   # reviewed every June\n"
 )

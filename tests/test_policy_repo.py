@@ -179,6 +179,7 @@ LEGACY = {
     "exception.approved_on": "2026-06-15",
     "exception.expires_on": "2027-06-15",
     "exception.mod_ticket": "NS-12345",
+    "exception.acknowledgment_ref": "ACK-2026-0042",
 }
 
 

@@ -63,6 +63,7 @@ def test_exact_address_shows_record_exception_and_artifact_lines(run_cli) -> Non
             "approved_on": "2026-06-15",
             "expires_on": "2027-06-15",
             "mod_ticket": "NS-12345",
+            "acknowledgment_ref": "ACK-2026-5646",
         },
         "senders": ["hodges-scans@lib.example.edu"],
     }

@@ -170,6 +170,10 @@ def test_every_category_on_a_fixed_day(campus: Path, run_cli) -> None:  # type: 
     assert (scanner["last_accepted"], scanner["days_silent"]) == ("2025-12-10", 354)
     assert items[("exception-expired", "med-pathology-scanner")]["expires_on"] == "2026-11-20"
     assert items[("exception-expiring", "bus-ap-mfd")]["expires_on"] == "2026-12-15"
+    # Where the written acknowledgment lives, for whoever renews or retires it.
+    assert items[("exception-expiring", "bus-ap-mfd")]["detail"].endswith(
+        "approved by Chris Nakamura, acknowledgment ACK-2026-0296)"
+    )
     gate = items[("volume", "lib-gate-counter")]
     assert (gate["peak_day"], gate["peak_accepted"], gate["volume_per_day"]) == (
         "2026-11-27",

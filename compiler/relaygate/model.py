@@ -88,6 +88,8 @@ class Exception_:
     approved_on: dt.date
     expires_on: dt.date
     mod_ticket: str | None
+    #: The ticket or document holding the approver's written acknowledgment.
+    acknowledgment_ref: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +319,7 @@ def build_device(data: dict[str, Any], source: str) -> Device:
             approved_on=dt.date.fromisoformat(exception["approved_on"]),
             expires_on=dt.date.fromisoformat(exception["expires_on"]),
             mod_ticket=exception.get("mod_ticket"),
+            acknowledgment_ref=exception["acknowledgment_ref"],
         ),
         status=Status(data["status"]),
         status_reason=data.get("status_reason"),

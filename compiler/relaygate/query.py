@@ -530,7 +530,8 @@ def _exception_text(device: Device, as_of: dt.date) -> str | None:
     return (
         f"approved by {exception.approver.name} <{exception.approver.email}>"
         f" ({exception.approver.role.value}) on {exception.approved_on},"
-        f" expires {exception.expires_on} ({when}){ticket}"
+        f" expires {exception.expires_on} ({when}){ticket},"
+        f" acknowledgment {exception.acknowledgment_ref}"
     )
 
 
@@ -616,6 +617,7 @@ def as_dict(result: QueryResult, extra: Mapping[str, Any] | None = None) -> dict
                     "approved_on": m.device.exception.approved_on.isoformat(),
                     "expires_on": m.device.exception.expires_on.isoformat(),
                     "mod_ticket": m.device.exception.mod_ticket,
+                    "acknowledgment_ref": m.device.exception.acknowledgment_ref,
                 },
                 "senders": list(m.device.senders),
                 "appears_in": [

@@ -305,7 +305,9 @@ def _exception_items(device: model.Device, as_of: dt.date, warning: int) -> list
             Item(
                 "exception-expired",
                 device,
-                f"exception expired on {exception.expires_on} ({_n(-left, 'day')} ago)",
+                f"exception expired on {exception.expires_on} ({_n(-left, 'day')} ago;"
+                f" approved by {exception.approver.name}, acknowledgment"
+                f" {exception.acknowledgment_ref})",
                 "renew it (`relaygate renew`) with a new approval, or retire the device",
                 expires_on=exception.expires_on,
             )
@@ -315,7 +317,9 @@ def _exception_items(device: model.Device, as_of: dt.date, warning: int) -> list
             Item(
                 "exception-expiring",
                 device,
-                f"exception expires on {exception.expires_on} (in {_n(left, 'day')})",
+                f"exception expires on {exception.expires_on} (in {_n(left, 'day')};"
+                f" approved by {exception.approver.name}, acknowledgment"
+                f" {exception.acknowledgment_ref})",
                 "ask the approver to renew it before it expires, or plan the device's retirement",
                 expires_on=exception.expires_on,
             )

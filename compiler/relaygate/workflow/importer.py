@@ -72,6 +72,7 @@ _EXCEPTION_ORDER = (
     "approved_on",
     "expires_on",
     "mod_ticket",
+    "acknowledgment_ref",
 )
 
 
