@@ -196,9 +196,9 @@ def test_renderers_refuse_a_smuggled_sender() -> None:
             "10.9.9.9 is present",
         ),
         (
-            "postfix/sender_login",
-            lambda t: t + "evil@example.edu\tsvc-x@example.edu\n",
-            "evil@example.edu is present",
+            "postfix/logins",
+            lambda t: t + "svc-evil@example.edu\trelaygate_l_f6c72afc50d0\n",
+            "svc-evil@example.edu is present",
         ),
         (
             "acl/ios/mod-libraries-v4.acl",
