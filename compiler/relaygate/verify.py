@@ -11,10 +11,14 @@ What is proven, per target:
   a known action word or a defined class; the sender login map is exactly
   the authenticated devices' senders; every revoked or suspended device is
   refused; the relay restrictions are the compiled constant.
-- nftables: the legacy set is exactly the active legacy devices; the revoked
-  set exactly the revoked ones.
+- nftables: every set: legacy = the active legacy devices, revoked = the
+  revoked ones, suspended = the suspended legacy ones, campus = the site's
+  campus networks, and no other set.
 - ACLs: the relay-port permits of every segment (IOS and Junos, and the
-  Aerleon groups) are exactly the active legacy devices inside it.
+  Aerleon groups) are exactly the active and suspended legacy devices inside
+  it (suspended ones reach Postfix, which tells them why it refuses).
+- Postfix: see above; the login map holds exactly the active authenticated
+  records' logins, each bound to exactly its records' addresses and senders.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ from relaygate.render.postfix import syntax
 from relaygate.render.targets import render_all
 
 MANIFEST = "manifest.json"
+_NFT_SETS = frozenset(
+    f"{name}_v{version}"
+    for name in ("legacy", "revoked", "suspended", "campus")
+    for version in (4, 6)
+)
 
 
 def _canonical(text: str) -> str:
@@ -224,6 +233,13 @@ def verify(
     active = [d for d in inventory.devices if d.status is Status.ACTIVE]
     legacy = {canonical_text(d.network): _senders(d) for d in active if d.is_legacy}
     revoked = {canonical_text(d.network) for d in inventory.devices if d.status is Status.REVOKED}
+    # Suspended legacy devices reach Postfix on the relay port (nft and the ACLs
+    # admit them) so that it can tell them why they are refused.
+    suspended = {
+        canonical_text(d.network)
+        for d in inventory.devices
+        if d.status is Status.SUSPENDED and d.is_legacy
+    }
     refused = {
         canonical_text(d.network)
         for d in inventory.devices
@@ -342,13 +358,27 @@ def verify(
         revoked,
         problems,
     )
+    _compare(
+        "nftables suspended set",
+        sets.get("suspended_v4", set()) | sets.get("suspended_v6", set()),
+        suspended,
+        problems,
+    )
+    _compare(
+        "nftables campus set",
+        sets.get("campus_v4", set()) | sets.get("campus_v6", set()),
+        {canonical_text(n.prefix) for n in site.campus_networks},
+        problems,
+    )
+    for name in sorted(set(sets) - _NFT_SETS):
+        problems.append(f"nftables: set {name} is not one relaygate writes")
 
     # --- ACLs ---
     port = site.relay_port
     for segment in site.mod_segments:
         inside = {
             a
-            for a in legacy
+            for a in set(legacy) | suspended
             if any(
                 netaddr.IPNetwork(a) in p
                 for p in segment.prefixes
@@ -387,5 +417,7 @@ def verify(
             if p.version == d.network.version
         )
     }
-    _compare("Aerleon groups", in_groups, set(legacy) | authenticated_in_mod, problems)
+    _compare(
+        "Aerleon groups", in_groups, set(legacy) | authenticated_in_mod | suspended, problems
+    )
     return problems
