@@ -89,7 +89,7 @@ def run(session: dict[str, Any]) -> dict[str, Any]:
             context.verify_mode = ssl.CERT_NONE
             # smtplib names the server by the host given to SMTP(), empty here
             # (connect() was called instead); the name is not checked anyway.
-            client._host = "relay.lab.invalid"
+            client._host = "relay.lab.invalid"  # type: ignore[attr-defined]
             code, text = client.starttls(context=context)
             result["tls"] = _reply(code, text)
             code, text = client.ehlo(session.get("helo", "lab-client.example.edu"))
