@@ -3,8 +3,9 @@
 Input: a lab folder, the relay namespace, the site's ports and relay name, the
 SASL accounts to create, and a folder of compiled artifacts
 (``relaygate compile --out``). Output: a running Postfix (``postfix -c CONF``)
-that listens on the relay port (no AUTH) and the submission port (Cyrus SASL,
-PLAIN/LOGIN from a sasldb the lab made), relays everything it accepts to a
+that listens on the relay port (no AUTH) and the submission port (STARTTLS
+with a throwaway certificate, then Cyrus SASL PLAIN/LOGIN from a sasldb the
+lab made), the services named as master.cf.fragment names them, relays everything it accepts to a
 sink on 127.0.0.1 in the same namespace, and logs to a file in the lab folder.
 
 Invariants:
