@@ -21,6 +21,7 @@ from relaygate.errors import RenderRefused
 from relaygate.model import Status
 from relaygate.policy import build_policy
 from relaygate.render import Header
+from relaygate.render.postfix import syntax
 from relaygate.render.targets import render_all
 from relaygate.verify import map_entries, verify
 from tests import postfix_instance
@@ -439,8 +440,6 @@ def test_check_is_not_stale_on_a_new_day(inventory: Path, tmp_path: Path, run_cl
 
 def test_postfix_files_are_read_back_one_way() -> None:
     """One continuation rule for maps, main.cf and master.cf text (render.postfix.syntax)."""
-    from relaygate.render.postfix import syntax
-
     text = "# c\na = one,\n  two\n\n   # indented comment\nb =\n  x\tvalue\n"
     assert [(p.name, p.value, p.continued) for p in syntax.parameter_lines(text)] == [
         ("a", "one, two", True),
