@@ -41,6 +41,10 @@ def _normal(value: str) -> str:
     return " ".join(" ".join(token.split()) for token in syntax.tokens(value))
 
 
+def _setting(name: str, value: str) -> str:
+    return f"{name} = {value}" if value else f"{name} ="
+
+
 def _loopback_only(value: str) -> bool:
     return all(item in _LOOPBACK_HOSTS for item in syntax.tokens(value))
 
@@ -60,16 +64,23 @@ def widenings(
     for name, want in compiled.items():
         got = have.get(name)
         if got is None:
-            problems.append(f"main.cf: {name} is not set; relaygate compiled {name} = {want}")
+            problems.append(
+                f"main.cf: {name} is not set; relaygate compiled {_setting(name, want)}"
+            )
         elif _normal(got) != _normal(want):
-            problems.append(f"main.cf: {name} = {got}; relaygate compiled {name} = {want}")
+            problems.append(
+                f"main.cf: {_setting(name, got)}; relaygate compiled {_setting(name, want)}"
+            )
     for service, settings in sorted(compiled_services.items()):
         for name, want in settings.items():
             got = have_services.get(service, {}).get(name)
-            if got is None or _normal(got) != _normal(want):
-                shown = "not set" if got is None else f"-o {name}={got}"
+            if got is None:
                 problems.append(
-                    f"master.cf: {service} has {shown}; relaygate compiled -o {name}={want}"
+                    f"master.cf: {service} lacks -o {name}={want}, which relaygate compiled"
+                )
+            elif _normal(got) != _normal(want):
+                problems.append(
+                    f"master.cf: {service} has -o {name}={got}; relaygate compiled -o {name}={want}"
                 )
     for service, settings in sorted(have_services.items()):
         if _LOOPBACK_SERVICE.fullmatch(service.rpartition("/")[0]):
@@ -81,7 +92,7 @@ def widenings(
             if _normal(got) != _normal(compiled[name]):
                 problems.append(
                     f"master.cf: {service} overrides -o {name}={got}, which replaces the"
-                    f" compiled {name} = {compiled[name]} for that service"
+                    f" compiled {_setting(name, compiled[name])} for that service"
                 )
     problems += _hand_offs(have, have_services)
     if postconf_m is not None:
