@@ -19,6 +19,7 @@ import pytest
 from relaygate import compile as compile_
 from relaygate.errors import RenderRefused
 from relaygate.model import Status
+from relaygate.pipeline import validate
 from relaygate.policy import build_policy
 from relaygate.render import Header
 from relaygate.render.postfix import syntax
@@ -546,3 +547,24 @@ def test_widenings_names_every_way_a_relay_departs_from_the_policy() -> None:
     )
     xclient = main + "smtpd_authorized_xclient_hosts = 127.0.0.1, [::1]\n"
     assert widenings(artifacts, xclient, master + loopback, services) == []
+
+
+@pytest.mark.parametrize(
+    ("block", "rules"),
+    [
+        ("allow_null_sender:\n  reason: Sends delivery reports for failed scan jobs.\n", []),
+        ("allow_null_sender: {}\n", ["schema.required"]),
+        ("allow_null_sender: true\n", ["schema.type"]),
+        ("allow_null_sender:\n  reason: short\n", ["schema.length"]),
+    ],
+)
+def test_null_sender_opt_in_needs_a_reason(inventory: Path, block: str, rules: list[str]) -> None:
+    record = inventory / "devices" / "libraries" / "lib-hodges-3f-copier.yaml"
+    record.write_text(record.read_text() + block)
+    result = validate(inventory, DAY)
+    assert [f.rule for f in result.findings if f.severity.value == "error"] == rules
+    if not rules:
+        assert result.inventory is not None
+        (device,) = [d for d in result.inventory.devices if d.name == "lib-hodges-3f-copier"]
+        assert device.allow_null_sender
+        assert device.null_sender_reason == "Sends delivery reports for failed scan jobs."
