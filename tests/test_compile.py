@@ -22,8 +22,8 @@ from relaygate.model import Status
 from relaygate.pipeline import validate
 from relaygate.policy import build_policy
 from relaygate.render import Header
-from relaygate.render.postfix import syntax
-from relaygate.render.postfix.effective import widenings
+from relaygate.render.postfix import artifact_kind, syntax
+from relaygate.render.postfix.effective import missing_prerequisites, widenings
 from relaygate.render.targets import render_all
 from relaygate.verify import map_entries, verify
 from tests import postfix_instance
@@ -568,3 +568,26 @@ def test_null_sender_opt_in_needs_a_reason(inventory: Path, block: str, rules: l
         (device,) = [d for d in result.inventory.devices if d.name == "lib-hodges-3f-copier"]
         assert device.allow_null_sender
         assert device.null_sender_reason == "Sends delivery reports for failed scan jobs."
+
+
+def test_artifact_kinds_and_relay_prerequisites() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    kinds = {p: artifact_kind(p) for p in artifacts if p.startswith("postfix/")}
+    assert kinds["postfix/main.cf.fragment"] == "main.cf"
+    assert kinds["postfix/master.cf.fragment"] == "master.cf"
+    assert kinds["postfix/legacy_clients.cidr"] == "cidr"
+    assert {p for p, k in kinds.items() if k == "lmdb"} >= {
+        "postfix/legacy_clients",
+        "postfix/logins",
+        "postfix/refused_logins",
+        "postfix/senders/relaygate_s_0ac233217595",
+    }
+    ready_n = "smtpd_tls_cert_file = /etc/ssl/relay.pem\n"
+    ready_m = "tlsmgr unix - - y 1000? 1 tlsmgr\nsmtp inet n - y - - smtpd\n"
+    assert missing_prerequisites(ready_n, ready_m) == []
+    assert missing_prerequisites("", "smtp inet n - y - - smtpd\n") == [
+        "main.cf: no smtpd_tls_cert_file or smtpd_tls_chain_files: the submission service"
+        " offers AUTH only after STARTTLS, which needs a certificate",
+        "master.cf: no tlsmgr service: STARTTLS fails (454 TLS not available)",
+    ]

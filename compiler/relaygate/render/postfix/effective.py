@@ -137,3 +137,21 @@ def _hand_offs(
                 " from a proxy header, which the compiled client checks would then trust"
             )
     return problems
+
+
+def missing_prerequisites(postconf_n: str, postconf_m: str) -> list[str]:
+    """What the relay lacks for the compiled policy to work (it fails closed without it).
+
+    The submission service requires STARTTLS before AUTH: without a certificate,
+    or without the ``tlsmgr`` service, no device can log in there.
+    """
+    have = syntax.parameters(postconf_n)
+    problems = []
+    if not (have.get("smtpd_tls_cert_file") or have.get("smtpd_tls_chain_files")):
+        problems.append(
+            "main.cf: no smtpd_tls_cert_file or smtpd_tls_chain_files: the submission"
+            " service offers AUTH only after STARTTLS, which needs a certificate"
+        )
+    if not any(s.command == "tlsmgr" for s in syntax.services(postconf_m)):
+        problems.append("master.cf: no tlsmgr service: STARTTLS fails (454 TLS not available)")
+    return problems
