@@ -35,7 +35,7 @@ from relaygate.render.postfix import (
     service_name,
     syntax,
 )
-from relaygate.render.postfix.effective import widenings
+from relaygate.render.postfix.effective import missing_prerequisites, widenings
 from relaygate.render.targets import render_all
 from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
 from tests.postfix_instance import RunningRelay, free_port
@@ -382,8 +382,9 @@ def test_an_override_that_widens_the_policy_is_detected(tmp_path: Path) -> None:
                 running.postconf("-M"),
             )
 
-        # Positive control: the relay as deployed widens nothing.
+        # Positive control: the relay as deployed widens nothing and lacks nothing.
         assert effective() == []
+        assert missing_prerequisites(running.postconf("-n"), running.postconf("-M")) == []
         assert not running.relay("ceo@evil.example", client=HODGES[0]).accepted
         compiled = syntax.parameters(artifacts["postfix/main.cf.fragment"])
         service = f"{relay_port}/inet"
