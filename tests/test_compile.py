@@ -23,7 +23,11 @@ from relaygate.pipeline import validate
 from relaygate.policy import build_policy
 from relaygate.render import Header, postfix
 from relaygate.render.postfix import artifact_kind, syntax
-from relaygate.render.postfix.effective import missing_prerequisites, widenings
+from relaygate.render.postfix.effective import (
+    missing_prerequisites,
+    stale_parameters,
+    widenings,
+)
 from relaygate.render.targets import render_all
 from relaygate.verify import map_entries, verify
 from tests import postfix_instance
@@ -616,3 +620,21 @@ def test_every_fragment_line_fits_one_postconf_argument() -> None:
     )
     assert listed == [*senders, *logins]
     assert postfix.main_cf([], {})["smtpd_restriction_classes"] == ""
+
+
+def test_stale_parameters_are_the_old_classes_and_retired_settings() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    main, _master, _services = _as_postconf(artifacts)
+    assert stale_parameters(artifacts, main) == []
+    old = (
+        "relaygate_s_000000000000 = check_sender_access lmdb:x\n"
+        "relaygate_classes_2 = relaygate_s_000000000000\n"
+        "smtpd_sender_login_maps = lmdb:${config_directory}/relaygate/sender_login\n"
+        "smtpd_sender_restrictions = reject_non_fqdn_sender\n"
+    )
+    assert stale_parameters(artifacts, main + old) == [
+        "relaygate_classes_2",
+        "relaygate_s_000000000000",
+        "smtpd_sender_login_maps",
+    ]
