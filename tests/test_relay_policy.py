@@ -430,3 +430,32 @@ def test_an_override_that_widens_the_policy_is_detected(tmp_path: Path) -> None:
             f"master.cf: {submission_port}/inet has -o smtpd_tls_auth_only=no;"
             " relaygate compiled -o smtpd_tls_auth_only=yes"
         ]
+
+
+# -- item 5: suspended legacy devices reach Postfix through every target ----------------------
+
+
+def test_suspended_device_hears_why_and_every_target_lets_it_through(
+    relay: RunningRelay, compiled: tuple[Path, dict[str, str]]
+) -> None:
+    clinic = "2001:db8:1060:330::2a"
+    reason = "relay access suspended: under investigation (SEC-4478)"
+    artifacts = compiled[1]
+    # nft admits it to the relay port, and so does its segment's ACL (IOS, Junos, Aerleon).
+    assert f'{clinic}/128 comment "med-clinic-copier"' in artifacts["nftables/relay.nft"]
+    assert "tcp dport 25 ip6 saddr @suspended_v6 accept" in artifacts["nftables/relay.nft"]
+    assert (
+        f" permit tcp host {clinic} host 2001:db8:1001::25 eq 25"
+        in (artifacts["acl/ios/mod-medicine-v6.acl"])
+    )
+    assert f"{clinic}/128;" in artifacts["acl/junos/mod-medicine-v6.conf"]
+    assert f"    {clinic}/128" in artifacts["acl/aerleon/RELAYGATE.net"]
+    # Postfix then refuses it with the reason, and query says the same.
+    outcome = relay.relay("clinic-front-desk@med.example.edu", client=clinic)
+    assert outcome.refusal is not None and f"Client host rejected: {reason}" in outcome.refusal.text
+    decision = _simulated(artifacts).decide(
+        netaddr.IPAddress(clinic), "clinic-front-desk@med.example.edu", None
+    )
+    assert (decision.action, decision.reason) == ("REJECT", reason)
+    # Positive control: an active legacy device in the same segment relays.
+    assert relay.relay("pathology-scans@med.example.edu", client="10.60.33.20").accepted
