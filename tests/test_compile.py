@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from relaygate import compile as compile_
-from relaygate.errors import RenderRefused
+from relaygate.errors import InternalError, RenderRefused
 from relaygate.model import Status
 from relaygate.pipeline import validate
 from relaygate.policy import build_policy
@@ -28,6 +28,7 @@ from relaygate.render.postfix.effective import (
     stale_parameters,
     widenings,
 )
+from relaygate.render.postfix.probes import health_probes
 from relaygate.render.targets import render_all
 from relaygate.verify import map_entries, verify
 from tests import postfix_instance
@@ -638,3 +639,23 @@ def test_stale_parameters_are_the_old_classes_and_retired_settings() -> None:
         "relaygate_s_000000000000",
         "smtpd_sender_login_maps",
     ]
+
+
+def test_health_probes_follow_the_compiled_policy() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    probes = health_probes(artifacts, 25, 587)
+    assert [(p.what, p.service, p.accept) for p in probes[:3]] == [
+        ("legacy device, its own sender", "smtp", True),
+        ("legacy device, a foreign sender", "smtp", False),
+        ("legacy device, null sender", "smtp", False),
+    ]
+    assert {p.service for p in probes} == {"smtp", "submission"}
+    # Artifacts under which a negative probe would be accepted are not probed: an error.
+    widened = dict(artifacts)
+    widened["postfix/main.cf.fragment"] = widened["postfix/main.cf.fragment"].replace(
+        "smtpd_relay_restrictions = permit_mynetworks,",
+        "smtpd_relay_restrictions = permit_mynetworks, permit,",
+    )
+    with pytest.raises(InternalError, match="health probe 'legacy device, a foreign sender'"):
+        health_probes(widened, 25, 587)
