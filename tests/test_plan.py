@@ -477,7 +477,7 @@ EXPECTED = {
         ],
         "summary": {
             "approvals": 2,
-            "artifacts_changed": 0,
+            "artifacts_changed": 2,
             "devices_gaining": 1,
             "devices_losing": 1,
             "files_changed": 0,
@@ -672,7 +672,7 @@ EXPECTED = {
         ],
         "summary": {
             "approvals": 3,
-            "artifacts_changed": 20,
+            "artifacts_changed": 29,
             "devices_gaining": 0,
             "devices_losing": 13,
             "files_changed": 0,
@@ -845,7 +845,8 @@ KEY_LINES = {
             "      address: 10.60.50.8/29 -> 10.60.50.0/28",
             "  risk.prefix-broadened  med-appointment-reminders: address 10.60.50.8/29 ->"
             " 10.60.50.0/28 (8 -> 16 addresses)",
-            "  no artifact changes",
+            # The login is bound to its address: the login class follows the prefix.
+            "  postfix/logins (changed)",
         ],
         ["  - `address`: `10.60.50.8/29` -> `10.60.50.0/28`"],
     ),
