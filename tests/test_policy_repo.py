@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from relaygate import __version__, schema_files
-from relaygate.workflow import importer
+from relaygate import __version__, model, schema_files
+from relaygate.workflow import importer, listing
 from tests.conftest import AS_OF, EXAMPLE, ROOT, require
 from tests.test_activity import Log, at
 
@@ -449,3 +449,66 @@ def test_list_shows_the_day_each_device_was_last_seen(inventory: Path, run_cli) 
     missing = run_cli("list", *args, "--db", str(inventory.parent / "nothing.sqlite"))
     assert missing.code == 2, missing
     assert "no activity store there" in missing.stderr
+
+
+def test_import_judges_each_row_as_a_new_record_under_the_pull_request_rule(
+    policy_repo: Path, run_cli
+) -> None:  # type: ignore[no-untyped-def]
+    # No NetReg reservation: for a record already in the inventory that is a warning (the
+    # relay refuses it); a row is a new record, so it is refused and not written.
+    inventory = policy_repo / "inventory"
+    table = write_csv(policy_repo / "l.csv", [LEGACY], list(LEGACY))
+    result = run_cli("import", "--inventory", str(inventory), "--csv", str(table), "--as-of", AS_OF)
+    assert result.code == 1, result
+    address = list(LEGACY).index("address") + 1
+    assert (
+        f":2:{address}: legacy.netreg-no-reservation: NetReg has no reservation for 10.30.0.15;"
+        " this change adds or edits the record"
+    ) in result.stdout
+    assert list((inventory / "devices").rglob("*.yaml")) == []
+    # Positive control: with the reservation the same row is written.
+    with_reservation(policy_repo, run_cli)
+    result = run_cli("import", "--inventory", str(inventory), "--csv", str(table), "--as-of", AS_OF)
+    assert result.code == 0, result
+    assert [p.stem for p in (inventory / "devices").rglob("*.yaml")] == ["copier-1"]
+
+
+def test_netreg_import_refuses_an_export_that_drops_most_reservations(
+    inventory: Path, run_cli, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    before = (inventory / "netreg.yaml").read_text()
+    export = tmp_path / "partial.csv"
+    export.write_text(
+        "address,fqdn,type,mac,note\n10.5.30.8,papercut-db.oit.example.edu,static,,\n"
+    )
+    args = ("netreg", "import", "--inventory", str(inventory), "--csv", str(export))
+    result = run_cli(*args)
+    assert result.code == 1, result
+    kept = before.count("{address:")
+    assert f":0:0: import.mass-removal: the export drops {kept - 1} of {kept} reservations" in (
+        result.stdout
+    )
+    assert (inventory / "netreg.yaml").read_text() == before
+    empty = tmp_path / "empty.csv"
+    empty.write_text("address,fqdn,type,mac,note\n")
+    assert run_cli(*args[:-1], str(empty)).code == 1
+    assert (inventory / "netreg.yaml").read_text() == before
+    # Said on purpose, the same export is written.
+    result = run_cli(*args, "--allow-removals")
+    assert result.code == 0, result
+    assert f"1 reservations (0 added, {kept - 1} removed, 0 changed); written" in result.stdout
+
+
+def test_list_says_when_the_relay_refuses_an_active_record(run_cli) -> None:  # type: ignore[no-untyped-def]
+    # oit-dc-ups-nmc's exception expires on 2027-05-10: from that day on the relay refuses it.
+    before = run_cli(
+        "list", "--inventory", str(EXAMPLE), "--as-of", "2027-05-09", "--format", "json"
+    )
+    after = run_cli(
+        "list", "--inventory", str(EXAMPLE), "--as-of", "2027-05-10", "--format", "json"
+    )
+    ups = {r["name"]: r for r in json.loads(before.stdout)["records"]}["oit-dc-ups-nmc"]
+    assert (ups["status"], ups["lapse"]) == ("active", None)
+    ups = {r["name"]: r for r in json.loads(after.stdout)["records"]}["oit-dc-ups-nmc"]
+    assert (ups["status"], ups["lapse"]) == ("active", "refused: exception expired")
+    assert set(listing.LAPSE_TEXT) == set(model.LAPSE_REASONS.values())

@@ -131,8 +131,17 @@ def netreg_group() -> None:
     help="The day of the export (YYYY-MM-DD); default: today.",
 )
 @click.option("--dry-run", is_flag=True, help="Check the export; write nothing.")
+@click.option(
+    "--allow-removals",
+    is_flag=True,
+    help="Accept an export that drops more reservations than policy.mass_change_share.",
+)
 def netreg_import_command(
-    inventory: Path, csv_path: Path, exported_on: dt.date | None, dry_run: bool
+    inventory: Path,
+    csv_path: Path,
+    exported_on: dt.date | None,
+    dry_run: bool,
+    allow_removals: bool,
 ) -> None:
     """Replace netreg.yaml with a NetReg export, if every row is good."""
     result = netreg_import.run(
@@ -141,6 +150,7 @@ def netreg_import_command(
         display_path(csv_path.resolve()),
         exported_on or dt.date.today(),
         write=not dry_run,
+        allow_removals=allow_removals,
     )
     for problem in result.problems:
         click.echo(problem.text(result.shown))
@@ -191,7 +201,7 @@ def list_command(
             last = found[device.source].last
             if last is not None:
                 last_seen[device.name] = dt.date.fromisoformat(last.at[:10])
-    rows = listing.entries(result.devices, root, last_seen)
+    rows = listing.entries(result.devices, root, last_seen, result.lapsed)
     click.echo(listing.FORMATS[output_format](rows), nl=False)
     listed = {device.source for device in result.devices}
     unlisted = sorted({f.path for f in result.findings if f.rule.startswith("schema.")} - listed)
