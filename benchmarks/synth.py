@@ -475,6 +475,7 @@ def generate(root: Path, records: int, seed: int = 0) -> None:
                 "    - support-may-be-discontinued",
                 *_exception_dates(rng, status, status_date),
                 f"  mod_ticket: NS-{10000 + index}",
+                f"  acknowledgment_ref: ACK-{10000 + index}",
             ]
         lines.append(f"status: {status}")
         if status_date is not None:

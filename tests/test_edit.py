@@ -74,8 +74,9 @@ def test_every_record_keeps_every_other_line_and_validates(inventory: Path, oper
         assert added, path
         edit.write_atomic(path, after)
         edited += 1
-    # Every live record can be revoked or retired; every live legacy record renewed.
-    assert edited == {"revoke": 33, "retire": 33, "renew": 15}[operation]
+    # Every live record can be retired, every live record that is not revoked already
+    # revoked (a second revocation would overwrite the first), every live legacy record renewed.
+    assert edited == {"revoke": 32, "retire": 33, "renew": 15}[operation]
     result = validate(inventory, TODAY)
     assert [f.as_text() for f in result.findings if f.is_error] == []
 
@@ -108,6 +109,7 @@ RECORD = (
     "  approved_on: '2026-06-15'   # signed in person\n"
     "  expires_on: 2027-06-15\n"
     "  mod_ticket: NS-12345\n"
+    "  acknowledgment_ref: ACK-2026-0001\n"
     "\n"
     "status: active   # reviewed every June\n"
 )
@@ -349,3 +351,64 @@ def test_unknown_records_and_repeated_edits(inventory: Path, run_cli) -> None:  
 
 def _shown(inventory: Path) -> str:
     return display_path(inventory)
+
+
+def _edit(run_cli, inventory: Path, *args: str):  # type: ignore[no-untyped-def]
+    return run_cli(*args[:2], "--inventory", str(inventory), "--as-of", AS_OF, *args[2:])
+
+
+def test_a_second_revoke_keeps_the_first_on_record(inventory: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    path = inventory / "devices/libraries/lib-gate-counter.yaml"
+    first = _edit(run_cli, inventory, "revoke", "lib-gate-counter", "--reason", "spam",
+                  "--ticket", "SEC-1", "--date", "2026-11-01")  # fmt: skip
+    assert first.code == 0, first
+    text = path.read_text()
+    again = _edit(run_cli, inventory, "revoke", "lib-gate-counter", "--reason", "phishing",
+                  "--ticket", "SEC-2")  # fmt: skip
+    assert again.code == 1, again
+    assert "already revoked (spam, 2026-11-01, SEC-1); the first revocation stays" in again.stderr
+    assert path.read_text() == text
+
+
+def test_suspend_then_reinstate(inventory: Path, run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = inventory / "devices/libraries/lib-hodges-3f-copier.yaml"
+    original = path.read_text()
+    done = _edit(run_cli, inventory, "suspend", "lib-hodges-3f-copier", "--reason",
+                 "investigation", "--ticket", "SEC-7")  # fmt: skip
+    assert done.code == 0, done
+    assert "+status: suspended\n+status_reason: investigation\n+status_date: 2026-11-29\n" in (
+        done.stdout
+    )
+    out = tmp_path / "out"
+    assert (
+        run_cli("compile", "--inventory", str(inventory), "--as-of", AS_OF, "--out", str(out)).code
+        == 0
+    )
+    refused = (out / "postfix/refused_clients").read_text()
+    assert "10.20.30.41\tREJECT relay access suspended" in refused
+    assert "10.20.30.41" not in (out / "postfix/legacy_clients").read_text()
+    # A suspended record is not suspended twice, nor revoked records reinstated.
+    twice = _edit(run_cli, inventory, "suspend", "lib-hodges-3f-copier", "--reason", "spam",
+                  "--ticket", "SEC-8")  # fmt: skip
+    assert twice.code == 1 and "only an active record is suspended" in twice.stderr
+    back = _edit(run_cli, inventory, "reinstate", "lib-hodges-3f-copier")
+    assert back.code == 0, back
+    assert path.read_text() == original  # every byte as before the suspension
+    revoked = _edit(run_cli, inventory, "revoke", "lib-gate-counter", "--reason", "spam",
+                    "--ticket", "SEC-9")  # fmt: skip
+    assert revoked.code == 0
+    refused_back = _edit(run_cli, inventory, "reinstate", "lib-gate-counter")
+    assert refused_back.code == 1
+    assert "only a suspended record is reinstated (a revoked device needs a new request)" in (
+        refused_back.stderr
+    )
+
+
+def test_review_with_a_missing_store_is_a_usage_error(inventory: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    missing = inventory.parent / "no-such.sqlite"
+    result = run_cli(
+        "review", "--inventory", str(inventory), "--as-of", AS_OF, "--db", str(missing)
+    )
+    assert result.code == 2, result
+    assert "no activity store there" in result.stderr
+    assert not missing.exists()

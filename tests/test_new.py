@@ -32,6 +32,7 @@ PLOTTER_FLAGS = [
     "--approved-on", "2026-11-20",
     "--expires-on", "2027-11-19",
     "--mod-ticket", "NS-12650",
+    "--acknowledgment-ref", "ACK-2026-0150",
 ]  # fmt: skip
 
 PLOTTER = """\
@@ -61,6 +62,7 @@ exception:
   approved_on: 2026-11-20
   expires_on: 2027-11-19
   mod_ticket: NS-12650
+  acknowledgment_ref: ACK-2026-0150
 status: active
 """
 
@@ -217,6 +219,7 @@ def test_prompts_for_what_is_missing(run_cli, inventory: Path, monkeypatch) -> N
         "y",
         "y",
         "y",
+        "ACK-2026-0150",
     ]
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(answers) + "\n"))
     result = run_cli(
@@ -280,6 +283,7 @@ def test_each_answer_is_checked_as_it_is_typed(run_cli, inventory: Path, monkeyp
         "y",
         "y",
         "y",
+        "ACK-2026-0150",
     ]
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(answers) + "\n"))
     result = run_cli("new", "--inventory", str(inventory), "--as-of", AS_OF, "--prompt")

@@ -91,6 +91,7 @@ exception:
   approved_on: 2026-11-20
   expires_on: 2027-11-19
   mod_ticket: NS-12601
+  acknowledgment_ref: ACK-2026-0160
 status: active
 """
 
@@ -194,7 +195,10 @@ EXPECTED = {
         "approvals": [
             {
                 "kind": "exception-approver",
-                "reasons": ["exception for lib-map-scanner (director, University Libraries)"],
+                "reasons": [
+                    "exception for lib-map-scanner (director, University Libraries;"
+                    " acknowledgment ACK-2026-0160)"
+                ],
                 "who": "Morgan Ellis <mellis@example.edu>",
             },
             {
@@ -473,7 +477,7 @@ EXPECTED = {
         ],
         "summary": {
             "approvals": 2,
-            "artifacts_changed": 0,
+            "artifacts_changed": 2,
             "devices_gaining": 1,
             "devices_losing": 1,
             "files_changed": 0,
@@ -668,7 +672,7 @@ EXPECTED = {
         ],
         "summary": {
             "approvals": 3,
-            "artifacts_changed": 20,
+            "artifacts_changed": 29,
             "devices_gaining": 0,
             "devices_losing": 13,
             "files_changed": 0,
@@ -779,7 +783,8 @@ KEY_LINES = {
             "  risk.legacy-exception-new  lib-map-scanner: new unauthenticated (auth ip) access"
             " from 10.20.30.99 (a new record)",
             "  [exception approver] Morgan Ellis <mellis@example.edu>",
-            "      exception for lib-map-scanner (director, University Libraries)",
+            "      exception for lib-map-scanner (director, University Libraries;"
+            " acknowledgment ACK-2026-0160)",
             "  + lib-map-scanner (libraries) inventory/devices/libraries/lib-map-scanner.yaml",
             "  lib-map-scanner: gains relay from 10.20.30.99 on port 25 without login, senders:"
             " map-scans@lib.example.edu",
@@ -791,7 +796,7 @@ KEY_LINES = {
             "| `risk.legacy-exception-new` | `lib-map-scanner` | `new unauthenticated (auth ip)"
             " access from 10.20.30.99 (a new record)` |",
             "- [ ] `Morgan Ellis <mellis@example.edu>` (exception approver): `exception for"
-            " lib-map-scanner (director, University Libraries)`",
+            " lib-map-scanner (director, University Libraries; acknowledgment ACK-2026-0160)`",
             "- [ ] `@example-edu/mail-platform` (platform team): `risk.legacy-exception-new:"
             " lib-map-scanner`; `risk.sender-added: lib-map-scanner`; `changed"
             " inventory/netreg.yaml`",
@@ -840,7 +845,8 @@ KEY_LINES = {
             "      address: 10.60.50.8/29 -> 10.60.50.0/28",
             "  risk.prefix-broadened  med-appointment-reminders: address 10.60.50.8/29 ->"
             " 10.60.50.0/28 (8 -> 16 addresses)",
-            "  no artifact changes",
+            # The login is bound to its address: the login class follows the prefix.
+            "  postfix/logins (changed)",
         ],
         ["  - `address`: `10.60.50.8/29` -> `10.60.50.0/28`"],
     ),
@@ -1193,12 +1199,18 @@ def test_exception_renewed_and_term_extended(tmp_path: Path, run_cli) -> None:  
         {
             "kind": "exception-approver",
             "who": "Dr. Alex Dean <adean@example.edu>",
-            "reasons": ["exception for lib-hodges-3f-copier (dean, University Libraries)"],
+            "reasons": [
+                "exception for lib-hodges-3f-copier (dean, University Libraries;"
+                " acknowledgment ACK-2026-5646)"
+            ],
         },
         {
             "kind": "exception-approver",
             "who": "Morgan Ellis <mellis@example.edu>",
-            "reasons": ["exception for lib-gate-counter (director, University Libraries)"],
+            "reasons": [
+                "exception for lib-gate-counter (director, University Libraries;"
+                " acknowledgment ACK-2026-0778)"
+            ],
         },
     ]
     assert plan["access"] == []  # the relay answers the same; only the paperwork moved

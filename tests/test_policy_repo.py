@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from relaygate import __version__, schema_files
-from relaygate.workflow import importer
+from relaygate import __version__, model, schema_files
+from relaygate.workflow import importer, listing
 from tests.conftest import AS_OF, EXAMPLE, ROOT, require
+from tests.test_activity import Log, at
 
 REPO_ARGS = ("--campus", "Test College", "--platform-team", "@tc/mail", "--as-of", AS_OF)
 
@@ -178,6 +179,7 @@ LEGACY = {
     "exception.approved_on": "2026-06-15",
     "exception.expires_on": "2027-06-15",
     "exception.mod_ticket": "NS-12345",
+    "exception.acknowledgment_ref": "ACK-2026-0042",
 }
 
 
@@ -427,3 +429,86 @@ def test_import_reports_a_ragged_row_and_still_imports_the_others(
     assert result.code == 1, result
     assert f":3:0: import.ragged-row: 3 cells under a header of {len(GOOD_APP)}" in result.stdout
     assert sorted(p.stem for p in (inventory / "devices").rglob("*.yaml")) == ["app-one"]
+
+
+def test_list_shows_the_day_each_device_was_last_seen(inventory: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    log = Log("smtp-relay-1")
+    log.accept(at("2026-11-20 09:00:00"), "10.20.30.41", "9A2")
+    log.accept(at("2026-11-21 10:00:00"), "10.20.30.41", "9A3")
+    log.accept(at("2026-11-22 11:00:00"), "10.60.33.20", "9A4")
+    path = inventory.parent / "relay.log"
+    path.write_text(log.text())
+    args = ("--inventory", str(inventory))
+    assert run_cli("activity", "ingest", str(path), *args, "--year", "2026").code == 0
+    result = run_cli("list", *args, "--as-of", AS_OF, "--format", "json")
+    assert result.code == 0, result
+    seen = {r["name"]: r["last_seen"] for r in json.loads(result.stdout)["records"]}
+    assert seen["lib-hodges-3f-copier"] == "2026-11-21"
+    assert seen["med-pathology-scanner"] == "2026-11-22"
+    assert seen["lib-illiad"] is None  # nothing in the logs
+    missing = run_cli("list", *args, "--db", str(inventory.parent / "nothing.sqlite"))
+    assert missing.code == 2, missing
+    assert "no activity store there" in missing.stderr
+
+
+def test_import_judges_each_row_as_a_new_record_under_the_pull_request_rule(
+    policy_repo: Path, run_cli
+) -> None:  # type: ignore[no-untyped-def]
+    # No NetReg reservation: for a record already in the inventory that is a warning (the
+    # relay refuses it); a row is a new record, so it is refused and not written.
+    inventory = policy_repo / "inventory"
+    table = write_csv(policy_repo / "l.csv", [LEGACY], list(LEGACY))
+    result = run_cli("import", "--inventory", str(inventory), "--csv", str(table), "--as-of", AS_OF)
+    assert result.code == 1, result
+    address = list(LEGACY).index("address") + 1
+    assert (
+        f":2:{address}: legacy.netreg-no-reservation: NetReg has no reservation for 10.30.0.15;"
+        " this change adds or edits the record"
+    ) in result.stdout
+    assert list((inventory / "devices").rglob("*.yaml")) == []
+    # Positive control: with the reservation the same row is written.
+    with_reservation(policy_repo, run_cli)
+    result = run_cli("import", "--inventory", str(inventory), "--csv", str(table), "--as-of", AS_OF)
+    assert result.code == 0, result
+    assert [p.stem for p in (inventory / "devices").rglob("*.yaml")] == ["copier-1"]
+
+
+def test_netreg_import_refuses_an_export_that_drops_most_reservations(
+    inventory: Path, run_cli, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    before = (inventory / "netreg.yaml").read_text()
+    export = tmp_path / "partial.csv"
+    export.write_text(
+        "address,fqdn,type,mac,note\n10.5.30.8,papercut-db.oit.example.edu,static,,\n"
+    )
+    args = ("netreg", "import", "--inventory", str(inventory), "--csv", str(export))
+    result = run_cli(*args)
+    assert result.code == 1, result
+    kept = before.count("{address:")
+    assert f":0:0: import.mass-removal: the export drops {kept - 1} of {kept} reservations" in (
+        result.stdout
+    )
+    assert (inventory / "netreg.yaml").read_text() == before
+    empty = tmp_path / "empty.csv"
+    empty.write_text("address,fqdn,type,mac,note\n")
+    assert run_cli(*args[:-1], str(empty)).code == 1
+    assert (inventory / "netreg.yaml").read_text() == before
+    # Said on purpose, the same export is written.
+    result = run_cli(*args, "--allow-removals")
+    assert result.code == 0, result
+    assert f"1 reservations (0 added, {kept - 1} removed, 0 changed); written" in result.stdout
+
+
+def test_list_says_when_the_relay_refuses_an_active_record(run_cli) -> None:  # type: ignore[no-untyped-def]
+    # oit-dc-ups-nmc's exception expires on 2027-05-10: from that day on the relay refuses it.
+    before = run_cli(
+        "list", "--inventory", str(EXAMPLE), "--as-of", "2027-05-09", "--format", "json"
+    )
+    after = run_cli(
+        "list", "--inventory", str(EXAMPLE), "--as-of", "2027-05-10", "--format", "json"
+    )
+    ups = {r["name"]: r for r in json.loads(before.stdout)["records"]}["oit-dc-ups-nmc"]
+    assert (ups["status"], ups["lapse"]) == ("active", None)
+    ups = {r["name"]: r for r in json.loads(after.stdout)["records"]}["oit-dc-ups-nmc"]
+    assert (ups["status"], ups["lapse"]) == ("active", "refused: exception expired")
+    assert set(listing.LAPSE_TEXT) == set(model.LAPSE_REASONS.values())

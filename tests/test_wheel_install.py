@@ -106,7 +106,9 @@ def test_the_wheel_serves_a_policy_repository_of_its_own(tmp_path: Path) -> None
         env,
     )
     assert "artifacts changed" in compiled.stdout
-    assert "app@example.edu" in (repo / "build/relay/postfix/sender_login").read_text()
+    assert (
+        "svc-app-one@example.edu\trelaygate_l_" in (repo / "build/relay/postfix/logins").read_text()
+    )
     # The deploy playbook and its roles ship in the wheel.
     shown = run([relaygate, "deploy", "--show-path"], repo, env).stdout.strip()
     assert shown.startswith(str(environment)), shown

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import click
@@ -25,6 +26,7 @@ from relaygate.cliutil import (
     inventory_root,
 )
 from relaygate.errors import UsageError
+from relaygate.lifecycle import store, usage
 from relaygate.pipeline import display_path, validate
 from relaygate.plan import build_plan
 from relaygate.report import FORMATTERS, summary_line
@@ -129,8 +131,17 @@ def netreg_group() -> None:
     help="The day of the export (YYYY-MM-DD); default: today.",
 )
 @click.option("--dry-run", is_flag=True, help="Check the export; write nothing.")
+@click.option(
+    "--allow-removals",
+    is_flag=True,
+    help="Accept an export that drops more reservations than policy.mass_change_share.",
+)
 def netreg_import_command(
-    inventory: Path, csv_path: Path, exported_on: dt.date | None, dry_run: bool
+    inventory: Path,
+    csv_path: Path,
+    exported_on: dt.date | None,
+    dry_run: bool,
+    allow_removals: bool,
 ) -> None:
     """Replace netreg.yaml with a NetReg export, if every row is good."""
     result = netreg_import.run(
@@ -139,6 +150,7 @@ def netreg_import_command(
         display_path(csv_path.resolve()),
         exported_on or dt.date.today(),
         write=not dry_run,
+        allow_removals=allow_removals,
     )
     for problem in result.problems:
         click.echo(problem.text(result.shown))
@@ -164,11 +176,33 @@ def netreg_import_command(
     default="text",
     show_default=True,
 )
-def list_command(inventory: Path, as_of: dt.date | None, output_format: str) -> None:
+@click.option(
+    "--db",
+    "db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The activity store for last_seen (default: .relaygate/activity.sqlite beside it).",
+)
+def list_command(
+    inventory: Path, as_of: dt.date | None, output_format: str, db: Path | None
+) -> None:
     """The register: every record with its unit, auth, status, expiry and last activity."""
     root = inventory_root(inventory)
-    result = validate(root, as_of or dt.date.today())
-    click.echo(listing.FORMATS[output_format](listing.entries(result.devices, root)), nl=False)
+    day = as_of or dt.date.today()
+    result = validate(root, day)
+    last_seen: dict[str, dt.date] = {}
+    path = db or store.default_path(root)
+    if db is not None and not db.is_file():
+        raise UsageError(f"{db}: no activity store there (run `relaygate activity ingest`)")
+    if path.is_file() and result.devices:
+        with closing(store.connect(path)) as connection:
+            found = usage.usages(result.devices, connection, day)
+        for device in result.devices:
+            last = found[device.source].last
+            if last is not None:
+                last_seen[device.name] = dt.date.fromisoformat(last.at[:10])
+    rows = listing.entries(result.devices, root, last_seen, result.lapsed)
+    click.echo(listing.FORMATS[output_format](rows), nl=False)
     listed = {device.source for device in result.devices}
     unlisted = sorted({f.path for f in result.findings if f.rule.startswith("schema.")} - listed)
     if unlisted:

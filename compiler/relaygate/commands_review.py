@@ -30,7 +30,8 @@ from relaygate.cliutil import (
     inventory_root,
 )
 from relaygate.errors import UsageError
-from relaygate.pipeline import validate
+from relaygate.lifecycle import store, usage
+from relaygate.pipeline import display_path, validate
 from relaygate.report import FORMATTERS, summary_line
 
 # --- plan ----------------------------------------------------------------------------
@@ -293,11 +294,20 @@ class QueryOptions:
     sender: str | None
     login: str | None
     format: str
+    db: Path
 
 
 @click.command("query")
 @inventory_option
 @as_of_option
+@click.option(
+    "--db",
+    "db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The activity store for the activity lines "
+    "(default: .relaygate/activity.sqlite beside the inventory).",
+)
 @click.argument("address_or_name")
 @click.option("--sender", default=None, help="Also show what the relay answers to MAIL FROM:<S>.")
 @click.option(
@@ -319,15 +329,22 @@ def query_command(
     sender: str | None,
     login: str | None,
     output_format: str,
+    db: Path | None,
 ) -> None:
-    """Which record covers an address (or has a name), where it appears, what the relay says."""
+    """Which record covers an address (or has a name), where it appears, what the relay says.
+
+    With an activity store (relaygate activity ingest), each record also shows
+    its last accepted message, its last rejection and its last 30 days' volume.
+    """
+    root = inventory_root(inventory)
     options = QueryOptions(
-        inventory=inventory_root(inventory),
+        inventory=root,
         as_of=as_of or dt.date.today(),
         query=address_or_name,
         sender=sender,
         login=login,
         format=output_format,
+        db=db or store.default_path(root),
     )
     built = compile_.build(options.inventory, options.as_of)
     site, units = plan_.site_and_units(options.inventory)
@@ -341,10 +358,16 @@ def query_command(
         sender=options.sender,
         login=options.login,
     )
+    lines, data = usage.for_query(
+        options.db,
+        display_path(options.db),
+        [m.device for m in result.matches],
+        options.as_of,
+    )
     if options.format == "json":
-        click.echo(json.dumps(query.as_dict(result), indent=2, sort_keys=True))
+        click.echo(json.dumps(query.as_dict(result, data), indent=2, sort_keys=True))
     else:
-        click.echo(query.text(result), nl=False)
+        click.echo(query.text(result, lines), nl=False)
     sys.exit(EXIT_OK if result.found else EXIT_FINDINGS)
 
 

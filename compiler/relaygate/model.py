@@ -42,6 +42,9 @@ class Auth(enum.StrEnum):
 
 
 LEGACY_AUTH = frozenset({Auth.IP, Auth.NONE})
+#: How Postfix looks up the null sender in access maps (smtpd_null_access_lookup_key,
+#: pinned to this value by the compiled main.cf fragment).
+NULL_SENDER_KEY = "<>"
 
 
 class Status(enum.StrEnum):
@@ -88,6 +91,8 @@ class Exception_:
     approved_on: dt.date
     expires_on: dt.date
     mod_ticket: str | None
+    #: The ticket or document holding the approver's written acknowledgment.
+    acknowledgment_ref: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,20 @@ class Device:
     status_date: dt.date | None
     status_ticket: str | None
     source: str
+    #: Why this record may send with the null sender (``allow_null_sender.reason``);
+    #: None (the default) refuses the null sender for it on every relay path.
+    null_sender_reason: str | None = None
+
+    @property
+    def allow_null_sender(self) -> bool:
+        return self.null_sender_reason is not None
+
+    @property
+    def relay_senders(self) -> tuple[str, ...]:
+        """The sender keys the relay allows this record, sorted: its senders, and the
+        null sender's access-map key ``<>`` when it opts in (``allow_null_sender``)."""
+        extra = (NULL_SENDER_KEY,) if self.allow_null_sender else ()
+        return tuple(sorted((*self.senders, *extra)))
 
     @property
     def is_legacy(self) -> bool:
@@ -173,6 +192,8 @@ class Site:
     sender_domains: frozenset[str]
     policy: Policy
     platform_team: str
+    #: (display name, From address, Reply-To address or None) for review notices.
+    notices_from: tuple[str, str, str | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,12 +336,14 @@ def build_device(data: dict[str, Any], source: str) -> Device:
             approved_on=dt.date.fromisoformat(exception["approved_on"]),
             expires_on=dt.date.fromisoformat(exception["expires_on"]),
             mod_ticket=exception.get("mod_ticket"),
+            acknowledgment_ref=exception["acknowledgment_ref"],
         ),
         status=Status(data["status"]),
         status_reason=data.get("status_reason"),
         status_date=status_date,
         status_ticket=data.get("status_ticket"),
         source=source,
+        null_sender_reason=(data.get("allow_null_sender") or {}).get("reason"),
     )
 
 
@@ -368,7 +391,14 @@ def build_site(data: dict[str, Any]) -> Site:
             ),
         ),
         platform_team=data["review"]["platform_team"],
+        notices_from=_notices_from(data["review"].get("notices")),
     )
+
+
+def _notices_from(data: dict[str, Any] | None) -> tuple[str, str, str | None] | None:
+    if data is None:
+        return None
+    return (data["from_name"], data["from"], data.get("reply_to"))
 
 
 def build_units(data: dict[str, Any]) -> dict[str, Unit]:

@@ -294,7 +294,8 @@ def needed_approvals(
             "exception-approver",
             who,
             (login,) if login else (),
-            f"exception for {new.name} ({detail})",
+            f"exception for {new.name} ({detail}; acknowledgment"
+            f" {new.exception.acknowledgment_ref})",
         )
     site = head.site or base.site
     platform = site.platform_team if site else "(site.yaml review.platform_team)"

@@ -145,7 +145,7 @@ def build_policy(inventory: Inventory) -> Policy:
             continue
         if device.status is not Status.ACTIVE:
             continue
-        senders = tuple(sorted(device.senders))
+        senders = device.relay_senders
         if device.is_legacy:
             name = class_name(senders)
             classes.setdefault(name, SenderClass(name, senders))

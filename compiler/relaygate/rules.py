@@ -536,6 +536,13 @@ _ALL: list[Rule] = [
         "keep one row per record; change an existing record by editing its file",
     ),
     Rule(
+        "import.mass-removal",
+        E,
+        "a NetReg export that drops more reservations than the site's mass-change share",
+        "check the export is complete; if the reservations really went, repeat with"
+        " --allow-removals",
+    ),
+    Rule(
         "import.ragged-row",
         E,
         "a CSV row with more or fewer cells than the header",

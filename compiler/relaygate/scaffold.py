@@ -94,6 +94,11 @@ FIELDS: dict[str, Field] = {
         Field("approved_on", "--approved-on", "Approved on (YYYY-MM-DD)"),
         Field("expires_on", "--expires-on", "Expires on (YYYY-MM-DD)"),
         Field("mod_ticket", "--mod-ticket", "MOD network ticket (e.g. NS-12345)"),
+        Field(
+            "acknowledgment_ref",
+            "--acknowledgment-ref",
+            "Ticket or document holding the approver's written acknowledgment",
+        ),
         Field("acknowledged", "--acknowledge", "Acknowledgments", ACKNOWLEDGMENTS),
         Field("status", "--status", "Status", STATUSES),
         Field("status_reason", "--status-reason", "Status reason", STATUS_REASONS),
@@ -125,6 +130,7 @@ _LEGACY = (
     "expires_on",
     "mod_ticket",
     "acknowledged",
+    "acknowledgment_ref",
 )
 _INACTIVE = ("status_reason", "status_date")
 
@@ -287,7 +293,14 @@ def record_data(values: Mapping[str, Any], units: dict[str, model.Unit] | None) 
             "email": values.get("contact_email"),
         }
     put("netreg", values.get("netreg"))
-    exception_keys = ("approver", "justification", "approved_on", "expires_on", "mod_ticket")
+    exception_keys = (
+        "approver",
+        "justification",
+        "approved_on",
+        "expires_on",
+        "mod_ticket",
+        "acknowledgment_ref",
+    )
     if any(_given(values.get(k)) for k in (*exception_keys, "acknowledged")):
         exception: dict[str, Any] = {}
         if _given(values.get("approver")):
@@ -306,6 +319,8 @@ def record_data(values: Mapping[str, Any], units: dict[str, model.Unit] | None) 
                 exception[key] = _date_text(values[key])
         if _given(values.get("mod_ticket")):
             exception["mod_ticket"] = values["mod_ticket"]
+        if _given(values.get("acknowledgment_ref")):
+            exception["acknowledgment_ref"] = values["acknowledgment_ref"]
         data["exception"] = exception
     data["status"] = values.get("status") or "active"
     put("status_reason", values.get("status_reason"))

@@ -32,11 +32,13 @@ from relaygate.cliutil import (
 )
 from relaygate.errors import UsageError
 from relaygate.findings import Finding
-from relaygate.lifecycle import activity, edit, review
+from relaygate.lifecycle import edit, ingest, review, store
+from relaygate.lifecycle import notices as notice_files
+from relaygate.lifecycle.logs.files import Source
 from relaygate.pipeline import display_path, validate
 from relaygate.report import FORMATTERS, summary_line
 
-# --- activity ingest ------------------------------------------------------------------
+# --- activity ---------------------------------------------------------------------------
 
 
 def _db_option(function: Any) -> Any:
@@ -56,33 +58,34 @@ def _store_path(db: Path | None, inventory: Path) -> Path:
         raise UsageError(
             f"inventory folder {inventory} not found; give --inventory DIR or --db PATH"
         )
-    return activity.default_path(inventory)
+    return store.default_path(inventory)
 
 
 @dataclass(frozen=True, slots=True)
 class IngestCommand:
     logs: tuple[Path, ...]
     db: Path
-    options: activity.IngestOptions
+    options: ingest.IngestOptions
     progress: bool
 
 
 @contextmanager
-def _progress_bars(enabled: bool) -> Iterator[Callable[[Path], activity.Progress] | None]:
+def _progress_bars(enabled: bool) -> Iterator[Callable[[Source], ingest.Progress | None] | None]:
     """A progress bar per file on stderr, only when stderr is a terminal."""
     if not enabled:
         yield None
         return
     current: list[ExitStack] = []
 
-    def start(path: Path) -> activity.Progress:
+    def start(source: Source) -> ingest.Progress | None:
         if current:  # finish the previous file's bar before the next one starts
             current.pop().close()
+        if source.size is None:  # standard input or a pipe: no length to show
+            return None
         stack = ExitStack()
         current.append(stack)
-        size = path.stat().st_size if path.exists() else 0
         bar = stack.enter_context(
-            click.progressbar(length=max(size, 1), label=path.name, file=sys.stderr)
+            click.progressbar(length=max(source.size, 1), label=source.path.name, file=sys.stderr)
         )
         return bar.update
 
@@ -102,18 +105,16 @@ def _zone(name: str | None) -> dt.tzinfo | None:
         raise UsageError(f"--tz {name!r} is not a time zone ({error})") from error
 
 
+_LOGS = click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True)
+
+
 @click.group("activity")
 def activity_group() -> None:
-    """Read relay logs into the activity store."""
+    """Read relay logs into the activity store; list or forget what was read."""
 
 
 @activity_group.command("ingest")
-@click.argument(
-    "logs",
-    nargs=-1,
-    required=True,
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-)
+@click.argument("logs", nargs=-1, required=True, type=_LOGS)
 @inventory_option
 @_db_option
 @click.option(
@@ -121,38 +122,98 @@ def activity_group() -> None:
     type=click.IntRange(1970, 9999),
     default=None,
     help="Classic syslog lines carry no year: the year of each file's first line "
-    "(default: inferred from the file's modification time).",
+    "(default: inferred from the file's modification time, checked against its last line).",
 )
 @click.option(
     "--tz",
     "zone",
     default=None,
-    help="Time zone for journalctl JSON timestamps (default: this machine's zone).",
+    help="Time zone for journal instants (-o json, json-seq, short-unix); "
+    "default: this machine's zone.",
 )
+@as_of_option
 def ingest_command(
-    logs: tuple[Path, ...], inventory: Path, db: Path | None, year: int | None, zone: str | None
+    logs: tuple[Path, ...],
+    inventory: Path,
+    db: Path | None,
+    year: int | None,
+    zone: str | None,
+    as_of: dt.date | None,
 ) -> None:
-    """Read Postfix logs (syslog, RFC 5424, journalctl -o json; .gz/.bz2/.xz too).
+    """Read Postfix logs: syslog, RFC 3339, RFC 5424, journalctl exports; .gz/.bz2/.xz; - is stdin.
 
     Files already read are recognised by content, not name, so rotated copies
-    are not counted twice, and a log that grew is read from where the last
-    run stopped.
+    are not counted twice; a log that grew is read from where the last run
+    stopped; a message held by several files or exports is counted once. Days
+    after --as-of (default: today) are refused.
     """
     command = IngestCommand(
         logs=logs,
         db=_store_path(db, inventory),
-        options=activity.IngestOptions(year=year, zone=_zone(zone)),
+        options=ingest.IngestOptions(year=year, zone=_zone(zone), as_of=as_of),
         progress=sys.stderr.isatty(),
     )
     with (
-        closing(activity.connect(command.db)) as connection,
+        closing(store.connect(command.db)) as connection,
         _progress_bars(command.progress) as bars,
     ):
-        report = activity.ingest(connection, command.logs, command.options, bars)
+        report = ingest.ingest(connection, command.logs, command.options, bars)
     for result in report.files:
-        click.echo(activity.describe(result))
-    click.echo(activity.summary(report))
+        click.echo(ingest.describe(result))
+    click.echo(ingest.summary(report))
     sys.exit(EXIT_FINDINGS if report.failed else EXIT_OK)
+
+
+@activity_group.command("forget")
+@click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True))
+@inventory_option
+@_db_option
+def forget_command(logs: tuple[Path, ...], inventory: Path, db: Path | None) -> None:
+    """Remove what files contributed to the store, so they can be ingested again.
+
+    A file that exists is found by its content (as ingest finds it); a path
+    that no longer exists by the path the store recorded.
+    """
+    path = _store_path(db, inventory)
+    if not path.exists():
+        raise UsageError(f"no activity store at {display_path(path)}")
+    with closing(store.connect(path)) as connection:
+        done = ingest.forget(connection, logs)
+    missing = 0
+    for item in done:
+        if item.found is None:
+            missing += 1
+            click.echo(f"{item.path}: not in the activity store; nothing forgotten")
+            continue
+        days = f" ({item.found.first_day} .. {item.found.last_day})" if item.found.first_day else ""
+        click.echo(
+            f"{item.path}: forgotten: {item.found.accepted} accepted and {item.found.rejected} "
+            f"rejected messages{days} no longer counted; ingest it again to count it anew"
+        )
+    sys.exit(EXIT_FINDINGS if missing else EXIT_OK)
+
+
+@activity_group.command("files")
+@inventory_option
+@_db_option
+def files_command(inventory: Path, db: Path | None) -> None:
+    """List the files the store has read, and the days each relay's logs cover."""
+    path = _store_path(db, inventory)
+    if not path.exists():
+        raise UsageError(f"no activity store at {display_path(path)}")
+    with closing(store.connect(path)) as connection:
+        stored = store.files(connection)
+        covered = store.coverage(connection)
+    for item in stored:
+        days = f"{item.first_day} .. {item.last_day}" if item.first_day else "no days"
+        click.echo(
+            f"{item.path}: {days}, {item.lines} lines, {item.accepted} accepted, "
+            f"{item.rejected} rejected"
+        )
+    for relay, spans in covered.relays.items():
+        shown = ", ".join(f"{s.first} .. {s.last}" for s in spans)
+        click.echo(f"relay {relay}: {shown}")
+    click.echo(f"{len(stored)} files")
 
 
 # --- review ----------------------------------------------------------------------------
@@ -207,6 +268,11 @@ def review_command(
     exceptions, volume alerts, refused devices still sending), 0 otherwise.
     """
     root = inventory_root(inventory)
+    if db is not None and not db.is_file():
+        raise UsageError(
+            f"--db {db}: no activity store there (run `relaygate activity ingest` first, or"
+            " leave --db out to review without one)"
+        )
     command = ReviewCommand(
         inventory=root,
         as_of=as_of or dt.date.today(),
@@ -215,7 +281,7 @@ def review_command(
         notices=notices,
         volume_factor=volume_factor,
     )
-    connection = activity.connect(command.db) if command.db.exists() else None
+    connection = store.connect(command.db) if command.db.exists() else None
     try:
         result = review.run(
             command.inventory,
@@ -235,7 +301,7 @@ def review_command(
         result.notes.insert(0, f"no activity store at {display_path(command.db)}")
     click.echo(review.FORMATS[command.format](result), nl=False)
     if command.notices is not None:
-        written = review.write_notices(result, command.notices)
+        written = notice_files.write_notices(result, command.notices)
         click.echo(f"wrote {len(written)} notices to {display_path(command.notices)}", err=True)
     sys.exit(EXIT_FINDINGS if result.needs_action else EXIT_OK)
 
@@ -331,6 +397,40 @@ def revoke_command(
     _run_edit(command, lambda text: edit.revoke(text, reason, ticket, when))
 
 
+@click.command("suspend")
+@click.argument("name")
+@inventory_option
+@as_of_option
+@click.option("--reason", required=True, type=click.Choice(edit.SUSPEND_REASONS))
+@click.option("--ticket", required=True, help="The ticket recording the suspension (SEC-1234).")
+@_date_option
+def suspend_command(
+    name: str,
+    inventory: Path,
+    as_of: dt.date | None,
+    reason: str,
+    ticket: str,
+    day: dt.date | None,
+) -> None:
+    """Suspend a device: refused with its reason until reinstated (the fast revoke path)."""
+    today = as_of or dt.date.today()
+    when = day or today
+    command = EditCommand(
+        inventory_root(inventory), name, today, f"suspended ({reason}, {ticket}, {when})"
+    )
+    _run_edit(command, lambda text: edit.suspend(text, reason, ticket, when))
+
+
+@click.command("reinstate")
+@click.argument("name")
+@inventory_option
+@as_of_option
+def reinstate_command(name: str, inventory: Path, as_of: dt.date | None) -> None:
+    """Reinstate a suspended device: active again once the change is reviewed and deployed."""
+    command = EditCommand(inventory_root(inventory), name, as_of or dt.date.today(), "reinstated")
+    _run_edit(command, edit.reinstate)
+
+
 @click.command("retire")
 @click.argument("name")
 @inventory_option
@@ -381,5 +481,13 @@ def renew_command(
 
 def register(group: click.Group) -> None:
     """Add the lifecycle commands to the relaygate CLI."""
-    for command in (activity_group, review_command, revoke_command, retire_command, renew_command):
+    for command in (
+        activity_group,
+        review_command,
+        revoke_command,
+        suspend_command,
+        reinstate_command,
+        retire_command,
+        renew_command,
+    ):
         group.add_command(command)

@@ -15,7 +15,7 @@ compared with what was intended; any difference (a multi-line scalar, a flow
 mapping) refuses the edit instead of writing something else.
 
 ``find_record`` and ``write_atomic`` do the file work; the operations
-(``revoke``, ``retire``, ``renew``) are pure text -> text.
+(``revoke``, ``suspend``, ``reinstate``, ``retire``, ``renew``) are pure text -> text.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from relaygate.pipeline import DEVICES_DIR
 
 REVOKE_REASONS = ("spam", "phishing", "compromised", "request")
 RETIRE_REASONS = ("inactive", "request")
+SUSPEND_REASONS = ("investigation", "spam", "phishing", "compromised", "request")
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9._/@+-]*|\d{4}-\d{2}-\d{2}")
 # Plain words that YAML 1.1 reads as booleans or null: always quoted.
 _SPECIAL = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
@@ -227,10 +228,56 @@ def revoke(text: str, reason: str, ticket: str, day: dt.date) -> str:
     """Revoke: the record is refused explicitly (a reject map entry and a firewall drop)."""
     if reason not in REVOKE_REASONS:
         raise EditError(f"--reason must be one of {', '.join(REVOKE_REASONS)}")
-    status, _ = _status_of(text)
+    status, data = _status_of(text)
     if status == "retired":
         raise EditError("the record is retired: it grants nothing, so there is nothing to revoke")
+    if status == "revoked":
+        asked = (reason, day.isoformat(), ticket)
+        if tuple(str(data.get(k)) for k in ("status_reason", "status_date", "status_ticket")) == (
+            asked
+        ):
+            return text  # the same revocation again: nothing to change
+        raise EditError(
+            f"the record is already revoked ({_status_note(data)}); the first revocation stays"
+            " on record"
+        )
     return apply(text, _status_changes("revoked", reason, day, ticket))
+
+
+def _status_note(data: dict[str, Any]) -> str:
+    parts = [data.get("status_reason"), data.get("status_date"), data.get("status_ticket")]
+    return ", ".join(str(part) for part in parts if part) or "no reason recorded"
+
+
+def suspend(text: str, reason: str, ticket: str, day: dt.date) -> str:
+    """Suspend: refused for now (Postfix says why), with the record kept for a reinstatement."""
+    if reason not in SUSPEND_REASONS:
+        raise EditError(f"--reason must be one of {', '.join(SUSPEND_REASONS)}")
+    status, data = _status_of(text)
+    if status != "active":
+        raise EditError(
+            f"the record is {status} ({_status_note(data)}): only an active record is suspended"
+        )
+    return apply(text, _status_changes("suspended", reason, day, ticket))
+
+
+def reinstate(text: str) -> str:
+    """Reinstate a suspended record: active again, its suspension fields removed."""
+    status, _ = _status_of(text)
+    if status != "suspended":
+        raise EditError(
+            f"the record is {status}: only a suspended record is reinstated"
+            + (" (a revoked device needs a new request)" if status == "revoked" else "")
+        )
+    return apply(
+        text,
+        [
+            Change(("status",), "active"),
+            Change(("status_reason",), None),
+            Change(("status_date",), None),
+            Change(("status_ticket",), None),
+        ],
+    )
 
 
 def retire(text: str, reason: str, day: dt.date, ticket: str | None = None) -> str:

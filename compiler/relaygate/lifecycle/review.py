@@ -4,24 +4,37 @@ Input: the inventory (every record that could be read, even when the
 inventory has errors: an expired exception is an error, and the review is
 where it gets handled), the activity store (may be absent), the as-of day and
 the site policy (``inactivity_days``, ``expiry_warning_days``). Output: a
-``Review`` (items by category, sorted by category then record name), text in
-one of the registered formats, and one ready-to-send notice per technical
-contact. Nothing is sent and nothing reads the clock: "today" is ``as_of``,
+``Review`` (items by category, sorted by category then record name) and its
+text in one of the registered formats (``notices`` turns it into messages
+for the technical contacts). Nothing reads the clock: "today" is ``as_of``,
 and only days up to it count.
 
 A device is matched to the store by its address (a host, or every logged
-address inside its prefix) when it is legacy (``auth: ip|none``), and by its
-account (SASL login, compared case-insensitively) when it authenticates.
-Only accepted mail is activity; rejected attempts are reported beside it.
+address inside its prefix) when it is legacy (``auth: ip|none``), counting
+only mail that arrived unauthenticated from there, and by its account (SASL
+login, compared case-insensitively) when it authenticates (``usage``). Only
+accepted mail is activity; rejected attempts are reported beside it.
+
+Silence is claimed only where the logs prove it. The store knows, per relay,
+which days its logs cover (``store.coverage``, ``proof``); a device's silence counts
+only over the days *every* relay of ``site.yaml`` covers, and a removal
+candidate needs such a covered stretch as long as the inactivity window.
+Otherwise the review says how far the logs reach ("silence unknown since
+DATE on relay X"). Relays named in the logs but not in ``site.yaml``, and
+relays of ``site.yaml`` without logs, are reported in notes.
 
 Categories (``CATEGORIES``, in report order):
 
-* ``inactive``: active, last accepted mail ``inactivity_days`` or more ago
-  (a removal candidate);
-* ``never-seen``: active, no accepted mail at all, and silent for the window
-  since it was approved: since the later of the record's approval (the day
-  its file was added in git, else ``exception.approved_on``) and the first
-  day the logs cover (a removal candidate);
+* ``inactive``: active, last accepted mail ``inactivity_days`` or more ago,
+  and the logs cover that silence (a removal candidate);
+* ``never-seen``: active, no accepted mail and no rejected attempt at all,
+  and silent, in covered logs, for the window since its approval (the day its
+  file was added in git, else ``exception.approved_on``, else the first day
+  the logs cover) (a removal candidate);
+* ``only-rejected``: active, no accepted mail, yet rejected attempts: it tries
+  to send and is refused;
+* ``silence-unknown``: silent for the window or longer as far as the logs go,
+  but they do not cover it (ingest the missing logs);
 * ``notify``: active and silent for less than the window but within
   ``expiry_warning_days`` of it;
 * ``exception-expired`` / ``exception-expiring``: an active legacy record
@@ -30,7 +43,10 @@ Categories (``CATEGORIES``, in report order):
   times its ``volume_per_day`` on some day of the last window (possible
   compromise);
 * ``still-sending``: a revoked, suspended or retired record with accepted
-  mail after its ``status_date`` (the refusal has not reached every relay).
+  mail after its ``status_date`` (the refusal has not reached every relay);
+* ``unknown-sender``: mail accepted in the last window from a client no
+  record covers: an address (unauthenticated; loopback, where content
+  filters re-inject, and the relays' own addresses excluded) or a SASL login.
 
 ``action`` categories make the command exit 1; ``notify`` and
 ``exception-expiring`` are advance warnings (exit 0), like validate's warnings.
@@ -38,7 +54,6 @@ Categories (``CATEGORIES``, in report order):
 
 from __future__ import annotations
 
-import bisect
 import csv
 import datetime as dt
 import io
@@ -46,13 +61,12 @@ import ipaddress
 import json
 import sqlite3
 import subprocess
-import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from relaygate import model, schema
-from relaygate.lifecycle import activity
+from relaygate.lifecycle import proof, store, usage
 from relaygate.load import Limits, load_document
 from relaygate.pipeline import DEVICES_DIR, SITE_FILE, display_path, validate
 
@@ -60,17 +74,39 @@ CATEGORIES: dict[str, str] = {
     "inactive": "no accepted mail for the inactivity window or longer (removal candidates)",
     "never-seen": "no accepted mail ever, and approved longer than the window ago "
     "(removal candidates)",
+    "only-rejected": "no accepted mail ever, but rejected attempts: it tries to send and is "
+    "refused",
+    "silence-unknown": "silent as far as the logs go, but the logs do not cover the window",
     "notify": "silent and approaching the inactivity window (notify the contact)",
     "exception-expired": "the legacy exception has expired (renew or retire)",
     "exception-expiring": "the legacy exception expires inside the warning window",
     "volume": "a day far above the estimated volume (possible compromise)",
     "still-sending": "revoked, suspended or retired, yet mail was accepted after the status date",
+    "unknown-sender": "mail accepted from a client no record covers",
 }
 #: Categories that need action now (the command exits 1 when any is listed).
-ACTION = frozenset({"inactive", "never-seen", "exception-expired", "volume", "still-sending"})
+ACTION = frozenset(
+    {
+        "inactive",
+        "never-seen",
+        "only-rejected",
+        "exception-expired",
+        "volume",
+        "still-sending",
+        "unknown-sender",
+    }
+)
 #: Categories a technical contact is told about in a notice.
 NOTICE = frozenset(
-    {"inactive", "never-seen", "notify", "exception-expired", "exception-expiring", "volume"}
+    {
+        "inactive",
+        "never-seen",
+        "only-rejected",
+        "notify",
+        "exception-expired",
+        "exception-expiring",
+        "volume",
+    }
 )
 DEFAULT_VOLUME_FACTOR = 10.0
 
@@ -81,10 +117,10 @@ class ReviewError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One record in one category, with the facts that put it there."""
+    """One record (or, for ``unknown-sender``, one client) in one category, with its facts."""
 
     category: str
-    device: model.Device
+    device: model.Device | None
     detail: str
     action: str
     last_accepted: dt.date | None = None
@@ -94,9 +130,19 @@ class Item:
     peak_day: dt.date | None = None
     peak_accepted: int | None = None
     rejected: int = 0
+    covered_days: int | None = None
+    client: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.device.name if self.device is not None else self.client or ""
 
     def sort_key(self) -> tuple[int, str, str]:
-        return (list(CATEGORIES).index(self.category), self.device.name, self.device.source)
+        source = self.device.source if self.device is not None else ""
+        return (list(CATEGORIES).index(self.category), self.name, source)
+
+
+_Coverage = store.Coverage
 
 
 @dataclass(slots=True)
@@ -107,8 +153,10 @@ class Review:
     warning_days: int
     volume_factor: float
     store: str | None
-    coverage: activity.Coverage | None
+    coverage: _Coverage | None
     reviewed: int
+    #: site.yaml review.notices: (display name, From, Reply-To or None).
+    notices_from: tuple[str, str, str | None] | None = None
     items: list[Item] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -118,100 +166,6 @@ class Review:
     @property
     def needs_action(self) -> bool:
         return any(item.category in ACTION for item in self.items)
-
-
-# --- activity per device ----------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Activity:
-    days: dict[dt.date, list[int]] = field(default_factory=dict)  # day -> [accepted, rejected]
-    last: activity.LastMessage | None = None
-
-    @property
-    def last_day(self) -> dt.date | None:
-        seen = [day for day, (accepted, _) in self.days.items() if accepted]
-        return max(seen) if seen else None
-
-    @property
-    def rejected(self) -> int:
-        return sum(rejected for _, rejected in self.days.values())
-
-
-class _AddressIndex:
-    """Logged addresses, sorted per IP version, so a prefix finds its members by bisection."""
-
-    def __init__(self, logged: Iterable[str]) -> None:
-        self.by_version: dict[int, tuple[list[int], list[str]]] = {4: ([], []), 6: ([], [])}
-        parsed = []
-        for text in logged:
-            try:
-                address = ipaddress.ip_address(text)
-            except ValueError:
-                continue
-            parsed.append((address.version, int(address), text))
-        for version, number, text in sorted(parsed):
-            numbers, texts = self.by_version[version]
-            numbers.append(number)
-            texts.append(text)
-
-    def inside(self, device: model.Device) -> list[str]:
-        network = device.network
-        numbers, texts = self.by_version[network.version]
-        low = bisect.bisect_left(numbers, network.first)
-        high = bisect.bisect_right(numbers, network.last)
-        return texts[low:high]
-
-
-def _device_keys(
-    devices: Iterable[model.Device],
-    connection: sqlite3.Connection,
-) -> dict[str, tuple[activity.Kind, list[str]]]:
-    """Each device's store keys: its addresses (legacy) or its login (authenticated)."""
-    index = _AddressIndex(activity.keys(connection, "address"))
-    logins: dict[str, list[str]] = {}
-    for login in activity.keys(connection, "login"):
-        logins.setdefault(login.lower(), []).append(login)
-    found: dict[str, tuple[activity.Kind, list[str]]] = {}
-    for device in devices:
-        if device.is_legacy or device.account is None:
-            found[device.source] = ("address", index.inside(device))
-        else:
-            found[device.source] = ("login", logins.get(device.account.lower(), []))
-    return found
-
-
-def _activities(
-    devices: list[model.Device], connection: sqlite3.Connection, as_of: dt.date
-) -> dict[str, _Activity]:
-    keys = _device_keys(devices, connection)
-    rows: dict[tuple[activity.Kind, str], list[activity.DayCount]] = {}
-    lasts: dict[tuple[activity.Kind, str], activity.LastMessage] = {}
-    for kind in ("address", "login"):
-        wanted = {k for kind_, members in keys.values() if kind_ == kind for k in members}
-        for count in activity.day_counts(connection, kind, wanted, as_of):
-            rows.setdefault((kind, count.key), []).append(count)
-        for key, message in activity.last_messages(connection, kind, wanted).items():
-            lasts[(kind, key)] = message
-    found: dict[str, _Activity] = {}
-    end_of_day = f"{as_of.isoformat()}T99"
-    for device in devices:
-        kind, members = keys[device.source]
-        seen = _Activity()
-        for key in members:
-            for count in rows.get((kind, key), []):
-                slot = seen.days.setdefault(count.day, [0, 0])
-                slot[0] += count.accepted
-                slot[1] += count.rejected
-            candidate = lasts.get((kind, key))
-            if (
-                candidate is not None
-                and candidate.at <= end_of_day
-                and (seen.last is None or candidate.at > seen.last.at)
-            ):
-                seen.last = candidate
-        found[device.source] = seen
-    return found
 
 
 # --- building the review ----------------------------------------------------------------
@@ -273,63 +227,70 @@ def _contact(device: model.Device) -> str:
     return f"{person.name} <{person.email}>"
 
 
-def _where(device: model.Device) -> str:
+def where(device: model.Device) -> str:
+    """What identifies the device to the relay: its login, or its address."""
     return device.account if not device.is_legacy and device.account else device.address
 
 
 def build(
     devices: list[model.Device],
-    policy: model.Policy,
-    site_name: str,
+    site: model.Site,
     as_of: dt.date,
     connection: sqlite3.Connection | None,
-    store: str | None,
+    store_name: str | None,
     added: dict[str, dt.date],
     git_known: bool,
     volume_factor: float = DEFAULT_VOLUME_FACTOR,
 ) -> Review:
     """The review of ``devices`` as of ``as_of``; pure apart from reading the store."""
-    coverage = activity.coverage(connection) if connection is not None else None
+    policy = site.policy
+    coverage = store.coverage(connection) if connection is not None else None
     review = Review(
         as_of=as_of,
-        site=site_name,
+        site=site.name,
         inactivity_days=policy.inactivity_days,
         warning_days=policy.expiry_warning_days,
         volume_factor=volume_factor,
-        store=store,
+        store=store_name,
         coverage=coverage,
         reviewed=len(devices),
+        notices_from=site.notices_from,
     )
     window = policy.inactivity_days
     warning = policy.expiry_warning_days
+    seen: dict[str, usage.Usage] = {}
+    proven: proof.Proof | None = None
     if coverage is None or coverage.first_day is None or coverage.last_day is None:
         review.notes.append(
             "the activity store holds no log lines: activity categories are skipped "
             "(run `relaygate activity ingest` on the relays' logs)"
         )
-        seen: dict[str, _Activity] = {}
     else:
         assert connection is not None
-        seen = _activities(devices, connection, as_of)
+        seen = usage.usages(devices, connection, as_of)
+        proven = proof.proof(coverage, site.relay_hosts)
+        review.notes.extend(proof.relay_notes(coverage, site.relay_hosts))
         gap = (as_of - coverage.last_day).days
         if gap > 7:
             review.notes.append(
                 f"the newest log line is from {coverage.last_day}, {gap} days before {as_of}: "
-                "ingest recent logs, or silence is overstated"
+                "silence after it is unknown (ingest recent logs)"
             )
     items: list[Item] = []
     for device in devices:
         items.extend(_exception_items(device, as_of, warning))
-        if coverage is None or coverage.first_day is None:
+        if proven is None or coverage is None:
             continue
-        usage = seen.get(device.source, _Activity())
+        use = seen.get(device.source, usage.Usage())
         if device.status is not model.Status.ACTIVE:
-            items.extend(_still_sending(device, usage))
+            items.extend(_still_sending(device, use))
             continue
         items.extend(
-            _silence_items(device, usage, coverage, added, git_known, as_of, window, warning)
+            _silence_items(device, use, coverage, proven, added, git_known, as_of, window, warning)
         )
-        items.extend(_volume_items(device, usage, as_of, window, volume_factor))
+        items.extend(_volume_items(device, use, as_of, window, volume_factor))
+    if connection is not None and proven is not None:
+        items.extend(_unknown_senders(devices, site.relay_hosts, connection, as_of, window))
     review.items = sorted(items, key=Item.sort_key)
     return review
 
@@ -344,7 +305,9 @@ def _exception_items(device: model.Device, as_of: dt.date, warning: int) -> list
             Item(
                 "exception-expired",
                 device,
-                f"exception expired on {exception.expires_on} ({_n(-left, 'day')} ago)",
+                f"exception expired on {exception.expires_on} ({_n(-left, 'day')} ago;"
+                f" approved by {exception.approver.name}, acknowledgment"
+                f" {exception.acknowledgment_ref})",
                 "renew it (`relaygate renew`) with a new approval, or retire the device",
                 expires_on=exception.expires_on,
             )
@@ -354,7 +317,9 @@ def _exception_items(device: model.Device, as_of: dt.date, warning: int) -> list
             Item(
                 "exception-expiring",
                 device,
-                f"exception expires on {exception.expires_on} (in {_n(left, 'day')})",
+                f"exception expires on {exception.expires_on} (in {_n(left, 'day')};"
+                f" approved by {exception.approver.name}, acknowledgment"
+                f" {exception.acknowledgment_ref})",
                 "ask the approver to renew it before it expires, or plan the device's retirement",
                 expires_on=exception.expires_on,
             )
@@ -364,8 +329,9 @@ def _exception_items(device: model.Device, as_of: dt.date, warning: int) -> list
 
 def _silence_items(
     device: model.Device,
-    usage: _Activity,
-    coverage: activity.Coverage,
+    use: usage.Usage,
+    coverage: store.Coverage,
+    proven: proof.Proof,
     added: dict[str, dt.date],
     git_known: bool,
     as_of: dt.date,
@@ -373,46 +339,65 @@ def _silence_items(
     warning: int,
 ) -> list[Item]:
     assert coverage.first_day is not None
-    last_day = usage.last_day
+    last_day = use.last_day
+    if last_day is None and use.rejected:
+        return [_only_rejected(device, use)]
     if last_day is not None:
+        since = last_day
         silent = (as_of - last_day).days
         via = ""
-        if usage.last is not None:
-            via = (
-                f" (queue id {usage.last.queue_id} on {usage.last.relay}, from {usage.last.sender})"
-            )
+        if use.last is not None:
+            via = f" (queue id {use.last.queue_id} on {use.last.relay}, from {use.last.sender})"
         detail = f"last accepted mail {last_day}, {_n(silent, 'day')} ago{via}"
-        since = last_day
-        category = (
-            "inactive" if silent >= window else "notify" if silent >= window - warning else None
-        )
+        removal = "inactive"
     else:
         approved: dt.date | None = added.get(device.source)
         if approved is None and git_known:
             approved = as_of  # not committed yet: a new record
         if approved is None and device.exception is not None:
             approved = device.exception.approved_on
-        since = max(approved, coverage.first_day) if approved else coverage.first_day
+        # Silence counts from the approval; the logs decide how much of it is proven.
+        since = approved if approved else coverage.first_day
         silent = (as_of - since).days
         basis = f"approved {approved}" if approved else "approval day unknown (not a git checkout)"
         detail = (
             f"no accepted mail in the logs ({coverage.first_day} .. {coverage.last_day}); "
             f"{basis}; silent for {_n(silent, 'day')}"
         )
-        category = (
-            "never-seen" if silent >= window else "notify" if silent >= window - warning else None
+        removal = "never-seen"
+    stretch = proven.stretch(since + dt.timedelta(days=1), as_of)
+    covered = stretch.days if stretch is not None else 0
+    if silent >= window and covered >= window:
+        category = removal
+    elif silent < window and covered >= window - warning:
+        category = "notify"
+    elif silent >= window - warning:
+        category = "silence-unknown"
+        day, relay = proven.unknown_since(since + dt.timedelta(days=1))
+        best = f" ({stretch.first} .. {stretch.last})" if stretch is not None else ""
+        detail += (
+            f"; the logs cover {_n(covered, 'day')} of that silence on every relay{best}, "
+            f"silence unknown since {day} on relay {relay}"
         )
-    if category is None:
+    else:
         return []
+    if use.rejected:
+        detail += f"; {_n(use.rejected, 'rejected attempt')}"
     remaining = window - silent
-    action = (
-        "confirm it still needs the relay, or retire it (`relaygate retire --reason inactive`)"
-        if category != "notify"
-        else f"it reaches the {window}-day limit in {_n(remaining, 'day')}: send mail through the "
-        "relay or tell us it can be retired"
-    )
-    if usage.rejected:
-        detail += f"; {_n(usage.rejected, 'rejected attempt')}"
+    if category == "silence-unknown":
+        action = (
+            "ingest the missing logs of every relay (`relaygate activity ingest`), then review "
+            "again"
+        )
+    elif category == "notify":
+        action = (
+            f"it reaches the {window}-day limit in {_n(remaining, 'day')}: send mail through the "
+            "relay or tell us it can be retired"
+        )
+    else:
+        action = (
+            "confirm it still needs the relay, or retire it (`relaygate retire --reason inactive`)"
+        )
     return [
         Item(
             category,
@@ -422,19 +407,92 @@ def _silence_items(
             last_accepted=last_day,
             days_silent=silent,
             silent_since=since,
-            rejected=usage.rejected,
+            rejected=use.rejected,
+            covered_days=covered,
         )
     ]
 
 
+def _only_rejected(device: model.Device, use: usage.Usage) -> Item:
+    last = use.last_rejected
+    when = ""
+    if last is not None:
+        when = f" (last {last.at[:10]} on {last.relay}: {last.detail})"
+    return Item(
+        "only-rejected",
+        device,
+        f"no accepted mail in the logs, but {_n(use.rejected, 'rejected attempt')}{when}",
+        "check the device's settings (sender address, login, relay address) against its record",
+        rejected=use.rejected,
+    )
+
+
+def _unknown_senders(
+    devices: list[model.Device],
+    relays: tuple[model.RelayHost, ...],
+    connection: sqlite3.Connection,
+    as_of: dt.date,
+    window: int,
+) -> list[Item]:
+    """Clients with accepted mail in the last window that no record (of any status) covers.
+
+    Loopback (content filters re-injecting) and the relays' own addresses (one
+    relay handing mail to another) are not senders.
+    """
+    start = as_of - dt.timedelta(days=window - 1)
+    covered: set[str] = set()
+    index = usage.AddressIndex(store.keys(connection, "address"))
+    accounts = {d.account.lower() for d in devices if d.account}
+    for device in devices:
+        covered.update(index.inside(device))
+    for host in relays:
+        for network in host.addresses:
+            covered.update(index.inside_network(network))
+    candidates: dict[store.Kind, list[str]] = {
+        "address": [
+            key
+            for key in store.keys(connection, "address")
+            if key not in covered and not ipaddress.ip_address(key).is_loopback
+        ],
+        "login": [key for key in store.keys(connection, "login") if key.lower() not in accounts],
+    }
+    items: list[Item] = []
+    end_of_day = f"{as_of.isoformat()}T99"
+    for kind, keys in candidates.items():
+        days: dict[str, list[dt.date]] = {}
+        totals: dict[str, int] = {}
+        for count in store.day_counts(connection, kind, keys, as_of):
+            if count.accepted and count.day >= start:
+                days.setdefault(count.key, []).append(count.day)
+                totals[count.key] = totals.get(count.key, 0) + count.accepted
+        lasts = store.last_messages(connection, kind, list(days), "accepted", end_of_day)
+        what = "address, unauthenticated" if kind == "address" else "SASL login"
+        for key, seen in sorted(days.items()):
+            last = lasts.get(key)
+            via = f"; last on {last.relay}, from {last.sender}" if last is not None else ""
+            items.append(
+                Item(
+                    "unknown-sender",
+                    None,
+                    f"{what}: {_n(totals[key], 'message')} accepted on {_n(len(seen), 'day')} "
+                    f"({min(seen)} .. {max(seen)}){via}",
+                    "find who sends it; a client no record covers should not be able to relay "
+                    "(check mynetworks and the relay's maps), or file a record for it",
+                    last_accepted=max(seen),
+                    client=key,
+                )
+            )
+    return items
+
+
 def _volume_items(
-    device: model.Device, usage: _Activity, as_of: dt.date, window: int, factor: float
+    device: model.Device, use: usage.Usage, as_of: dt.date, window: int, factor: float
 ) -> list[Item]:
     start = as_of - dt.timedelta(days=window)
     limit = device.volume_per_day * factor
     over = [
         (accepted, day)
-        for day, (accepted, _) in usage.days.items()
+        for day, (accepted, _) in use.days.items()
         if start < day <= as_of and accepted > limit
     ]
     if not over:
@@ -455,12 +513,12 @@ def _volume_items(
     ]
 
 
-def _still_sending(device: model.Device, usage: _Activity) -> list[Item]:
+def _still_sending(device: model.Device, use: usage.Usage) -> list[Item]:
     if device.status_date is None:
         return []
     after = sorted(
         (day, accepted)
-        for day, (accepted, _) in usage.days.items()
+        for day, (accepted, _) in use.days.items()
         if day > device.status_date and accepted
     )
     if not after:
@@ -504,8 +562,7 @@ def run(
     added, git_known = record_dates(root)
     review = build(
         sorted(validation.devices, key=lambda d: (d.name, d.source)),
-        site.policy,
-        site.name,
+        site,
         as_of,
         connection,
         store,
@@ -551,6 +608,10 @@ def _header(review: Review) -> list[str]:
             f"logs: {coverage.first_day} .. {coverage.last_day} from {coverage.files} files "
             f"({review.store})"
         )
+        for relay, spans in coverage.relays.items():
+            lines.append(
+                f"logs of relay {relay}: {', '.join(f'{s.first} .. {s.last}' for s in spans)}"
+            )
     lines.extend(f"note: {note}" for note in review.notes)
     return lines
 
@@ -571,8 +632,11 @@ def _text(review: Review) -> str:
         lines += ["", f"{category}: {meaning}"]
         for item in members:
             device = item.device
+            if device is None:
+                lines.append(f"  {item.client} (no record): {item.detail}")
+                continue
             lines.append(
-                f"  {device.name} ({device.unit}, {_where(device)}): {item.detail}; "
+                f"  {device.name} ({device.unit}, {where(device)}): {item.detail}; "
                 f"contact {_contact(device)}"
             )
     lines += ["", summary_line(review)]
@@ -599,8 +663,11 @@ def _markdown(review: Review) -> str:
         ]
         for item in members:
             device = item.device
+            if device is None:
+                lines.append(f"| (no record) | | `{item.client}` | {_cell(item.detail)} | |")
+                continue
             lines.append(
-                f"| `{device.name}` | {device.unit} | `{_where(device)}` | "
+                f"| `{device.name}` | {device.unit} | `{where(device)}` | "
                 f"{_cell(item.detail)} | {_cell(_contact(device))} |"
             )
     return "\n".join(lines) + "\n"
@@ -612,28 +679,49 @@ def _iso(day: dt.date | None) -> str | None:
 
 def _record(item: Item) -> dict[str, object]:
     device = item.device
-    return {
+    facts: dict[str, object] = {
         "category": item.category,
-        "name": device.name,
-        "unit": device.unit,
-        "path": device.source,
-        "address": device.address,
-        "account": device.account,
-        "auth": str(device.auth),
-        "status": str(device.status),
-        "contact_name": device.technical_contact.name,
-        "contact_email": device.technical_contact.email,
-        "last_accepted": _iso(item.last_accepted),
-        "days_silent": item.days_silent,
-        "silent_since": _iso(item.silent_since),
-        "expires_on": _iso(item.expires_on),
-        "peak_day": _iso(item.peak_day),
-        "peak_accepted": item.peak_accepted,
-        "volume_per_day": device.volume_per_day,
-        "rejected": item.rejected,
-        "detail": item.detail,
-        "action": item.action,
+        "name": item.name,
+        "unit": None,
+        "path": None,
+        "address": None,
+        "account": None,
+        "auth": None,
+        "status": None,
+        "contact_name": None,
+        "contact_email": None,
     }
+    if device is not None:
+        facts.update(
+            unit=device.unit,
+            path=device.source,
+            address=device.address,
+            account=device.account,
+            auth=str(device.auth),
+            status=str(device.status),
+            contact_name=device.technical_contact.name,
+            contact_email=device.technical_contact.email,
+        )
+    elif item.client is not None and "@" in item.client:
+        facts["account"] = item.client
+    else:
+        facts["address"] = item.client
+    facts.update(
+        {
+            "last_accepted": _iso(item.last_accepted),
+            "days_silent": item.days_silent,
+            "silent_since": _iso(item.silent_since),
+            "covered_days": item.covered_days,
+            "expires_on": _iso(item.expires_on),
+            "peak_day": _iso(item.peak_day),
+            "peak_accepted": item.peak_accepted,
+            "volume_per_day": device.volume_per_day if device is not None else None,
+            "rejected": item.rejected,
+            "detail": item.detail,
+            "action": item.action,
+        }
+    )
+    return facts
 
 
 @output_format("json")
@@ -654,6 +742,10 @@ def _json(review: Review) -> str:
             "first_day": _iso(coverage.first_day),
             "last_day": _iso(coverage.last_day),
             "files": coverage.files,
+            "relays": {
+                relay: [[_iso(s.first), _iso(s.last)] for s in spans]
+                for relay, spans in coverage.relays.items()
+            },
         },
         "reviewed": review.reviewed,
         "counts": review.counts(),
@@ -677,6 +769,7 @@ CSV_COLUMNS = (
     "last_accepted",
     "days_silent",
     "silent_since",
+    "covered_days",
     "expires_on",
     "peak_day",
     "peak_accepted",
@@ -695,96 +788,3 @@ def _csv(review: Review) -> str:
     for item in review.items:
         writer.writerow({k: "" if v is None else v for k, v in _record(item).items()})
     return out.getvalue()
-
-
-# --- notices ------------------------------------------------------------------------------
-
-NOTICE_MARKER = "X-Relaygate-Review"
-
-
-def notices(review: Review) -> dict[str, str]:
-    """File name -> text of one notice per technical contact (RFC 5322, ready for sendmail -t)."""
-    by_contact: dict[str, list[Item]] = {}
-    for item in review.items:
-        if item.category in NOTICE:
-            by_contact.setdefault(item.device.technical_contact.email, []).append(item)
-    found: dict[str, str] = {}
-    for email, members in sorted(by_contact.items()):
-        person = members[0].device.technical_contact
-        names = sorted({i.device.name for i in members})
-        subject = (
-            f"SMTP relay access review: {len(names)} device{'s' if len(names) != 1 else ''} "
-            "need your attention"
-        )
-        lines = [
-            f"To: {person.name} <{email}>",
-            f"Subject: {subject}",
-            f"{NOTICE_MARKER}: as-of {review.as_of}",
-            "Content-Type: text/plain; charset=utf-8",
-            "",
-            f"Dear {person.name},",
-            "",
-            *_wrap(
-                f"The access review of the {review.site} SMTP relay, as of {review.as_of}, "
-                "lists these devices for which you are the technical contact. Devices that "
-                f"send no mail through the relay for {review.inactivity_days} days are removed, "
-                "and a legacy exception ends on its expiry date unless it is renewed."
-            ),
-        ]
-        for item in sorted(members, key=Item.sort_key):
-            device = item.device
-            lines += [
-                "",
-                *_wrap(
-                    f"* {device.name} ({device.model}, {device.fqdn}, {_where(device)})", "", "  "
-                ),
-                *_wrap(f"{item.detail}.", "  ", "  "),
-                *_wrap(f"What to do: {item.action}.", "  ", "  "),
-            ]
-        lines += [
-            "",
-            *_wrap(
-                "Reply to this message if anything here is wrong. Changes are made as pull "
-                "requests to the relay inventory, reviewed like any other change."
-            ),
-            "",
-            "Mail platform team",
-        ]
-        found[f"{email}.txt"] = "\n".join(lines) + "\n"
-    return found
-
-
-def _wrap(text: str, first: str = "", rest: str = "") -> list[str]:
-    """Mail-friendly lines (72 columns); long tokens such as addresses are never broken."""
-    return textwrap.wrap(
-        text,
-        width=72,
-        initial_indent=first,
-        subsequent_indent=rest,
-        break_long_words=False,
-        break_on_hyphens=False,
-    )
-
-
-def write_notices(review: Review, folder: Path) -> list[Path]:
-    """Write the notices into ``folder``, replacing notices of earlier runs only.
-
-    A file is ours when its header carries ``NOTICE_MARKER``; other files in
-    the folder are left alone, so an old notice never lingers to be sent by
-    mistake and nothing else is deleted.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = notices(review)
-    for old in sorted(folder.glob("*.txt")):
-        if old.name not in wanted and old.is_file() and not old.is_symlink():
-            head = old.read_text(encoding="utf-8", errors="replace")[:2000]
-            if f"\n{NOTICE_MARKER}: " in head:
-                old.unlink()
-    written = []
-    for name, text in wanted.items():
-        target = folder / name
-        temporary = folder / f".{name}.tmp"
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(target)
-        written.append(target)
-    return written

@@ -37,7 +37,7 @@ from relaygate import model
 from relaygate.errors import InternalError, UsageError
 from relaygate.findings import Finding, Severity
 from relaygate.load import parse_text
-from relaygate.pipeline import DEVICES_DIR, validate
+from relaygate.pipeline import DEVICES_DIR, display_path, touched, validate
 from relaygate.rules import rule
 from relaygate.scaffold import ID, render
 from relaygate.schema import schema_text
@@ -72,6 +72,7 @@ _EXCEPTION_ORDER = (
     "approved_on",
     "expires_on",
     "mod_ticket",
+    "acknowledgment_ref",
 )
 
 
@@ -347,8 +348,13 @@ def _validate(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(row.text, encoding="utf-8")
             result = validate(copy, as_of)
+            # Every row is a new record: the pull-request rule makes its lapses (an
+            # expired exception, a missing reservation, an unlisted approver) errors.
+            findings = touched(
+                result.findings, {display_path(copy / row.relative) for row in accepted}
+            )
             by_file: dict[str, list[Finding]] = {}
-            for finding in result.findings:
+            for finding in findings:
                 by_file.setdefault(_key(finding, copy)[0], []).append(finding)
             failing = [
                 row
@@ -357,18 +363,20 @@ def _validate(
             ]
             for row in accepted:
                 for finding in by_file.get(row.relative, []):
+                    # Other records are named by their path in the real inventory.
+                    message = finding.message.replace(display_path(copy), display_path(inventory))
                     problem = RowProblem(
                         row.number,
                         _column_of(row, header, finding.line, finding.column),
                         finding.rule,
-                        f"{finding.message} ({finding.hint})",
+                        f"{message} ({finding.hint})",
                     )
                     target_list = row.problems if finding.is_error else row.warnings
                     assert target_list is not None
                     if problem not in target_list:
                         target_list.append(problem)
             if not failing:
-                new = [f for f in result.findings if f.is_error and _key(f, copy) not in before]
+                new = [f for f in findings if f.is_error and _key(f, copy) not in before]
                 return accepted, new
             for row in failing:
                 (copy / row.relative).unlink()

@@ -19,12 +19,20 @@ from pathlib import Path
 
 from relaygate import model
 
+#: How a lapse reads in the register (keys: model.LAPSE_REASONS values).
+LAPSE_TEXT = {
+    "expired": "refused: exception expired",
+    "netreg": "refused: NetReg reservation missing or changed",
+    "approver": "refused: approver not listed for the unit",
+}
+
 COLUMNS = (
     "name",
     "unit",
     "kind",
     "auth",
     "status",
+    "lapse",
     "address",
     "account",
     "expires_on",
@@ -40,6 +48,7 @@ class Entry:
     kind: str
     auth: str
     status: str
+    lapse: str | None  # why the relay refuses an active record (time or outside data)
     address: str
     account: str | None
     expires_on: str | None
@@ -58,10 +67,15 @@ def _relative(source: str, root: Path) -> str:
 
 
 def entries(
-    devices: list[model.Device], root: Path, last_seen: Mapping[str, dt.date] | None = None
+    devices: list[model.Device],
+    root: Path,
+    last_seen: Mapping[str, dt.date] | None = None,
+    lapsed: Mapping[str, model.Lapse] | None = None,
 ) -> list[Entry]:
-    """The register rows; ``last_seen`` maps a record name to its last accepted day."""
+    """The register rows; ``last_seen`` maps a record name to its last accepted day,
+    ``lapsed`` a record's source to the lapse the relay refuses it for."""
     seen = last_seen or {}
+    lapses = lapsed or {}
     rows = [
         Entry(
             name=d.name,
@@ -69,6 +83,7 @@ def entries(
             kind=d.kind.value,
             auth=d.auth.value,
             status=d.status.value,
+            lapse=LAPSE_TEXT[lapses[d.source].reason] if d.source in lapses else None,
             address=d.address,
             account=d.account,
             expires_on=d.exception.expires_on.isoformat() if d.exception else None,

@@ -27,6 +27,7 @@ from relaygate import checks, model, schema
 from relaygate.errors import UsageError
 from relaygate.load import parse_text
 from relaygate.pipeline import NETREG_FILE
+from relaygate.plan import site_and_units
 from relaygate.scaffold import scalar
 from relaygate.workflow.importer import RowProblem, problem
 
@@ -97,8 +98,33 @@ def _old(path: Path) -> dict[str, dict[str, Any]]:
     return {str(i.get("address")): i for i in items if isinstance(i, dict)}
 
 
+def _mass_removal(inventory: Path, old: int, removed: int) -> RowProblem | None:
+    """A refusal when the export drops more than the site's mass-change share of reservations.
+
+    A partial or empty export looks exactly like reservations that went away, and every
+    legacy device that loses its reservation is refused by the relay at the next deploy.
+    """
+    site, _ = site_and_units(inventory)
+    share = site.policy.mass_change_share if site is not None else 0.0
+    if removed == 0 or removed <= share * old:
+        return None
+    return problem(
+        0,
+        0,
+        "import.mass-removal",
+        f"the export drops {removed} of {old} reservations, more than"
+        f" policy.mass_change_share ({share}); every legacy device among them would be refused",
+    )
+
+
 def run(
-    inventory: Path, csv_path: Path, shown: str, exported_on: dt.date, *, write: bool
+    inventory: Path,
+    csv_path: Path,
+    shown: str,
+    exported_on: dt.date,
+    *,
+    write: bool,
+    allow_removals: bool = False,
 ) -> NetregImport:
     known = fields()
     header, body = _read(csv_path)
@@ -147,12 +173,16 @@ def run(
         )
     old = _old(target)
     new = {row["address"]: row for row in ordered if "address" in row}
+    removed = len(old.keys() - new.keys())
+    refusal = None if allow_removals else _mass_removal(inventory, len(old), removed)
+    if refusal is not None:
+        problems.append(refusal)
     result = NetregImport(
         shown,
         tuple(sorted(problems, key=lambda p: (p.row, p.column, p.rule))),
         len(ordered),
         added=len(new.keys() - old.keys()),
-        removed=len(old.keys() - new.keys()),
+        removed=removed,
         changed=sum(1 for a in new.keys() & old.keys() if new[a] != old[a]),
         written=False,
     )
