@@ -288,3 +288,75 @@ def test_a_code_host_failure_fails_closed(
     )  # fmt: skip
     assert done.code == 2, done
     assert "RELAYGATE_GITHUB_TOKEN" in done.stderr
+
+
+@pytest.mark.parametrize("rewrite", ["site", "units", "both"])
+def test_a_change_never_names_its_own_approvers(
+    tmp_path: Path,
+    github: tuple[FakeGitHub, str],
+    run_cli,
+    monkeypatch: pytest.MonkeyPatch,
+    rewrite: str,
+) -> None:  # type: ignore[no-untyped-def]
+    fake, api = github
+    repo, _, _ = exception_repo(tmp_path)
+    # The same pull request makes the unit's lead the platform team and/or the approver.
+    if rewrite in ("site", "both"):
+        edit(
+            repo / "inventory" / "site.yaml",
+            'platform_team: "@example-edu/mail-platform"',
+            'platform_team: "@example-edu/libraries-it"',
+        )
+    if rewrite in ("units", "both"):
+        edit(repo / "inventory" / "units.yaml", 'login: "@mellis"', 'login: "@lib-lead"')
+    git(repo, "commit", "-qam", "approvers of our own")
+    head = git(repo, "rev-parse", "HEAD").strip()
+    teams(fake)
+    fake.pull(head)
+    helpers = {
+        "site": ["mellis", "lib-lead"],
+        "units": ["lib-lead", "plat-one"],
+        "both": ["lib-lead"],
+    }
+    fake.reviews([review(login, "APPROVED", head, n) for n, login in enumerate(helpers[rewrite])])
+    done = check(run_cli, repo, api, head, monkeypatch)
+    assert done.code == 1, done
+    # Who may approve is what the base says: the mail platform team and @mellis.
+    assert "platform-team @example-edu/mail-platform:" in done.stdout
+    if rewrite in ("units", "both"):
+        assert "exception-approver Morgan Ellis <mellis@example.edu>: MISSING" in done.stdout
+    if rewrite in ("site", "both"):
+        assert "platform-team @example-edu/mail-platform: MISSING" in done.stdout
+    # Positive control: the people the base names approve, and it passes.
+    fake.reviews(
+        [
+            review(login, "APPROVED", head, n)
+            for n, login in enumerate(("mellis", "lib-lead", "plat-two"))
+        ]
+    )
+    assert check(run_cli, repo, api, head, monkeypatch).code == 0
+
+
+def test_a_change_outside_the_inventory_needs_the_platform_team(
+    tmp_path: Path, github: tuple[FakeGitHub, str], run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    fake, api = github
+    repo = make_repo(tmp_path)
+    git(repo, "checkout", "-q", "-b", "ci")
+    workflow = repo / ".github" / "workflows" / "relaygate-deploy.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text("on: push\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a workflow of my own")
+    head = git(repo, "rev-parse", "HEAD").strip()
+    teams(fake)
+    fake.pull(head)
+    fake.reviews([])
+    done = check(run_cli, repo, api, head, monkeypatch)
+    assert done.code == 1, done
+    assert "platform-team @example-edu/mail-platform: MISSING" in done.stdout
+    assert "for changed .github/workflows/relaygate-deploy.yml (outside the inventory)" in (
+        done.stdout
+    )
+    fake.reviews([review("plat-one", "APPROVED", head, 1)])
+    assert check(run_cli, repo, api, head, monkeypatch).code == 0

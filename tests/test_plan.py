@@ -1388,3 +1388,27 @@ def test_a_sender_takeover_fails_and_asks_the_unit_that_holds_it(tmp_path: Path,
             "who": "@example-edu/libraries-it",
         }
     ]
+
+
+def test_a_null_sender_opt_in_is_a_risk_and_an_access_gain(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    repo = make_repo(tmp_path)
+    record = repo / DEVICES / "libraries" / "lib-illiad.yaml"
+    record.write_text(
+        record.read_text() + "allow_null_sender: {reason: ILLiad sends delivery reports}\n"
+    )
+    plan = json.loads(run_plan(run_cli, repo).stdout)
+    assert [(r["id"], r["subject"]) for r in plan["risks"]] == [
+        ("risk.null-sender-allowed", "lib-illiad")
+    ]
+    assert plan["risks"][0]["message"] == (
+        "may now send with the null sender (MAIL FROM:<>): ILLiad sends delivery reports"
+    )
+    assert {a["kind"] for a in plan["approvals"]} == {"unit-owners", "platform-team"}
+    (change,) = plan["access"]
+    (delta,) = change["changes"]
+    # The null sender is shown as access the login gains.
+    assert (delta["change"], delta["senders_added"], delta["senders_removed"]) == (
+        "changed",
+        ["<>"],
+        [],
+    ), delta

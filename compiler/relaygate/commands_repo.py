@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from relaygate import gitrepo
 from relaygate.cliutil import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -307,9 +308,17 @@ def approvals_check_command(
         if not value:
             raise UsageError(f"approvals check needs {what} (or run it in a pull-request workflow)")
     assert head and number and repository and token
-    plan = build_plan(inventory_root(inventory), base, as_of or dt.date.today())
+    root = inventory_root(inventory)
+    plan = build_plan(root, base, as_of or dt.date.today())
+    top = gitrepo.repo_top(root)
+    inside = f"{plan.inventory}/" if plan.inventory not in ("", ".") else ""
+    outside = [
+        path
+        for path in gitrepo.changed_paths(top, gitrepo.resolve_commit(top, base))
+        if not inside or not path.startswith(inside)
+    ]
     host = approvals.GitHub(api, repository, number, token)
-    outcomes = approvals.check(plan, host, head)
+    outcomes = approvals.check(plan, host, head, outside)
     click.echo(approvals.report(outcomes, head), nl=False)
     sys.exit(EXIT_OK if all(o.met for o in outcomes) else EXIT_FINDINGS)
 

@@ -125,3 +125,12 @@ def export_tree(top: Path, commit: str, subfolder: str, dest: Path) -> int:
         else:
             target.write_bytes(blob.data)
     return len(blobs)
+
+
+def changed_paths(top: Path, commit: str) -> list[str]:
+    """Every path the working tree changes against ``commit``: modified, added, deleted,
+    renamed (both names) and untracked files that are not ignored."""
+    changed = _git(top, "diff", "--name-only", "--no-renames", "-z", commit, "--")
+    untracked = _git(top, "ls-files", "--others", "--exclude-standard", "-z")
+    names = (changed + untracked).decode("utf-8", "surrogateescape").split("\0")
+    return sorted({name for name in names if name})

@@ -411,6 +411,7 @@ def compare(base: Side, head: Side, shown: str, as_of: dt.date) -> Plan:
             f"not compiled: {' and '.join(missing)} did not validate, so there are no"
             " artifacts to compare"
         )
+    authority = base.site or head.site  # who approves: the base's word when it has one
     return Plan(
         as_of=as_of,
         inventory=shown,
@@ -427,6 +428,7 @@ def compare(base: Side, head: Side, shown: str, as_of: dt.date) -> Plan:
         risks=tuple(risks),
         approvals=tuple(needed_approvals(base, head, records, files, risks)),
         mass_change=mass,
+        platform_team=authority.platform_team if authority is not None else None,
     )
 
 

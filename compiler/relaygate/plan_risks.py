@@ -163,6 +163,16 @@ def sender_risks(base: Side, head: Side) -> list[Risk]:
         new, old = head.devices[key], base.devices.get(key)
         if new.status is model.Status.RETIRED:
             continue
+        if new.allow_null_sender and (old is None or not old.allow_null_sender):
+            # The null sender skips every sender check a login would otherwise meet.
+            risks.append(
+                Risk(
+                    "risk.null-sender-allowed",
+                    new.name,
+                    f"may now send with the null sender (MAIL FROM:<>): {new.null_sender_reason}",
+                    (),
+                )
+            )
         had = set() if old is None or old.status is model.Status.RETIRED else set(old.senders)
         added = sorted(set(new.senders) - had)
         if not added:
@@ -264,7 +274,11 @@ def needed_approvals(
 ) -> list[Approval]:
     """Who must approve: the exception's listed approver and the unit's owners for what a unit
     asks, the platform team for every risk and site-wide file; a revocation or suspension
-    needs the platform team alone, so a unit can neither block nor wave through its own."""
+    needs the platform team alone, so a unit can neither block nor wave through its own.
+
+    Who may approve comes from the base side (its site.yaml and units.yaml) whenever the
+    base has them: a change never names its own approvers, platform team or logins. A
+    change to those files is itself a risk the base's platform team approves."""
     approvals: dict[tuple[str, str], tuple[tuple[str, ...], list[str]]] = {}
 
     def need(kind: str, who: str, accepts: tuple[str, ...], reason: str) -> None:
@@ -272,7 +286,7 @@ def needed_approvals(
         if reason not in reasons:
             reasons.append(reason)
 
-    units = head.units or base.units or {}
+    units = base.units if base.units is not None else head.units or {}
     for key in sorted(head.devices):
         new, old = head.devices[key], base.devices.get(key)
         if new.status is not model.Status.ACTIVE or new.exception is None:
@@ -297,7 +311,7 @@ def needed_approvals(
             f"exception for {new.name} ({detail}; acknowledgment"
             f" {new.exception.acknowledgment_ref})",
         )
-    site = head.site or base.site
+    site = base.site or head.site
     platform = site.platform_team if site else "(site.yaml review.platform_team)"
     team = (site.platform_team,) if site else ()
     for change in records:

@@ -185,6 +185,9 @@ class Plan:
     risks: tuple[Risk, ...]
     approvals: tuple[Approval, ...]
     mass_change: MassChange
+    #: The platform team as the base side names it (the head's when the base has none):
+    #: who approves what a change does outside the inventory.
+    platform_team: str | None = None
 
 
 def segment_of(site: model.Site | None, network: netaddr.IPNetwork) -> str | None:
@@ -205,7 +208,8 @@ def access_of(device: model.Device, site: model.Site | None) -> tuple[Access, ..
     if site is not None:
         port = site.relay_port if device.is_legacy else site.submission_port
     account = None if device.is_legacy else device.account
-    return (Access(canonical_text(device.network), port, account, tuple(sorted(device.senders))),)
+    # relay_senders: the null sender ("<>") is access too when the record opts in.
+    return (Access(canonical_text(device.network), port, account, device.relay_senders),)
 
 
 def refusal(device: model.Device | None) -> str | None:

@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from relaygate.errors import RelaygateError
@@ -78,12 +78,30 @@ def _members(accepts: tuple[str, ...], host: CodeHost) -> set[str]:
     return logins
 
 
-def check(plan: Plan, host: CodeHost, head: str) -> list[Outcome]:
-    """One outcome per approval the plan needs, with who (if anyone) satisfied it."""
+def required(plan: Plan, outside: list[str]) -> list[Approval]:
+    """The plan's approvals, plus the platform team for every changed path outside the
+    inventory (workflows, CODEOWNERS, the deploy inventory: what runs the checks and the
+    deploy is no unit's to change)."""
+    if not outside:
+        return list(plan.approvals)
+    reasons = tuple(f"changed {path} (outside the inventory)" for path in outside)
+    team = plan.platform_team
+    approvals = list(plan.approvals)
+    for index, approval in enumerate(approvals):
+        if approval.kind == "platform-team":
+            approvals[index] = replace(approval, reasons=approval.reasons + reasons)
+            return approvals
+    who = team or "(site.yaml review.platform_team)"
+    approvals.append(Approval("platform-team", who, reasons, (team,) if team else ()))
+    return approvals
+
+
+def check(plan: Plan, host: CodeHost, head: str, outside: list[str] | None = None) -> list[Outcome]:
+    """One outcome per approval the change needs, with who (if anyone) satisfied it."""
     author = host.author().lower()
     approved = {login.lower() for login in host.approvers(head)} - {author}
     outcomes: list[Outcome] = []
-    for approval in plan.approvals:
+    for approval in required(plan, outside or []):
         eligible = _members(approval.accepts, host) if approval.accepts else set()
         outcomes.append(Outcome(approval, tuple(sorted(approved & eligible))))
     return outcomes
