@@ -1,0 +1,287 @@
+"""Random valid inventories for the differential test, as plain specs and as YAML.
+
+Input: a hypothesis draw of record specs (``inventories()``). Output: an
+``InventorySpec`` (the facts the oracle reads: every record's address,
+login, senders and status) and ``write(spec, root)``, which lays it out as an
+inventory folder on the example campus's site and units files.
+
+The specs are this module's own data: the oracle reads them, never the
+compiler's model, so a compiler bug cannot hide itself in the expectation.
+Addresses never collide (legacy devices in the units' MOD segments, each with
+a NetReg reservation; authenticated hosts and small prefixes elsewhere on
+campus), and senders are drawn so that one record's ``+x``/``-x`` extension
+of its sender can be another record's registered sender: the case where a
+widened lookup would hand one device another's address.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypothesis import strategies as st
+
+from tests.conftest import AS_OF, EXAMPLE
+
+TODAY = dt.date.fromisoformat(AS_OF)
+STATUSES = ("active", "suspended", "revoked", "retired")
+_REASONS = {"suspended": "investigation", "revoked": "spam", "retired": "request"}
+
+
+@dataclass(frozen=True)
+class Unit:
+    id: str
+    domain: str
+    approver: str  # the flow-mapping text of one approver listed in units.yaml
+    mod_v4: str
+    mod_v6: str
+    auth_v4: str  # a /24 on campus outside every MOD segment
+    auth_v6: str  # a /64 on campus outside every MOD segment
+
+
+#: Three units of the example campus (inventory/site.yaml, inventory/units.yaml).
+UNITS = (
+    Unit(
+        "libraries",
+        "lib.example.edu",
+        "{name: Dr. Alex Dean, email: adean@example.edu, role: dean}",
+        "10.20.30.0/24",
+        "2001:db8:1020:310::/64",
+        "10.20.61.0/24",
+        "2001:db8:1020:610::/64",
+    ),
+    Unit(
+        "engineering",
+        "eng.example.edu",
+        "{name: Dr. Priya Raman, email: praman@example.edu, role: dean}",
+        "10.40.32.0/24",
+        "2001:db8:1040:320::/64",
+        "10.40.61.0/24",
+        "2001:db8:1040:610::/64",
+    ),
+    Unit(
+        "medicine",
+        "med.example.edu",
+        "{name: Dr. Helen Okafor, email: hokafor@example.edu, role: dean}",
+        "10.60.33.0/24",
+        "2001:db8:1060:330::/64",
+        "10.60.61.0/24",
+        "2001:db8:1060:610::/64",
+    ),
+)
+
+#: Held by no record, on campus (inside a MOD segment; the lab picks it too) and off campus.
+UNKNOWN_CAMPUS = ipaddress.ip_address("10.20.30.250")
+OFF_CAMPUS = ipaddress.ip_address("198.51.100.7")
+#: A login no record has.
+UNKNOWN_LOGIN = "svc-nobody@example.edu"
+
+
+@dataclass(frozen=True)
+class RecordDraw:
+    """What hypothesis chooses for one record."""
+
+    legacy: bool
+    status: str
+    unit: int
+    v6: bool
+    prefix: bool  # authenticated only: a small prefix instead of a host
+    extra: int | None  # a second sender: the +x/-x extension of record ``extra``'s sender
+    dash: bool  # the extension's delimiter: '-' (True) or '+'
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    unit: Unit
+    legacy: bool
+    status: str
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    account: str | None
+    senders: tuple[str, ...]
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def source(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """The address the record's device sends from (a prefix: its first host)."""
+        if self.network.num_addresses == 1:
+            return self.network.network_address
+        return self.network.network_address + 1
+
+
+@dataclass(frozen=True)
+class InventorySpec:
+    records: tuple[Record, ...]
+
+    def describe(self) -> str:
+        return "\n".join(
+            f"  {r.name}: {r.status} {'legacy' if r.legacy else 'auth ' + str(r.account)}"
+            f" {r.network} senders={list(r.senders)}"
+            for r in self.records
+        )
+
+
+def local_part(index: int) -> str:
+    # Every local part holds an 's', so the U+017F look-alike has a letter to replace.
+    return f"scans{index}"
+
+
+def build(draws: list[RecordDraw]) -> InventorySpec:
+    """Turn draws into records with unique names, addresses, logins and senders."""
+    records: list[Record] = []
+    used_senders: set[str] = set()
+    for index, draw in enumerate(draws):
+        unit = UNITS[draw.unit % len(UNITS)]
+        legacy = draw.legacy
+        name = f"{unit.id[:3]}-{'copier' if legacy else 'app'}-{index}"
+        host = 16 + index
+        if legacy:
+            base = ipaddress.ip_network(unit.mod_v6 if draw.v6 else unit.mod_v4)
+            network = ipaddress.ip_network(base.network_address + 100 + index)
+        elif draw.prefix:
+            base = ipaddress.ip_network(unit.auth_v6 if draw.v6 else unit.auth_v4)
+            length = 124 if draw.v6 else 28
+            network = ipaddress.ip_network(f"{base.network_address + 16 * (8 + index)}/{length}")
+        else:
+            base = ipaddress.ip_network(unit.auth_v6 if draw.v6 else unit.auth_v4)
+            network = ipaddress.ip_network(base.network_address + host)
+        senders = [f"{local_part(index)}@{unit.domain}"]
+        if draw.extra is not None and draws:
+            other = draw.extra % len(draws)
+            other_unit = UNITS[draws[other].unit % len(UNITS)]
+            if other != index and other_unit == unit:
+                delimiter = "-" if draw.dash else "+"
+                senders.append(f"{local_part(other)}{delimiter}x@{unit.domain}")
+        senders = [s for s in senders if s not in used_senders]
+        used_senders.update(senders)
+        records.append(
+            Record(
+                name=name,
+                unit=unit,
+                legacy=legacy,
+                status=draw.status,
+                network=network,
+                account=None if legacy else f"svc-{name}@example.edu",
+                senders=tuple(senders),
+            )
+        )
+    return InventorySpec(tuple(records))
+
+
+_DRAW = st.builds(
+    RecordDraw,
+    legacy=st.booleans(),
+    status=st.sampled_from(STATUSES),
+    unit=st.integers(0, len(UNITS) - 1),
+    v6=st.booleans(),
+    prefix=st.booleans(),
+    extra=st.none() | st.integers(0, 7),
+    dash=st.booleans(),
+)
+
+
+def inventories(max_records: int = 8) -> st.SearchStrategy[InventorySpec]:
+    """Inventories of 1..max_records records; shrinking removes and simplifies records."""
+    return st.lists(_DRAW, min_size=1, max_size=max_records).map(build)
+
+
+def full_coverage() -> InventorySpec:
+    """Every status for legacy and authenticated records, both families, a prefix, and
+    extension senders that are another record's registered sender (both delimiters)."""
+    draws = [
+        RecordDraw(True, "active", 0, False, False, None, False),
+        RecordDraw(True, "active", 0, True, False, 3, True),  # owns scans3-x@lib
+        RecordDraw(False, "active", 1, False, False, None, False),
+        RecordDraw(False, "active", 0, False, False, 0, False),  # owns scans0+x@lib
+        RecordDraw(False, "active", 2, True, True, None, False),
+        RecordDraw(True, "suspended", 1, False, False, None, False),
+        RecordDraw(True, "revoked", 2, False, False, None, False),
+        RecordDraw(True, "retired", 0, False, False, None, False),
+        RecordDraw(False, "suspended", 1, False, False, None, False),
+        RecordDraw(False, "revoked", 0, True, False, None, False),
+        RecordDraw(False, "retired", 2, False, False, None, False),
+        RecordDraw(False, "active", 1, True, False, 2, True),  # owns scans2-x@eng
+    ]
+    return build(draws)
+
+
+# --- writing the inventory ----------------------------------------------------------
+
+
+def write(spec: InventorySpec, root: Path) -> None:
+    """An inventory folder for ``spec``: the example's site and units, our records and NetReg."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("site.yaml", "units.yaml"):
+        shutil.copyfile(EXAMPLE / name, root / name)
+    reservations = []
+    for record in spec.records:
+        folder = root / "devices" / record.unit.id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{record.name}.yaml").write_text(_device(record), "utf-8")
+        if record.legacy:
+            address = str(record.network.network_address)
+            quoted = f'"{address}"' if ":" in address else address
+            reservations.append(
+                f"  - {{address: {quoted}, fqdn: {record.name}.{record.unit.domain}, type: static}}"
+            )
+    exported = (TODAY - dt.timedelta(days=3)).isoformat()
+    (root / "netreg.yaml").write_text(
+        f"exported_on: {exported}\nreservations:\n" + "\n".join(reservations) + "\n"
+        if reservations
+        else f"exported_on: {exported}\nreservations: []\n",
+        "utf-8",
+    )
+
+
+def _device(record: Record) -> str:
+    address = str(record.network.network_address)
+    if record.network.num_addresses > 1:
+        address = str(record.network)
+    quoted = f'"{address}"' if ":" in address else address
+    lines = [
+        f"name: {record.name}",
+        f"unit: {record.unit.id}",
+        f"kind: {'copier' if record.legacy else 'application'}",
+        "model: Differential Test Device",
+        f"fqdn: {record.name}.{record.unit.domain}",
+        f"address: {quoted}",
+        f"auth: {'ip' if record.legacy else 'credentials'}",
+    ]
+    if record.account:
+        lines.append(f"account: {record.account}")
+    lines.append("senders:")
+    lines += [f"  - {sender}" for sender in record.senders]
+    lines += [
+        "volume_per_day: 10",
+        "requestor: {name: Pat Doe, email: pdoe@example.edu}",
+        "technical_contact: {name: Sam Roe, email: sroe@example.edu}",
+    ]
+    if record.legacy:
+        approved = TODAY - dt.timedelta(days=60)
+        lines += [
+            "netreg: static",
+            "exception:",
+            f"  approver: {record.unit.approver}",
+            "  justification: >-",
+            "    The firmware supports neither OAuth2 nor SMTP AUTH; replacement is budgeted.",
+            "  acknowledged:",
+            "    - unauthenticated-smtp-is-legacy-and-insecure",
+            "    - service-may-be-interrupted",
+            "    - support-may-be-discontinued",
+            f"  approved_on: {approved.isoformat()}",
+            f"  expires_on: {(approved + dt.timedelta(days=300)).isoformat()}",
+            "  mod_ticket: NS-12345",
+        ]
+    lines.append(f"status: {record.status}")
+    if record.status != "active":
+        lines += [
+            f"status_reason: {_REASONS[record.status]}",
+            f"status_date: {(TODAY - dt.timedelta(days=10)).isoformat()}",
+        ]
+    return "\n".join(lines) + "\n"
