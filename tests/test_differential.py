@@ -27,10 +27,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
+from relaygate import compile as compile_
 from tests.conftest import require, require_postfix_lmdb
 from tests.differential import inventory as generated
+from tests.differential import namespaces
 from tests.differential.relay import XclientRelay
 from tests.differential.run import Outcome, check
+from tests.lab import Lab
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +161,34 @@ def test_random_inventories_agree_on_every_cell(
     record_property("random_inventories", len(ran))
     record_property("real_transactions", sum(ran))
     assert len(ran) >= 1
+
+
+def test_real_addresses_through_nft_agree(
+    tally: Tally, record_property: Callable[[str, object], None]
+) -> None:
+    require(os.geteuid() == 0, "the lab needs root (network namespaces, nft, Postfix)")
+    for tool, package in (
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("postfix", "postfix"),
+        ("saslpasswd2", "sasl2-bin"),
+    ):
+        require(shutil.which(tool) is not None, f"{tool} is not installed ({package})")
+    require_postfix_lmdb()
+    spec = generated.full_coverage()
+    work = Path(tempfile.mkdtemp(prefix="relaygate-diff-lab-"))
+    try:
+        inventory = work / "inventory"
+        generated.write(spec, inventory)
+        built = compile_.build(inventory, generated.TODAY)
+        assert built.artifacts is not None
+        with Lab.running(inventory, generated.TODAY) as lab:
+            outcome, dropped = namespaces.check(spec, lab, built.artifacts)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    tally.namespace_transactions += outcome.transactions
+    tally.namespace_connections += outcome.connections
+    record_property("namespace_transactions", outcome.transactions)
+    # The firewall really decided some connections and let others reach Postfix.
+    assert 0 < dropped < outcome.connections, (dropped, outcome.connections)
+    assert not outcome.disagreements, outcome.report(spec)

@@ -90,7 +90,7 @@ def _drive(relay: XclientRelay, connection: Connection) -> tuple[list[Transactio
         session.close()
 
 
-def _kind(cell: Cell) -> str:
+def kind(cell: Cell) -> str:
     record = cell.client.record
     client = cell.client.label if record is None else cell.client.label.rsplit(" ", 1)[0]
     return f"{client} | {cell.port} | {cell.login_kind} | {cell.sender_kind}"
@@ -132,7 +132,7 @@ def check(spec: InventorySpec, root: Path, relay: XclientRelay) -> Outcome:
                     f"    query:    {asked}\n"
                     f"    postfix:  {'RELAY' if real.accepted else 'REFUSE'} ({real.reply})"
                 )
-                outcome.classes[_kind(cell)] += 1
+                outcome.classes[kind(cell)] += 1
             if sampled < CLI_SAMPLE and answers.cli_expresses(cell) and outcome.cells % 37 == 0:
                 sampled += 1
                 printed = answers.cli_answer(compiled.inventory, cell)
