@@ -196,9 +196,28 @@ def test_renderers_refuse_a_smuggled_sender() -> None:
             "10.9.9.9 is present",
         ),
         (
-            "postfix/sender_login",
-            lambda t: t + "evil@example.edu\tsvc-x@example.edu\n",
-            "evil@example.edu is present",
+            "nftables/relay.nft",
+            lambda t: t.replace(
+                '\t\t\t2001:db8:1060:330::2a/128 comment "med-clinic-copier",\n', ""
+            ),
+            "nftables suspended set: 2001:db8:1060:330::2a is missing",
+        ),
+        (
+            "acl/ios/mod-medicine-v6.acl",
+            lambda t: t.replace(
+                " permit tcp host 2001:db8:1060:330::2a", " deny tcp host 2001:db8:1060:330::2a"
+            ),
+            "IOS ACL mod-medicine: 2001:db8:1060:330::2a is missing",
+        ),
+        (
+            "nftables/relay.nft",
+            lambda t: t.replace('10.0.0.0/8 comment "campus-v4"', '0.0.0.0/0 comment "campus-v4"'),
+            "nftables campus set: 0.0.0.0/0 is present",
+        ),
+        (
+            "postfix/logins",
+            lambda t: t + "svc-evil@example.edu\trelaygate_l_f6c72afc50d0\n",
+            "svc-evil@example.edu is present",
         ),
         (
             "acl/ios/mod-libraries-v4.acl",
@@ -230,6 +249,9 @@ def test_renderers_refuse_a_smuggled_sender() -> None:
         "extra-postfix",
         "missing-nft",
         "extra-nft",
+        "suspended-nft",
+        "suspended-ios",
+        "campus-nft",
         "extra-login",
         "extra-ios",
         "swapped-junos",

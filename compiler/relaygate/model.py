@@ -111,6 +111,13 @@ class Device:
     status_date: dt.date | None
     status_ticket: str | None
     source: str
+    #: Why this record may send with the null sender (``allow_null_sender.reason``);
+    #: None (the default) refuses the null sender for it on every relay path.
+    null_sender_reason: str | None = None
+
+    @property
+    def allow_null_sender(self) -> bool:
+        return self.null_sender_reason is not None
 
     @property
     def is_legacy(self) -> bool:
@@ -244,6 +251,7 @@ def build_device(data: dict[str, Any], source: str) -> Device:
         status_date=status_date,
         status_ticket=data.get("status_ticket"),
         source=source,
+        null_sender_reason=(data.get("allow_null_sender") or {}).get("reason"),
     )
 
 
