@@ -142,6 +142,11 @@ def test_every_kind_of_record_agrees_on_every_cell(
     assert outcome.transactions >= MIN_TRANSACTIONS, outcome.report(spec)
     assert outcome.cli_checks > 0
     assert not outcome.disagreements, outcome.report(spec)
+    # Positive controls: each active record relays its own sender on its own path (and so
+    # do its case variants, quoted, routed and trailing-dot spellings); refusals are real.
+    active = [r for r in spec.records if r.active]
+    assert outcome.relayed >= 6 * len(active), outcome.report(spec)
+    assert outcome.cells - outcome.relayed > outcome.cells // 2
 
 
 def test_random_inventories_agree_on_every_cell(
@@ -192,3 +197,5 @@ def test_real_addresses_through_nft_agree(
     # The firewall really decided some connections and let others reach Postfix.
     assert 0 < dropped < outcome.connections, (dropped, outcome.connections)
     assert not outcome.disagreements, outcome.report(spec)
+    # Positive controls through the firewall: every active record relays its own sender.
+    assert outcome.relayed >= len([r for r in spec.records if r.active]), outcome.report(spec)

@@ -3,8 +3,9 @@
 Input: a compiled inventory's artifacts (in process, as ``relaygate query``
 builds them) and a ``Cell``. Output: the query's relay decision, from the same
 interpreter of the compiled Postfix text that ``relaygate query --sender``
-prints (``Relay.decide``), for the cell's service: ``smtp`` is the relay port,
-``submission`` the submission port. ``cli_answer`` asks the command line
+prints (``Relay.decide``), for the master.cf service of the cell's port (the
+site's relay or submission port), with the client's hostname and after
+STARTTLS, as the XCLIENT session presents them. ``cli_answer`` asks the command line
 itself (``relaygate query ADDRESS --sender S [--login L] --format json``), for
 the cells the command line can express; the test checks it gives the same
 answer as the in-process call on a sample of cells.
@@ -20,13 +21,12 @@ from pathlib import Path
 
 import netaddr
 
-from relaygate import query
 from relaygate.cli import main as relaygate_main
 from relaygate.render import Artifacts
+from relaygate.render.postfix import service_name
+from relaygate.render.postfix.evaluate import Relay
 from tests.conftest import AS_OF
 from tests.differential.matrix import Cell
-
-SERVICES = {"relay": "smtp", "submission": "submission"}
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,21 @@ class QueryAnswer:
 class QueryModel:
     """``relaygate query``'s relay, built once per compiled inventory."""
 
-    def __init__(self, artifacts: Artifacts) -> None:
-        self.relay = query.Relay(artifacts)
+    def __init__(self, artifacts: Artifacts, relay_port: int, submission_port: int) -> None:
+        self.relay = Relay.from_artifacts(artifacts)
+        self.services = {
+            "relay": service_name(relay_port),
+            "submission": service_name(submission_port),
+        }
 
     def answer(self, cell: Cell) -> QueryAnswer:
         decision = self.relay.decide(
             netaddr.IPAddress(str(cell.client.address)),
             cell.sender,
             cell.login,
-            SERVICES[cell.port],
+            self.services[cell.port],
+            client_name=cell.client.hostname,
+            tls=True,
         )
         return QueryAnswer(
             decision.action == "OK", decision.action, decision.reason, decision.restriction

@@ -82,7 +82,7 @@ def _request(lab: Lab, cells: list[Cell], credentials: tuple[str, str] | None) -
 
 def check(spec: InventorySpec, lab: Lab, artifacts: Artifacts) -> tuple[Outcome, int]:
     """Run the subset; the outcome and how many connections nft dropped."""
-    model = QueryModel(artifacts)
+    model = QueryModel(artifacts, lab.plan.relay_port, lab.plan.submission_port)
     planned = _cells(spec, lab)
     known = {a.login for a in lab.plan.accounts}
     by_namespace: dict[str, list[int]] = {}
@@ -131,6 +131,7 @@ def check(spec: InventorySpec, lab: Lab, artifacts: Artifacts) -> tuple[Outcome,
             # The relay knows only the lab's accounts: another login fails AUTH and the
             # session goes on without one, so query is asked without it.
             asked = model.answer(cell if cell.login in known else _without_login(cell))
+            outcome.relayed += intended.relay and asked.relay and accepted
             if not intended.relay == asked.relay == accepted:
                 outcome.disagreements.append(
                     f"- cell (real address, nft): {cell}\n"

@@ -32,13 +32,15 @@ class Outcome:
     transactions: int = 0
     connections: int = 0
     cli_checks: int = 0
+    relayed: int = 0  # cells all three answers relay: the positive controls
     disagreements: list[str] = field(default_factory=list)
     classes: Counter[str] = field(default_factory=Counter)
 
     def report(self, spec: InventorySpec, shown: int = 30) -> str:
         lines = [
             f"{len(self.disagreements)} of {self.cells} cells disagree"
-            f" ({self.transactions} real transactions); first {shown}:",
+            f" ({self.transactions} real transactions, {self.relayed} relayed by all three);"
+            f" first {shown}:",
             *self.disagreements[:shown],
             "disagreements by class (client kind, port, login, sender):",
             *(f"  {count:4d}  {name}" for name, count in sorted(self.classes.items())),
@@ -99,7 +101,7 @@ def kind(cell: Cell) -> str:
 def check(spec: InventorySpec, root: Path, relay: XclientRelay) -> Outcome:
     compiled = compile_spec(spec, root)
     relay.deploy(compiled.out, compiled.relay_port, compiled.submission_port)
-    model = answers.QueryModel(compiled.artifacts)
+    model = answers.QueryModel(compiled.artifacts, compiled.relay_port, compiled.submission_port)
     planned = connections(spec)
     outcome = Outcome(connections=len(planned))
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
@@ -125,6 +127,7 @@ def check(spec: InventorySpec, root: Path, relay: XclientRelay) -> Outcome:
             outcome.transactions += 1
             intended = oracle.intended(spec, cell)
             asked = model.answer(cell)
+            outcome.relayed += intended.relay and asked.relay and real.accepted
             if not intended.relay == asked.relay == real.accepted:
                 outcome.disagreements.append(
                     f"- cell: {cell}\n"
