@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 
 from relaygate import compile as compile_
 from tests.conftest import require, require_postfix_lmdb
@@ -47,6 +47,11 @@ PROFILE = settings(
     phases=(Phase.explicit, Phase.generate, Phase.shrink),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+#: A legacy and an authenticated record, for the example on the site's other ports.
+SMALL = [
+    generated.RecordDraw(True, "active", 0, False, False, None, False),
+    generated.RecordDraw(False, "active", 1, True, False, 0, True),
+]
 #: Real transactions the fixed inventory alone must run (the issue asks for 2,000 per run).
 MIN_TRANSACTIONS = 2000
 
@@ -153,12 +158,15 @@ def test_random_inventories_agree_on_every_cell(
     relay: XclientRelay, tally: Tally, record_property: Callable[[str, object], None]
 ) -> None:
     ran: list[int] = []
+    ports: set[tuple[int, int]] = set()
 
     @PROFILE
     @given(spec=generated.inventories())
+    @example(spec=generated.build(SMALL, generated.PORT_PAIRS[1]))
     def agree(spec: generated.InventorySpec) -> None:
         outcome = _run(spec, relay, tally)
         ran.append(outcome.transactions)
+        ports.add(spec.ports)
         assert outcome.transactions > 0
         assert not outcome.disagreements, outcome.report(spec)
 
@@ -166,6 +174,8 @@ def test_random_inventories_agree_on_every_cell(
     record_property("random_inventories", len(ran))
     record_property("real_transactions", sum(ran))
     assert len(ran) >= 1
+    # The relay follows the site's ports: both pairs ran (the explicit example has the other).
+    assert ports == set(generated.PORT_PAIRS)
 
 
 def test_real_addresses_through_nft_agree(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,12 +116,18 @@ class Record:
         return self.network.network_address + 1
 
 
+#: The site's (relay port, submission port): the standard pair and another the relay
+#: must follow just as well (site.yaml decides; every target must agree).
+PORT_PAIRS = ((25, 587), (2525, 10587))
+
+
 @dataclass(frozen=True)
 class InventorySpec:
     records: tuple[Record, ...]
+    ports: tuple[int, int] = PORT_PAIRS[0]
 
     def describe(self) -> str:
-        return "\n".join(
+        return f"  site ports: relay {self.ports[0]}, submission {self.ports[1]}\n" + "\n".join(
             f"  {r.name}: {r.status} {'legacy' if r.legacy else 'auth ' + str(r.account)}"
             f" {r.network} senders={list(r.senders)}"
             for r in self.records
@@ -132,7 +139,7 @@ def local_part(index: int) -> str:
     return f"scans{index}"
 
 
-def build(draws: list[RecordDraw]) -> InventorySpec:
+def build(draws: list[RecordDraw], ports: tuple[int, int] = PORT_PAIRS[0]) -> InventorySpec:
     """Turn draws into records with unique names, addresses, logins and senders."""
     records: list[Record] = []
     used_senders: set[str] = set()
@@ -171,7 +178,7 @@ def build(draws: list[RecordDraw]) -> InventorySpec:
                 senders=tuple(senders),
             )
         )
-    return InventorySpec(tuple(records))
+    return InventorySpec(tuple(records), ports)
 
 
 _DRAW = st.builds(
@@ -188,7 +195,9 @@ _DRAW = st.builds(
 
 def inventories(max_records: int = 8) -> st.SearchStrategy[InventorySpec]:
     """Inventories of 1..max_records records; shrinking removes and simplifies records."""
-    return st.lists(_DRAW, min_size=1, max_size=max_records).map(build)
+    return st.builds(
+        build, st.lists(_DRAW, min_size=1, max_size=max_records), st.sampled_from(PORT_PAIRS)
+    )
 
 
 def full_coverage() -> InventorySpec:
@@ -217,8 +226,13 @@ def full_coverage() -> InventorySpec:
 def write(spec: InventorySpec, root: Path) -> None:
     """An inventory folder for ``spec``: the example's site and units, our records and NetReg."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("site.yaml", "units.yaml"):
-        shutil.copyfile(EXAMPLE / name, root / name)
+    shutil.copyfile(EXAMPLE / "units.yaml", root / "units.yaml")
+    site = (EXAMPLE / "site.yaml").read_text("utf-8")
+    for key, port in zip(("relay_port", "submission_port"), spec.ports, strict=True):
+        site, count = re.subn(rf"(?m)^(\s+{key}:\s*)\d+", rf"\g<1>{port}", site)
+        if count != 1:
+            raise ValueError(f"the example site.yaml has no single {key} line")
+    (root / "site.yaml").write_text(site, "utf-8")
     reservations = []
     for record in spec.records:
         folder = root / "devices" / record.unit.id

@@ -54,8 +54,10 @@ class Cell:
     sender: str  # the text between MAIL FROM's angle brackets
 
     @property
-    def utf8(self) -> bool:
-        return not self.sender.isascii()
+    def smtputf8(self) -> bool:
+        """MAIL FROM carries the SMTPUTF8 parameter: a non-ASCII sender, unless the
+        cell is the look-alike sent without it (as a careless or hostile client may)."""
+        return not self.sender.isascii() and "without SMTPUTF8" not in self.sender_kind
 
     def __str__(self) -> str:
         return (
@@ -94,6 +96,7 @@ def variants(base: str) -> list[tuple[str, str]]:
         ("own percent hack", f"{local}%{domain}@relay.example.edu"),
         ("own trailing dot", f"{base}."),
         ("own UTF-8 look-alike", f"{lookalike}@{domain}"),
+        ("own UTF-8 look-alike without SMTPUTF8", f"{lookalike}@{domain}"),
     ]
 
 

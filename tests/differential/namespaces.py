@@ -75,7 +75,7 @@ def _request(lab: Lab, cells: list[Cell], credentials: tuple[str, str] | None) -
         "auth": None
         if credentials is None
         else {"user": credentials[0], "password": credentials[1]},
-        "senders": [cell.sender for cell in cells],
+        "senders": [[cell.sender, cell.smtputf8] for cell in cells],
         "recipient": RECIPIENT,
     }
 

@@ -4,8 +4,9 @@ Run inside a client namespace (``ip netns exec NS python nsclient.py``); the
 standard library only. Input on stdin: ``{"connections": [...]}``, each with
 ``host``, ``port``, ``source``, ``timeout``, optional ``auth``
 (``{"user", "password"}``: a real ``AUTH PLAIN``, sent after STARTTLS when the
-relay offers it, whether or not AUTH is offered) and ``senders`` (texts between
-MAIL FROM's angle brackets) and ``recipient``. Output on stdout: one JSON list,
+relay offers it, whether or not AUTH is offered), ``senders`` (pairs
+``[text between MAIL FROM's angle brackets, send SMTPUTF8]``) and
+``recipient``. Output on stdout: one JSON list,
 per connection ``{"error", "auth", "transactions": [[mail, rcpt], ...]}``;
 ``error`` is ``"timeout"`` or ``"refused"`` when no SMTP session came up (the
 firewall dropped or rejected it), and then there are no transactions.
@@ -72,8 +73,8 @@ def run(connection: dict[str, Any]) -> dict[str, Any]:
         if auth:
             token = base64.b64encode(f"\0{auth['user']}\0{auth['password']}".encode()).decode()
             result["auth"] = _say(stream, f"AUTH PLAIN {token}")
-        for sender in connection["senders"]:
-            parameter = "" if sender.isascii() else " SMTPUTF8"
+        for sender, smtputf8 in connection["senders"]:
+            parameter = " SMTPUTF8" if smtputf8 else ""
             mail = _say(stream, f"MAIL FROM:<{sender}>{parameter}")
             rcpt = None
             if mail.startswith("250"):

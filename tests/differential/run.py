@@ -86,7 +86,9 @@ def _drive(relay: XclientRelay, connection: Connection) -> tuple[list[Transactio
             note = f"the relay port offers {[f for f in session.features if f.startswith('AUTH')]}"
         if connection.port == "submission" and connection.login and not offered:
             note = "the submission port does not offer AUTH"
-        found = [session.transaction(cell.sender, RECIPIENT) for cell in connection.cells]
+        found = [
+            session.transaction(cell.sender, RECIPIENT, cell.smtputf8) for cell in connection.cells
+        ]
         return found, note
     finally:
         session.close()

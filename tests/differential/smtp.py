@@ -7,8 +7,8 @@ Output: per MAIL FROM, a ``Transaction`` with the MAIL and RCPT replies, each
 transaction ended by RSET.
 
 Envelope addresses go out exactly as written, so quoting, routes and
-look-alikes reach smtpd as an attacker would send them; a non-ASCII sender
-carries the SMTPUTF8 parameter.
+look-alikes reach smtpd as an attacker would send them; the SMTPUTF8
+parameter is sent when the caller asks for it.
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ class Session:
             token = base64.b64encode(f"\0{login}\0secret".encode()).decode()
             self.auth_reply = self.say(f"AUTH PLAIN {token}")
 
-    def transaction(self, sender: str, recipient: str) -> Transaction:
-        parameter = " SMTPUTF8" if not sender.isascii() else ""
+    def transaction(self, sender: str, recipient: str, smtputf8: bool) -> Transaction:
+        parameter = " SMTPUTF8" if smtputf8 else ""
         mail = self.say(f"MAIL FROM:<{sender}>{parameter}")
         rcpt = self.say(f"RCPT TO:<{recipient}>") if mail.startswith("250") else None
         rset = self.say("RSET")
