@@ -21,6 +21,7 @@ from relaygate.errors import RenderRefused
 from relaygate.model import Status
 from relaygate.policy import build_policy
 from relaygate.render import Header
+from relaygate.render.postfix import syntax
 from relaygate.render.targets import render_all
 from relaygate.verify import map_entries, verify
 from tests import postfix_instance
@@ -435,3 +436,26 @@ def test_check_is_not_stale_on_a_new_day(inventory: Path, tmp_path: Path, run_cl
         "--check",
     )
     assert changed.code == 1 and "stale: manifest.json" in changed.stdout, changed
+
+
+def test_postfix_files_are_read_back_one_way() -> None:
+    """One continuation rule for maps, main.cf and master.cf text (render.postfix.syntax)."""
+    text = "# c\na = one,\n  two\n\n   # indented comment\nb =\n  x\tvalue\n"
+    assert [(p.name, p.value, p.continued) for p in syntax.parameter_lines(text)] == [
+        ("a", "one, two", True),
+        ("b", "x\tvalue", True),
+    ]
+    entries = syntax.table_entries("k1\tv1\n k2\tv2\nk3  v3 more\n#k4\tv4\n")
+    assert [(e.key, e.value, e.continued) for e in entries] == [
+        ("k1", "v1 k2\tv2", True),
+        ("k3", "v3 more", False),
+    ]
+    assert syntax.tokens("a, static:{REJECT x, y} cidr:{ {1.2.3.4/32 c}, {::/0 d} },b") == [
+        "a",
+        "static:{REJECT x, y}",
+        "cidr:{ {1.2.3.4/32 c}, {::/0 d} }",
+        "b",
+    ]
+    assert syntax.expand("$a ${b} $$x", {"a": "1", "b": "$a$a"}) == "1 11 $x"
+    overrides = syntax.overrides("127.0.0.1:25/inet/smtpd_x = y\nsubmission/inet/z=1\n")
+    assert overrides == {"127.0.0.1:25/inet": {"smtpd_x": "y"}, "submission/inet": {"z": "1"}}

@@ -417,7 +417,5 @@ def verify(
             if p.version == d.network.version
         )
     }
-    _compare(
-        "Aerleon groups", in_groups, set(legacy) | authenticated_in_mod | suspended, problems
-    )
+    _compare("Aerleon groups", in_groups, set(legacy) | authenticated_in_mod | suspended, problems)
     return problems

@@ -5,7 +5,9 @@ hosts (legacy devices on the relay port, authenticated ones on the
 submission port), deny every other SMTP port from the segment, permit the
 rest. Suspended legacy devices are permitted to the relay port too, as the
 relay's nft ruleset admits them: Postfix then answers them with the reason
-(the same three targets agree; the verifier compares them). Remarks and term names carry the record name and its MOD ticket.
+(the three targets agree; the verifier compares them). Remarks and term
+names carry the record name and its MOD ticket (a suspended device's status
+ticket).
 
 The routers themselves cannot be reached from here; the deploy turns these
 files into a change package for the network team.
@@ -17,8 +19,8 @@ from dataclasses import dataclass
 
 import netaddr
 
-from relaygate.errors import RenderRefused
 from relaygate.addresses import inside
+from relaygate.errors import RenderRefused
 from relaygate.model import ModSegment, Status
 from relaygate.policy import Policy, RefusedClient
 from relaygate.render import Artifacts, Header, guards, render_template, target

@@ -38,6 +38,7 @@ which is why each binding is a named restriction class.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from collections.abc import Iterable
@@ -175,13 +176,17 @@ REASONS = {
     "inactive": "inactive",
     "investigation": "under investigation",
     "expired": "exception expired",
+    "netreg": "NetReg reservation missing or changed",
+    "approver": "approver not listed for the unit",
     "unspecified": "see the relay team",
 }
 STATUS_WORD = {Status.REVOKED: "revoked", Status.SUSPENDED: "suspended"}
 
 
-def _reply(status: Status, reason: str, ticket: str | None) -> str:
+def _reply(status: Status, reason: str, ticket: str | None, since: dt.date | None = None) -> str:
     text = f"{REJECT} relay access {STATUS_WORD[status]}: {REASONS[reason]}"
+    if since is not None:  # a date object, formatted here: never text from data
+        text += f" on {since.isoformat()}"
     checked = guards.ticket(ticket)
     return f"{text} ({checked})" if checked else text
 
