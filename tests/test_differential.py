@@ -45,7 +45,7 @@ PROFILE = settings(
     database=None,
     deadline=None,
     phases=(Phase.explicit, Phase.generate, Phase.shrink),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 #: A legacy and an authenticated record, for the example on the site's other ports.
 SMALL = [
