@@ -163,6 +163,7 @@ def test_random_inventories_agree_on_every_cell(
     @PROFILE
     @given(spec=generated.inventories())
     @example(spec=generated.build(SMALL, generated.PORT_PAIRS[1]))
+    @example(spec=generated.build(generated.NULL_SENDER_OPT_IN))
     def agree(spec: generated.InventorySpec) -> None:
         outcome = _run(spec, relay, tally)
         ran.append(outcome.transactions)
@@ -174,7 +175,7 @@ def test_random_inventories_agree_on_every_cell(
     record_property("random_inventories", len(ran))
     record_property("real_transactions", sum(ran))
     assert len(ran) >= 1
-    # The relay follows the site's ports: both pairs ran (the explicit example has the other).
+    # The relay follows the site's ports: both pairs ran (an explicit example has the other).
     assert ports == set(generated.PORT_PAIRS)
 
 

@@ -22,6 +22,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -92,6 +93,7 @@ class RecordDraw:
     prefix: bool  # authenticated only: a small prefix instead of a host
     extra: int | None  # a second sender: the +x/-x extension of record ``extra``'s sender
     dash: bool  # the extension's delimiter: '-' (True) or '+'
+    null_ok: bool = False  # the record opts in to the null sender (allow_null_sender)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class Record:
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
     account: str | None
     senders: tuple[str, ...]
+    null_ok: bool = False
 
     @property
     def active(self) -> bool:
@@ -126,10 +129,14 @@ class InventorySpec:
     records: tuple[Record, ...]
     ports: tuple[int, int] = PORT_PAIRS[0]
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """How hypothesis shows a (shrunk) failing inventory: one line per record."""
+        printer.text("InventorySpec(\n" + self.describe() + "\n)")
+
     def describe(self) -> str:
         return f"  site ports: relay {self.ports[0]}, submission {self.ports[1]}\n" + "\n".join(
             f"  {r.name}: {r.status} {'legacy' if r.legacy else 'auth ' + str(r.account)}"
-            f" {r.network} senders={list(r.senders)}"
+            f" {r.network} senders={list(r.senders)}{' allow_null_sender' if r.null_ok else ''}"
             for r in self.records
         )
 
@@ -176,6 +183,7 @@ def build(draws: list[RecordDraw], ports: tuple[int, int] = PORT_PAIRS[0]) -> In
                 network=network,
                 account=None if legacy else f"svc-{name}@example.edu",
                 senders=tuple(senders),
+                null_ok=draw.null_ok,
             )
         )
     return InventorySpec(tuple(records), ports)
@@ -190,6 +198,7 @@ _DRAW = st.builds(
     prefix=st.booleans(),
     extra=st.none() | st.integers(0, 7),
     dash=st.booleans(),
+    null_ok=st.booleans(),
 )
 
 
@@ -218,6 +227,16 @@ def full_coverage() -> InventorySpec:
         RecordDraw(False, "active", 1, True, False, 2, True),  # owns scans2-x@eng
     ]
     return build(draws)
+
+
+#: Records that allow the null sender (active legacy and authenticated, and a suspended
+#: one) beside one that does not.
+NULL_SENDER_OPT_IN = [
+    RecordDraw(True, "active", 2, False, False, None, False, null_ok=True),
+    RecordDraw(False, "active", 2, False, False, None, False, null_ok=True),
+    RecordDraw(True, "suspended", 2, False, False, None, False, null_ok=True),
+    RecordDraw(True, "active", 0, False, False, None, False),
+]
 
 
 # --- writing the inventory ----------------------------------------------------------
@@ -271,6 +290,11 @@ def _device(record: Record) -> str:
         lines.append(f"account: {record.account}")
     lines.append("senders:")
     lines += [f"  - {sender}" for sender in record.senders]
+    if record.null_ok:
+        lines += [
+            "allow_null_sender:",
+            "  reason: The device sends delivery reports for failed jobs with the null sender.",
+        ]
     lines += [
         "volume_per_day: 10",
         "requestor: {name: Pat Doe, email: pdoe@example.edu}",

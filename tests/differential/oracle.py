@@ -13,8 +13,9 @@ The rules, as the product states them:
   own account, only from its record's addresses (a login is bound to them), and
   only with its own senders; the relay port offers no AUTH, so a login does not
   count there;
-- the null sender (``<>``, ``<"">``, ``<@route:>``) is refused unless a record
-  explicitly allows it (none of the generated records does).
+- the null sender (``<>``, ``<"">``, ``<@route:>``) is refused unless the
+  record explicitly allows it (``allow_null_sender``); a record that does may
+  use it in every spelling, under the same client, port and login rules.
 
 Senders compare as RFC 5321 mailboxes, decided here and stated once: ASCII
 letters fold to lower case, a source route is ignored, a quoted local part that
@@ -99,7 +100,9 @@ def intended(spec: InventorySpec, cell: Cell) -> Verdict:
 
 def _own_sender(record: Record, sender: str | None) -> Verdict:
     if sender is None:
-        return Verdict(False, "the null sender; no record allows it")
+        if record.null_ok:
+            return Verdict(True, f"{record.name} allows the null sender")
+        return Verdict(False, f"the null sender; {record.name} does not allow it")
     if sender not in record.senders:
         return Verdict(False, f"not a sender of {record.name}")
     return Verdict(True, f"{record.name} with its own sender")

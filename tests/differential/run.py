@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relaygate import compile as compile_
+from relaygate.errors import RelaygateError
 from relaygate.render import Artifacts
 from tests.differential import answers, oracle
 from tests.differential.inventory import TODAY, InventorySpec, write
@@ -63,7 +64,15 @@ def compile_spec(spec: InventorySpec, root: Path) -> Compiled:
     """Write the inventory under ``root`` and compile it into ``root/compiled``."""
     inventory = root / "inventory"
     write(spec, inventory)
-    built = compile_.build(inventory, TODAY)
+    try:
+        built = compile_.build(inventory, TODAY)
+    except RelaygateError as error:
+        # Every cell's intended answer exists, but no relay can be built: the compiler
+        # failed closed on a valid inventory.
+        raise AssertionError(
+            f"relaygate compile failed on a valid inventory: {type(error).__name__}: {error}\n"
+            f"inventory:\n{spec.describe()}"
+        ) from error
     errors = [str(f) for f in built.validation.findings if f.is_error]
     assert built.artifacts is not None and not errors, (
         "the generator wrote an inventory that does not compile:\n" + "\n".join(errors)
