@@ -16,8 +16,10 @@ widened lookup would hand one device another's address.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.conftest import AS_OF, EXAMPLE
+from tests.conftest import AS_OF, EXAMPLE, ROOT
 
 TODAY = dt.date.fromisoformat(AS_OF)
 STATUSES = ("active", "suspended", "revoked", "retired")
@@ -75,6 +77,12 @@ UNITS = (
     ),
 )
 
+#: Whether the record format has the one-owner rule for senders (``shares_senders_with``).
+SHARING = (
+    "shares_senders_with"
+    in json.loads((ROOT / "schemas" / "device.schema.json").read_text("utf-8"))["properties"]
+)
+
 #: Held by no record, on campus (inside a MOD segment; the lab picks it too) and off campus.
 UNKNOWN_CAMPUS = ipaddress.ip_address("10.20.30.250")
 OFF_CAMPUS = ipaddress.ip_address("198.51.100.7")
@@ -106,6 +114,7 @@ class Record:
     account: str | None
     senders: tuple[str, ...]
     null_ok: bool = False
+    shares: tuple[str, ...] = ()  # shares_senders_with
 
     @property
     def active(self) -> bool:
@@ -137,6 +146,7 @@ class InventorySpec:
         return f"  site ports: relay {self.ports[0]}, submission {self.ports[1]}\n" + "\n".join(
             f"  {r.name}: {r.status} {'legacy' if r.legacy else 'auth ' + str(r.account)}"
             f" {r.network} senders={list(r.senders)}{' allow_null_sender' if r.null_ok else ''}"
+            f"{' shares_senders_with=' + ','.join(r.shares) if r.shares else ''}"
             for r in self.records
         )
 
@@ -146,8 +156,25 @@ def local_part(index: int) -> str:
     return f"scans{index}"
 
 
+def _shared_mailbox(one: str, other: str) -> bool:
+    """Two senders the one-owner rule treats as one mailbox (``x+tag@d`` is ``x@d``)."""
+
+    def key(sender: str) -> str:
+        local, _, domain = sender.rpartition("@")
+        return f"{local.split('+', 1)[0]}@{domain}"
+
+    return key(one) == key(other)
+
+
 def build(draws: list[RecordDraw], ports: tuple[int, int] = PORT_PAIRS[0]) -> InventorySpec:
-    """Turn draws into records with unique names, addresses, logins and senders."""
+    """Turn draws into records with unique names, addresses, logins and senders.
+
+    A second sender is the ``+x``/``-x`` extension of another record's first sender in
+    the same unit. Where the sender format knows the one-owner rule (a ``+extension``
+    is the same mailbox; two live records may hold one only by naming each other in
+    ``shares_senders_with``, and never a legacy record with an authenticated one), the
+    draw declares the sharing or, for a legacy/authenticated pair, drops the sender.
+    """
     records: list[Record] = []
     used_senders: set[str] = set()
     for index, draw in enumerate(draws):
@@ -168,8 +195,10 @@ def build(draws: list[RecordDraw], ports: tuple[int, int] = PORT_PAIRS[0]) -> In
         senders = [f"{local_part(index)}@{unit.domain}"]
         if draw.extra is not None and draws:
             other = draw.extra % len(draws)
-            other_unit = UNITS[draws[other].unit % len(UNITS)]
-            if other != index and other_unit == unit:
+            mate = draws[other]
+            both_live = "retired" not in (draw.status, mate.status)
+            mixed = mate.legacy != legacy and both_live and not draw.dash and SHARING
+            if other != index and UNITS[mate.unit % len(UNITS)] == unit and not mixed:
                 delimiter = "-" if draw.dash else "+"
                 senders.append(f"{local_part(other)}{delimiter}x@{unit.domain}")
         senders = [s for s in senders if s not in used_senders]
@@ -186,7 +215,21 @@ def build(draws: list[RecordDraw], ports: tuple[int, int] = PORT_PAIRS[0]) -> In
                 null_ok=draw.null_ok,
             )
         )
+    if SHARING:
+        records = _declare_sharing(records)
     return InventorySpec(tuple(records), ports)
+
+
+def _declare_sharing(records: list[Record]) -> list[Record]:
+    live = [r for r in records if r.status != "retired"]
+    shares: dict[str, set[str]] = {r.name: set() for r in records}
+    for one in live:
+        for other in live:
+            if one is not other and any(
+                _shared_mailbox(a, b) for a in one.senders for b in other.senders
+            ):
+                shares[one.name].add(other.name)
+    return [dataclasses.replace(r, shares=tuple(sorted(shares[r.name]))) for r in records]
 
 
 _DRAW = st.builds(
@@ -214,9 +257,9 @@ def full_coverage() -> InventorySpec:
     extension senders that are another record's registered sender (both delimiters)."""
     draws = [
         RecordDraw(True, "active", 0, False, False, None, False),
-        RecordDraw(True, "active", 0, True, False, 3, True),  # owns scans3-x@lib
+        RecordDraw(True, "active", 0, True, False, 0, False),  # owns scans0+x@lib
         RecordDraw(False, "active", 1, False, False, None, False),
-        RecordDraw(False, "active", 0, False, False, 0, False),  # owns scans0+x@lib
+        RecordDraw(False, "active", 0, False, False, 1, True),  # owns scans1-x@lib
         RecordDraw(False, "active", 2, True, True, None, False),
         RecordDraw(True, "suspended", 1, False, False, None, False),
         RecordDraw(True, "revoked", 2, False, False, None, False),
@@ -224,7 +267,7 @@ def full_coverage() -> InventorySpec:
         RecordDraw(False, "suspended", 1, False, False, None, False),
         RecordDraw(False, "revoked", 0, True, False, None, False),
         RecordDraw(False, "retired", 2, False, False, None, False),
-        RecordDraw(False, "active", 1, True, False, 2, True),  # owns scans2-x@eng
+        RecordDraw(False, "active", 1, True, False, 2, False),  # owns scans2+x@eng
     ]
     return build(draws)
 
@@ -290,6 +333,8 @@ def _device(record: Record) -> str:
         lines.append(f"account: {record.account}")
     lines.append("senders:")
     lines += [f"  - {sender}" for sender in record.senders]
+    if record.shares:
+        lines.append(f"shares_senders_with: [{', '.join(record.shares)}]")
     if record.null_ok:
         lines += [
             "allow_null_sender:",
