@@ -28,6 +28,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from relaygate.findings import Severity
+from relaygate.rules import RULES
 from tests.conftest import AS_OF, EXAMPLE, ROOT
 
 TODAY = dt.date.fromisoformat(AS_OF)
@@ -83,6 +85,22 @@ SHARING = (
     in json.loads((ROOT / "schemas" / "device.schema.json").read_text("utf-8"))["properties"]
 )
 
+#: Lapses the compiler turns into a refusal of that one record (a warning) instead of
+#: refusing the whole inventory (an error): with these rules, a lapsed legacy record is
+#: a valid input, so the generator draws it. Each kind, with its rule ids (either name).
+_LAPSE_RULES = (
+    ("expired", ("exception.expired",)),
+    ("netreg", ("legacy.netreg-no-reservation", "legacy.netreg-missing")),
+    ("approver", ("legacy.approver-not-listed",)),
+)
+LAPSES = tuple(
+    kind
+    for kind, ids in _LAPSE_RULES
+    if any(i in RULES and RULES[i].severity is Severity.WARNING for i in ids)
+)
+#: An approver units.yaml does not list (the "approver left" lapse).
+_DEPARTED = "{name: Dr. Gone Away, email: gaway@example.edu, role: dean}"
+
 #: Held by no record, on campus (inside a MOD segment; the lab picks it too) and off campus.
 UNKNOWN_CAMPUS = ipaddress.ip_address("10.20.30.250")
 OFF_CAMPUS = ipaddress.ip_address("198.51.100.7")
@@ -102,6 +120,7 @@ class RecordDraw:
     extra: int | None  # a second sender: the +x/-x extension of record ``extra``'s sender
     dash: bool  # the extension's delimiter: '-' (True) or '+'
     null_ok: bool = False  # the record opts in to the null sender (allow_null_sender)
+    lapse: str | None = None  # legacy only: expired | netreg | approver (see LAPSES)
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,7 @@ class Record:
     senders: tuple[str, ...]
     null_ok: bool = False
     shares: tuple[str, ...] = ()  # shares_senders_with
+    lapse: str | None = None
 
     @property
     def active(self) -> bool:
@@ -147,6 +167,7 @@ class InventorySpec:
             f"  {r.name}: {r.status} {'legacy' if r.legacy else 'auth ' + str(r.account)}"
             f" {r.network} senders={list(r.senders)}{' allow_null_sender' if r.null_ok else ''}"
             f"{' shares_senders_with=' + ','.join(r.shares) if r.shares else ''}"
+            f"{' lapsed:' + r.lapse if r.lapse else ''}"
             for r in self.records
         )
 
@@ -213,6 +234,7 @@ def build(draws: list[RecordDraw], ports: tuple[int, int] = PORT_PAIRS[0]) -> In
                 account=None if legacy else f"svc-{name}@example.edu",
                 senders=tuple(senders),
                 null_ok=draw.null_ok,
+                lapse=draw.lapse if legacy else None,
             )
         )
     if SHARING:
@@ -242,6 +264,7 @@ _DRAW = st.builds(
     extra=st.none() | st.integers(0, 7),
     dash=st.booleans(),
     null_ok=st.booleans(),
+    lapse=st.sampled_from((None, *LAPSES)),
 )
 
 
@@ -269,6 +292,7 @@ def full_coverage() -> InventorySpec:
         RecordDraw(False, "retired", 2, False, False, None, False),
         RecordDraw(False, "active", 1, True, False, 2, False),  # owns scans2+x@eng
     ]
+    draws += [RecordDraw(True, "active", 1, False, False, None, False, lapse=k) for k in LAPSES]
     return build(draws)
 
 
@@ -300,7 +324,7 @@ def write(spec: InventorySpec, root: Path) -> None:
         folder = root / "devices" / record.unit.id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{record.name}.yaml").write_text(_device(record), "utf-8")
-        if record.legacy:
+        if record.legacy and record.lapse != "netreg":
             address = str(record.network.network_address)
             quoted = f'"{address}"' if ":" in address else address
             reservations.append(
@@ -346,11 +370,14 @@ def _device(record: Record) -> str:
         "technical_contact: {name: Sam Roe, email: sroe@example.edu}",
     ]
     if record.legacy:
-        approved = TODAY - dt.timedelta(days=60)
+        # An expired exception ended five days ago; the others run 240 more days.
+        approved = TODAY - dt.timedelta(days=300 if record.lapse == "expired" else 60)
+        expires = approved + dt.timedelta(days=295 if record.lapse == "expired" else 300)
+        approver = _DEPARTED if record.lapse == "approver" else record.unit.approver
         lines += [
             "netreg: static",
             "exception:",
-            f"  approver: {record.unit.approver}",
+            f"  approver: {approver}",
             "  justification: >-",
             "    The firmware supports neither OAuth2 nor SMTP AUTH; replacement is budgeted.",
             "  acknowledged:",
@@ -358,7 +385,7 @@ def _device(record: Record) -> str:
             "    - service-may-be-interrupted",
             "    - support-may-be-discontinued",
             f"  approved_on: {approved.isoformat()}",
-            f"  expires_on: {(approved + dt.timedelta(days=300)).isoformat()}",
+            f"  expires_on: {expires.isoformat()}",
             "  mod_ticket: NS-12345",
         ]
     lines.append(f"status: {record.status}")

@@ -103,7 +103,8 @@ def variants(base: str) -> list[tuple[str, str]]:
 def clients(spec: InventorySpec) -> list[Client]:
     found = [
         Client(
-            f"{'legacy' if r.legacy else 'auth'} {r.status} {r.name}",
+            f"{'legacy' if r.legacy else 'auth'} {r.status}"
+            f"{' lapsed-' + r.lapse if r.lapse else ''} {r.name}",
             r.source,
             None,
             r,

@@ -6,7 +6,9 @@ and a ``Cell``. Output: a ``Verdict``: relay or refuse, and why.
 The rules, as the product states them:
 
 - only active records relay; suspended, revoked and retired records, and
-  addresses or logins no record has, are refused;
+  addresses or logins no record has, are refused; so is a legacy record whose
+  exception lapsed (expired, its NetReg reservation gone, its approver no
+  longer listed), which must not stop the rest of the inventory compiling;
 - a legacy device relays only on the relay port, only from its own address,
   and only with its own senders;
 - an authenticated device relays only on the submission port, logged in as its
@@ -83,6 +85,8 @@ def intended(spec: InventorySpec, cell: Cell) -> Verdict:
             return Verdict(False, f"{record.name} is {record.status}")
         if not record.legacy:
             return Verdict(False, "an authenticated device relays on the submission port only")
+        if record.lapse:
+            return Verdict(False, f"{record.name}'s exception lapsed ({record.lapse})")
         return _own_sender(record, sender)
     if cell.login is None:
         return Verdict(False, "the submission port relays for logged-in clients only")
