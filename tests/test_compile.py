@@ -19,9 +19,11 @@ import pytest
 from relaygate import compile as compile_
 from relaygate.errors import RenderRefused
 from relaygate.model import Status
+from relaygate.pipeline import validate
 from relaygate.policy import build_policy
 from relaygate.render import Header
-from relaygate.render.postfix import syntax
+from relaygate.render.postfix import artifact_kind, syntax
+from relaygate.render.postfix.effective import missing_prerequisites, widenings
 from relaygate.render.targets import render_all
 from relaygate.verify import map_entries, verify
 from tests import postfix_instance
@@ -459,3 +461,133 @@ def test_postfix_files_are_read_back_one_way() -> None:
     assert syntax.expand("$a ${b} $$x", {"a": "1", "b": "$a$a"}) == "1 11 $x"
     overrides = syntax.overrides("127.0.0.1:25/inet/smtpd_x = y\nsubmission/inet/z=1\n")
     assert overrides == {"127.0.0.1:25/inet": {"smtpd_x": "y"}, "submission/inet": {"z": "1"}}
+
+
+def _as_postconf(artifacts: dict[str, str]) -> tuple[str, str, str]:
+    """What `postconf -n`, `-P` and `-M` print on a relay deployed exactly as compiled."""
+    main = "".join(
+        f"{p.name} = {p.value}\n"
+        for p in syntax.parameter_lines(artifacts["postfix/main.cf.fragment"])
+    )
+    master = "".join(
+        f"{o.key}/{o.name} = {o.value}\n"
+        for o in syntax.override_lines(artifacts["postfix/master.cf.fragment"])
+    )
+    services = "smtp inet n - y - - smtpd\nsubmission inet n - y - - smtpd\n"
+    return main + "myhostname = relay.example.edu\n", master, services
+
+
+def test_widenings_names_every_way_a_relay_departs_from_the_policy() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    main, master, services = _as_postconf(artifacts)
+    assert widenings(artifacts, main, master, services) == []  # positive control
+    relay_list = syntax.parameters(artifacts["postfix/main.cf.fragment"])[
+        "smtpd_relay_restrictions"
+    ]
+    cases = [
+        # A port-25 override Postfix would refuse to start with is still a widening.
+        (
+            main,
+            master + "smtp/inet/smtpd_relay_restrictions = permit\n",
+            services,
+            [
+                "master.cf: smtp/inet overrides -o smtpd_relay_restrictions=permit, which"
+                f" replaces the compiled smtpd_relay_restrictions = {relay_list} for that service"
+            ],
+        ),
+        (
+            main.replace("smtputf8_enable = no\n", ""),
+            master,
+            services,
+            ["main.cf: smtputf8_enable is not set; relaygate compiled smtputf8_enable = no"],
+        ),
+        (
+            main + "smtpd_upstream_proxy_protocol = haproxy\n",
+            master,
+            services,
+            [
+                "main.cf: smtpd_upstream_proxy_protocol = haproxy takes the client address from"
+                " a proxy header, which the compiled client checks would then trust"
+            ],
+        ),
+        (
+            main,
+            master.replace("submission/inet/smtpd_tls_auth_only = yes\n", ""),
+            services,
+            [
+                "master.cf: submission/inet lacks -o smtpd_tls_auth_only=yes, which relaygate"
+                " compiled"
+            ],
+        ),
+        (
+            main,
+            master,
+            "smtp inet n - y - - smtpd\n",
+            ["master.cf: no service submission/inet; its port is not served as compiled"],
+        ),
+        # Another network service with its own recipient_delimiter widens too...
+        (
+            main,
+            master + "smtps/inet/recipient_delimiter = +\n",
+            services,
+            [
+                "master.cf: smtps/inet overrides -o recipient_delimiter=+, which replaces the"
+                " compiled recipient_delimiter = for that service"
+            ],
+        ),
+    ]
+    for postconf_n, postconf_p, postconf_m, expected in cases:
+        assert widenings(artifacts, postconf_n, postconf_p, postconf_m) == expected
+    # ...but a content filter's re-injection port on loopback is the relay's own business,
+    # and XCLIENT from loopback (the deploy's health probes) widens nothing.
+    loopback = (
+        "127.0.0.1:10025/inet/smtpd_relay_restrictions = permit_mynetworks,reject\n"
+        "127.0.0.1:10025/inet/mynetworks = 127.0.0.0/8\n"
+    )
+    xclient = main + "smtpd_authorized_xclient_hosts = 127.0.0.1, [::1]\n"
+    assert widenings(artifacts, xclient, master + loopback, services) == []
+
+
+@pytest.mark.parametrize(
+    ("block", "rules"),
+    [
+        ("allow_null_sender:\n  reason: Sends delivery reports for failed scan jobs.\n", []),
+        ("allow_null_sender: {}\n", ["schema.required"]),
+        ("allow_null_sender: true\n", ["schema.type"]),
+        ("allow_null_sender:\n  reason: short\n", ["schema.length"]),
+    ],
+)
+def test_null_sender_opt_in_needs_a_reason(inventory: Path, block: str, rules: list[str]) -> None:
+    record = inventory / "devices" / "libraries" / "lib-hodges-3f-copier.yaml"
+    record.write_text(record.read_text() + block)
+    result = validate(inventory, DAY)
+    assert [f.rule for f in result.findings if f.severity.value == "error"] == rules
+    if not rules:
+        assert result.inventory is not None
+        (device,) = [d for d in result.inventory.devices if d.name == "lib-hodges-3f-copier"]
+        assert device.allow_null_sender
+        assert device.null_sender_reason == "Sends delivery reports for failed scan jobs."
+
+
+def test_artifact_kinds_and_relay_prerequisites() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    kinds = {p: artifact_kind(p) for p in artifacts if p.startswith("postfix/")}
+    assert kinds["postfix/main.cf.fragment"] == "main.cf"
+    assert kinds["postfix/master.cf.fragment"] == "master.cf"
+    assert kinds["postfix/legacy_clients.cidr"] == "cidr"
+    assert {p for p, k in kinds.items() if k == "lmdb"} >= {
+        "postfix/legacy_clients",
+        "postfix/logins",
+        "postfix/refused_logins",
+        "postfix/senders/relaygate_s_0ac233217595",
+    }
+    ready_n = "smtpd_tls_cert_file = /etc/ssl/relay.pem\n"
+    ready_m = "tlsmgr unix - - y 1000? 1 tlsmgr\nsmtp inet n - y - - smtpd\n"
+    assert missing_prerequisites(ready_n, ready_m) == []
+    assert missing_prerequisites("", "smtp inet n - y - - smtpd\n") == [
+        "main.cf: no smtpd_tls_cert_file or smtpd_tls_chain_files: the submission service"
+        " offers AUTH only after STARTTLS, which needs a certificate",
+        "master.cf: no tlsmgr service: STARTTLS fails (454 TLS not available)",
+    ]

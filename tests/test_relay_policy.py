@@ -35,7 +35,7 @@ from relaygate.render.postfix import (
     service_name,
     syntax,
 )
-from relaygate.render.postfix.effective import widenings
+from relaygate.render.postfix.effective import missing_prerequisites, widenings
 from relaygate.render.targets import render_all
 from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
 from tests.postfix_instance import RunningRelay, free_port
@@ -382,11 +382,22 @@ def test_an_override_that_widens_the_policy_is_detected(tmp_path: Path) -> None:
                 running.postconf("-M"),
             )
 
-        # Positive control: the relay as deployed widens nothing.
+        # Positive control: the relay as deployed widens nothing and lacks nothing.
         assert effective() == []
+        assert missing_prerequisites(running.postconf("-n"), running.postconf("-M")) == []
         assert not running.relay("ceo@evil.example", client=HODGES[0]).accepted
         compiled = syntax.parameters(artifacts["postfix/main.cf.fragment"])
         service = f"{relay_port}/inet"
+        # The override of the issue, as written in master.cf (Postfix would not start
+        # smtpd with it, so it is only read back, not reloaded): detected.
+        running.postconf("-P", f"{service}/smtpd_relay_restrictions=permit")
+        assert effective() == [
+            f"master.cf: {service} overrides -o smtpd_relay_restrictions=permit, which replaces"
+            f" the compiled smtpd_relay_restrictions = {compiled['smtpd_relay_restrictions']}"
+            " for that service"
+        ]
+        running.postconf("-PX", f"{service}/smtpd_relay_restrictions")
+        assert effective() == []
         for name, value in (
             ("smtpd_relay_restrictions", "check_client_access,static:{OK},reject"),
             ("mynetworks", "127.0.0.0/8,10.0.0.0/8"),

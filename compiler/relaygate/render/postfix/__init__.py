@@ -117,6 +117,17 @@ LOGIN_CLASS = re.compile(r"relaygate_l_[0-9a-f]{12}")
 _SERVICE_NAMES = {25: "smtp", 587: "submission"}
 
 
+def artifact_kind(path: str) -> str:
+    """How a relay uses a ``postfix/`` artifact: ``lmdb`` (build with postmap), ``cidr``
+    (read as text), ``main.cf`` (postconf -e) or ``master.cf`` (postconf -P)."""
+    name = path.removeprefix("postfix/")
+    if name == "main.cf.fragment":
+        return "main.cf"
+    if name == "master.cf.fragment":
+        return "master.cf"
+    return "cidr" if name.endswith(".cidr") else "lmdb"
+
+
 def service_name(port: int) -> str:
     """The master.cf service that serves ``port``: its /etc/services name or the number."""
     return _SERVICE_NAMES.get(int(port), str(int(port)))

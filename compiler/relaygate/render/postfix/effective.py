@@ -41,6 +41,10 @@ def _normal(value: str) -> str:
     return " ".join(" ".join(token.split()) for token in syntax.tokens(value))
 
 
+def _setting(name: str, value: str) -> str:
+    return f"{name} = {value}" if value else f"{name} ="
+
+
 def _loopback_only(value: str) -> bool:
     return all(item in _LOOPBACK_HOSTS for item in syntax.tokens(value))
 
@@ -60,16 +64,23 @@ def widenings(
     for name, want in compiled.items():
         got = have.get(name)
         if got is None:
-            problems.append(f"main.cf: {name} is not set; relaygate compiled {name} = {want}")
+            problems.append(
+                f"main.cf: {name} is not set; relaygate compiled {_setting(name, want)}"
+            )
         elif _normal(got) != _normal(want):
-            problems.append(f"main.cf: {name} = {got}; relaygate compiled {name} = {want}")
+            problems.append(
+                f"main.cf: {_setting(name, got)}; relaygate compiled {_setting(name, want)}"
+            )
     for service, settings in sorted(compiled_services.items()):
         for name, want in settings.items():
             got = have_services.get(service, {}).get(name)
-            if got is None or _normal(got) != _normal(want):
-                shown = "not set" if got is None else f"-o {name}={got}"
+            if got is None:
                 problems.append(
-                    f"master.cf: {service} has {shown}; relaygate compiled -o {name}={want}"
+                    f"master.cf: {service} lacks -o {name}={want}, which relaygate compiled"
+                )
+            elif _normal(got) != _normal(want):
+                problems.append(
+                    f"master.cf: {service} has -o {name}={got}; relaygate compiled -o {name}={want}"
                 )
     for service, settings in sorted(have_services.items()):
         if _LOOPBACK_SERVICE.fullmatch(service.rpartition("/")[0]):
@@ -81,7 +92,7 @@ def widenings(
             if _normal(got) != _normal(compiled[name]):
                 problems.append(
                     f"master.cf: {service} overrides -o {name}={got}, which replaces the"
-                    f" compiled {name} = {compiled[name]} for that service"
+                    f" compiled {_setting(name, compiled[name])} for that service"
                 )
     problems += _hand_offs(have, have_services)
     if postconf_m is not None:
@@ -125,4 +136,22 @@ def _hand_offs(
                 f"{where}: smtpd_upstream_proxy_protocol = {proxy} takes the client address"
                 " from a proxy header, which the compiled client checks would then trust"
             )
+    return problems
+
+
+def missing_prerequisites(postconf_n: str, postconf_m: str) -> list[str]:
+    """What the relay lacks for the compiled policy to work (it fails closed without it).
+
+    The submission service requires STARTTLS before AUTH: without a certificate,
+    or without the ``tlsmgr`` service, no device can log in there.
+    """
+    have = syntax.parameters(postconf_n)
+    problems = []
+    if not (have.get("smtpd_tls_cert_file") or have.get("smtpd_tls_chain_files")):
+        problems.append(
+            "main.cf: no smtpd_tls_cert_file or smtpd_tls_chain_files: the submission"
+            " service offers AUTH only after STARTTLS, which needs a certificate"
+        )
+    if not any(s.command == "tlsmgr" for s in syntax.services(postconf_m)):
+        problems.append("master.cf: no tlsmgr service: STARTTLS fails (454 TLS not available)")
     return problems
