@@ -44,6 +44,8 @@ def _cells(spec: InventorySpec, lab: Lab) -> list[tuple[str, list[Cell], tuple[s
     found = []
     extra = Client("unknown campus IPv6", lab.plan.outsider.campus_v6, None, None)
     for listed in [*clients(spec), extra]:
+        if listed.address.is_loopback:
+            continue  # the relay's own loopback is no namespace of the lab
         # The lab's clients present no host name (the relay does no reverse lookup).
         client = Client(listed.label, listed.address, None, listed.record)
         if client.address not in lab.client_ns:

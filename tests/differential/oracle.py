@@ -15,6 +15,9 @@ The rules, as the product states them:
   own account, only from its record's addresses (a login is bound to them), and
   only with its own senders; the relay port offers no AUTH, so a login does not
   count there;
+- the relay's own mail keeps working: a loopback client relays on the relay
+  port (docs/security.md: processes on the relay submit through loopback SMTP);
+  loopback is no record's address, so the submission port refuses it;
 - the null sender (``<>``, ``<"">``, ``<@route:>``) is refused unless the
   record explicitly allows it (``allow_null_sender``); a record that does may
   use it in every spelling, under the same client, port and login rules.
@@ -78,6 +81,8 @@ def _record_at(spec: InventorySpec, cell: Cell) -> Record | None:
 def intended(spec: InventorySpec, cell: Cell) -> Verdict:
     sender = mailbox(cell.sender)
     if cell.port == "relay":
+        if cell.client.address.is_loopback:
+            return Verdict(True, "the relay's own mail (loopback)")
         record = _record_at(spec, cell)
         if record is None:
             return Verdict(False, "no record holds this address")
