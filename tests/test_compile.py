@@ -512,6 +512,15 @@ def test_widenings_names_every_way_a_relay_departs_from_the_policy() -> None:
             ],
         ),
         (
+            main + "masquerade_domains = example.edu\n",
+            master,
+            services,
+            [
+                "main.cf: masquerade_domains = example.edu rewrites sender domains after the"
+                " policy checked them"
+            ],
+        ),
+        (
             main,
             master.replace("submission/inet/smtpd_tls_auth_only = yes\n", ""),
             services,

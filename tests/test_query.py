@@ -203,6 +203,10 @@ CASES = [
         "reject",
     ),
     ("10.20.50.16", "nobody@example.edu", "", "REJECT", "reject"),
+    # Logins are looked up like addresses: case folds, an extension or a look-alike does not.
+    ("10.20.50.16", ILLIAD.upper(), "ill@lib.example.edu", "OK", "senders"),
+    ("10.20.50.16", "svc-lib-illiad+x@example.edu", "ill@lib.example.edu", "REJECT", "reject"),
+    ("10.20.50.16", "\u017fvc-lib-illiad@example.edu", "ill@lib.example.edu", "REJECT", "reject"),
     ("10.99.0.1", None, "someone@example.edu", "REJECT", "reject"),
 ]
 

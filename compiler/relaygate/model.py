@@ -41,6 +41,9 @@ class Auth(enum.StrEnum):
 
 
 LEGACY_AUTH = frozenset({Auth.IP, Auth.NONE})
+#: How Postfix looks up the null sender in access maps (smtpd_null_access_lookup_key,
+#: pinned to this value by the compiled main.cf fragment).
+NULL_SENDER_KEY = "<>"
 
 
 class Status(enum.StrEnum):
@@ -118,6 +121,13 @@ class Device:
     @property
     def allow_null_sender(self) -> bool:
         return self.null_sender_reason is not None
+
+    @property
+    def relay_senders(self) -> tuple[str, ...]:
+        """The sender keys the relay allows this record, sorted: its senders, and the
+        null sender's access-map key ``<>`` when it opts in (``allow_null_sender``)."""
+        extra = (NULL_SENDER_KEY,) if self.allow_null_sender else ()
+        return tuple(sorted((*self.senders, *extra)))
 
     @property
     def is_legacy(self) -> bool:

@@ -122,8 +122,7 @@ def _login_bindings(name: str, value: str, problems: list[str]) -> tuple[tuple[s
 
 def _senders(device: Device) -> tuple[str, ...]:
     """The sender keys a record's class must hold: its senders, and ``<>`` if it opts in."""
-    extra = (postfix.NULL_SENDER,) if device.allow_null_sender else ()
-    return tuple(sorted((*device.senders, *extra)))
+    return device.relay_senders
 
 
 def nft_sets(text: str) -> dict[str, set[str]]:

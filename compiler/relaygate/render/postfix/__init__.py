@@ -43,7 +43,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 
-from relaygate.model import Status
+from relaygate.model import NULL_SENDER_KEY, Status
 from relaygate.policy import Policy, class_name
 from relaygate.render import Artifacts, Header, guards, render_template, target
 
@@ -51,7 +51,7 @@ MAP_DIR = "${config_directory}/relaygate"
 OK = "OK"
 REJECT = "REJECT"
 #: The lookup key Postfix uses for the null sender in access maps (pinned below).
-NULL_SENDER = "<>"
+NULL_SENDER = NULL_SENDER_KEY
 #: Every spelling of MAIL FROM that Postfix reads as the null sender (checked in tests).
 NULL_SENDER_SPELLINGS = ("", '""', "@route:", "@a,@b:")
 #: The submission service's restrictions live in this parameter; the service

@@ -20,7 +20,9 @@ What counts (each is a way the policy stops meaning what was reviewed):
   relay's own business;
 - settings relaygate does not own but that hand relay decisions to someone
   else: XCLIENT or the proxy protocol for anything beyond loopback (a client
-  could then claim any address or login);
+  could then claim any address or login), and rewriting of the envelope
+  sender around the checks (``smtpd_command_filter``, ``canonical_maps``,
+  ``sender_canonical_maps``, ``masquerade_domains``);
 - with ``postconf -M``: a compiled service that does not exist (its port
   would not be served as compiled).
 """
@@ -136,7 +138,21 @@ def _hand_offs(
                 f"{where}: smtpd_upstream_proxy_protocol = {proxy} takes the client address"
                 " from a proxy header, which the compiled client checks would then trust"
             )
+        for name, what in _REWRITES.items():
+            value = settings.get(name, "")
+            if value:
+                problems.append(f"{where}: {name} = {value} {what}")
     return problems
+
+
+#: Settings that change the envelope sender before or after the compiled checks read it,
+#: so a message can leave with a sender its record does not own.
+_REWRITES = {
+    "smtpd_command_filter": "rewrites SMTP commands before the policy reads MAIL FROM",
+    "sender_canonical_maps": "rewrites the envelope sender after the policy checked it",
+    "canonical_maps": "rewrites the envelope sender after the policy checked it",
+    "masquerade_domains": "rewrites sender domains after the policy checked them",
+}
 
 
 def missing_prerequisites(postconf_n: str, postconf_m: str) -> list[str]:
