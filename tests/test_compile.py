@@ -21,7 +21,7 @@ from relaygate.errors import RenderRefused
 from relaygate.model import Status
 from relaygate.pipeline import validate
 from relaygate.policy import build_policy
-from relaygate.render import Header
+from relaygate.render import Header, postfix
 from relaygate.render.postfix import artifact_kind, syntax
 from relaygate.render.postfix.effective import missing_prerequisites, widenings
 from relaygate.render.targets import render_all
@@ -600,3 +600,19 @@ def test_artifact_kinds_and_relay_prerequisites() -> None:
         " offers AUTH only after STARTTLS, which needs a certificate",
         "master.cf: no tlsmgr service: STARTTLS fails (454 TLS not available)",
     ]
+
+
+def test_every_fragment_line_fits_one_postconf_argument() -> None:
+    """Linux limits one argument to 128 KiB: thousands of classes go into several lists."""
+    senders = [f"relaygate_s_{n:012x}" for n in range(6000)]
+    logins = {f"relaygate_l_{n:012x}": (("10.0.0.1/32", senders[n]),) for n in range(3000)}
+    settings = postfix.main_cf(senders, logins)
+    assert max(len(f"{name} = {value}".encode()) for name, value in settings.items()) < 131072
+    assert settings["smtpd_restriction_classes"] == ", ".join(
+        f"$relaygate_classes_{n}" for n in range(1, 10)
+    )
+    listed = syntax.tokens(
+        syntax.expand(settings["smtpd_restriction_classes"], settings, frozenset())
+    )
+    assert listed == [*senders, *logins]
+    assert postfix.main_cf([], {})["smtpd_restriction_classes"] == ""

@@ -299,6 +299,12 @@ CANARIES = [
     ),
     pytest.param(
         "postfix/main.cf.fragment",
+        _sub("relaygate_classes_1 = ", "relaygate_classes_1 = permit_everything, "),
+        "restriction class 'permit_everything' is not a relaygate class",
+        id="class-list-extra",
+    ),
+    pytest.param(
+        "postfix/main.cf.fragment",
         _sub("recipient_delimiter =\n", "recipient_delimiter = +\n"),
         "sets recipient_delimiter",
         id="delimiter-unpinned",

@@ -99,6 +99,18 @@ def _fragment(text: str, problems: list[str]) -> dict[str, str]:
     return found
 
 
+def _class_names(fragment: dict[str, str], problems: list[str]) -> list[str]:
+    """The restriction class names, through the ``relaygate_classes_N`` lists."""
+    try:
+        listed = syntax.expand(
+            fragment.get("smtpd_restriction_classes", ""), fragment, frozenset({"config_directory"})
+        )
+    except InternalError as error:
+        problems.append(f"postfix: smtpd_restriction_classes: {error}")
+        return []
+    return [c for c in syntax.tokens(listed) if c]
+
+
 def _login_bindings(name: str, value: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
     """(cidr, sender class) of a login class definition; its exact form is checked later."""
     words = syntax.tokens(value) if value else []
@@ -257,7 +269,7 @@ def verify(
 
     # --- Postfix ---
     fragment = _fragment(get("postfix/main.cf.fragment"), problems)
-    named = [c for c in syntax.tokens(fragment.get("smtpd_restriction_classes", "")) if c]
+    named = _class_names(fragment, problems)
     sender_classes = sorted(c for c in named if postfix.SENDER_CLASS.fullmatch(c))
     login_class_names = sorted(c for c in named if postfix.LOGIN_CLASS.fullmatch(c))
     for name in named:

@@ -110,6 +110,12 @@ SUBMISSION_RESTRICTIONS = (
 CLASS_FALLBACK = "check_sender_access static:{REJECT sender not registered for this device}"
 #: What a login class answers for a client address outside the login's records.
 LOGIN_FALLBACK = "check_client_access static:{REJECT login not registered for this client address}"
+#: The class names are listed in parameters of at most CLASS_CHUNK names each
+#: (``relaygate_classes_1``, ...), which ``smtpd_restriction_classes`` names: one
+#: list of thousands of classes would be longer than one ``postconf -e`` argument
+#: may be (128 KiB on Linux).
+CLASS_LIST = "relaygate_classes_"
+CLASS_CHUNK = 1000
 #: The shape of the restriction class names relaygate generates.
 SENDER_CLASS = re.compile(r"relaygate_s_[0-9a-f]{12}")
 LOGIN_CLASS = re.compile(r"relaygate_l_[0-9a-f]{12}")
@@ -155,7 +161,13 @@ def main_cf(
 ) -> dict[str, str]:
     """Every main.cf parameter the fragment sets, in order, from code constants."""
     settings = dict(PINNED)
-    settings["smtpd_restriction_classes"] = ", ".join([*sender_classes, *login_classes])
+    names = [*sender_classes, *login_classes]
+    chunks = [names[i : i + CLASS_CHUNK] for i in range(0, len(names), CLASS_CHUNK)]
+    settings["smtpd_restriction_classes"] = ", ".join(
+        f"${CLASS_LIST}{number}" for number in range(1, len(chunks) + 1)
+    )
+    for number, chunk in enumerate(chunks, 1):
+        settings[f"{CLASS_LIST}{number}"] = ", ".join(chunk)
     settings.update({name: class_definition(name) for name in sender_classes})
     settings.update(
         {name: login_class_definition(bindings) for name, bindings in login_classes.items()}
