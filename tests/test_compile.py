@@ -17,13 +17,18 @@ from pathlib import Path
 import pytest
 
 from relaygate import compile as compile_
-from relaygate.errors import RenderRefused
+from relaygate.errors import InternalError, RenderRefused
 from relaygate.model import Status
 from relaygate.pipeline import validate
 from relaygate.policy import build_policy
 from relaygate.render import Header, postfix
 from relaygate.render.postfix import artifact_kind, syntax
-from relaygate.render.postfix.effective import missing_prerequisites, widenings
+from relaygate.render.postfix.effective import (
+    missing_prerequisites,
+    stale_parameters,
+    widenings,
+)
+from relaygate.render.postfix.probes import health_probes
 from relaygate.render.targets import render_all
 from relaygate.verify import map_entries, verify
 from tests import postfix_instance
@@ -616,3 +621,41 @@ def test_every_fragment_line_fits_one_postconf_argument() -> None:
     )
     assert listed == [*senders, *logins]
     assert postfix.main_cf([], {})["smtpd_restriction_classes"] == ""
+
+
+def test_stale_parameters_are_the_old_classes_and_retired_settings() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    main, _master, _services = _as_postconf(artifacts)
+    assert stale_parameters(artifacts, main) == []
+    old = (
+        "relaygate_s_000000000000 = check_sender_access lmdb:x\n"
+        "relaygate_classes_2 = relaygate_s_000000000000\n"
+        "smtpd_sender_login_maps = lmdb:${config_directory}/relaygate/sender_login\n"
+        "smtpd_sender_restrictions = reject_non_fqdn_sender\n"
+    )
+    assert stale_parameters(artifacts, main + old) == [
+        "relaygate_classes_2",
+        "relaygate_s_000000000000",
+        "smtpd_sender_login_maps",
+    ]
+
+
+def test_health_probes_follow_the_compiled_policy() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    probes = health_probes(artifacts, 25, 587)
+    assert [(p.what, p.service, p.accept) for p in probes[:3]] == [
+        ("legacy device, its own sender", "smtp", True),
+        ("legacy device, a foreign sender", "smtp", False),
+        ("legacy device, null sender", "smtp", False),
+    ]
+    assert {p.service for p in probes} == {"smtp", "submission"}
+    # Artifacts under which a negative probe would be accepted are not probed: an error.
+    widened = dict(artifacts)
+    widened["postfix/main.cf.fragment"] = widened["postfix/main.cf.fragment"].replace(
+        "smtpd_relay_restrictions = permit_mynetworks,",
+        "smtpd_relay_restrictions = permit_mynetworks, permit,",
+    )
+    with pytest.raises(InternalError, match="health probe 'legacy device, a foreign sender'"):
+        health_probes(widened, 25, 587)

@@ -36,6 +36,7 @@ from relaygate.render.postfix import (
     syntax,
 )
 from relaygate.render.postfix.effective import missing_prerequisites, widenings
+from relaygate.render.postfix.probes import health_probes
 from relaygate.render.targets import render_all
 from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
 from tests.postfix_instance import RunningRelay, free_port
@@ -430,3 +431,111 @@ def test_an_override_that_widens_the_policy_is_detected(tmp_path: Path) -> None:
             f"master.cf: {submission_port}/inet has -o smtpd_tls_auth_only=no;"
             " relaygate compiled -o smtpd_tls_auth_only=yes"
         ]
+
+
+# -- item 5: suspended legacy devices reach Postfix through every target ----------------------
+
+
+def test_suspended_device_hears_why_and_every_target_lets_it_through(
+    relay: RunningRelay, compiled: tuple[Path, dict[str, str]]
+) -> None:
+    clinic = "2001:db8:1060:330::2a"
+    reason = "relay access suspended: under investigation (SEC-4478)"
+    artifacts = compiled[1]
+    # nft admits it to the relay port, and so does its segment's ACL (IOS, Junos, Aerleon).
+    assert f'{clinic}/128 comment "med-clinic-copier"' in artifacts["nftables/relay.nft"]
+    assert "tcp dport 25 ip6 saddr @suspended_v6 accept" in artifacts["nftables/relay.nft"]
+    assert (
+        f" permit tcp host {clinic} host 2001:db8:1001::25 eq 25"
+        in (artifacts["acl/ios/mod-medicine-v6.acl"])
+    )
+    assert f"{clinic}/128;" in artifacts["acl/junos/mod-medicine-v6.conf"]
+    assert f"    {clinic}/128" in artifacts["acl/aerleon/RELAYGATE.net"]
+    # Postfix then refuses it with the reason, and query says the same.
+    outcome = relay.relay("clinic-front-desk@med.example.edu", client=clinic)
+    assert outcome.refusal is not None and f"Client host rejected: {reason}" in outcome.refusal.text
+    decision = _simulated(artifacts).decide(
+        netaddr.IPAddress(clinic), "clinic-front-desk@med.example.edu", None
+    )
+    assert (decision.action, decision.reason) == ("REJECT", reason)
+    # Positive control: an active legacy device in the same segment relays.
+    assert relay.relay("pathology-scans@med.example.edu", client="10.60.33.20").accepted
+
+
+# -- item 7: health probes that a widened relay fails -----------------------------------------
+
+
+def test_health_probes_pass_on_the_compiled_relay_and_catch_an_override(tmp_path: Path) -> None:
+    _require()
+    inventory = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, inventory)
+    relay_port, submission_port = free_port(), free_port()
+    site = inventory / "site.yaml"
+    site.write_text(
+        site.read_text()
+        .replace("relay_port: 25 ", f"relay_port: {relay_port} ")
+        .replace("submission_port: 587 ", f"submission_port: {submission_port} ")
+    )
+    out = tmp_path / "out"
+    artifacts = _compile(inventory, out)
+    probes = health_probes(artifacts, relay_port, submission_port)
+    assert sum(p.accept for p in probes) == 2 and len(probes) == 13, probes
+
+    def failing(running: RunningRelay) -> list[str]:
+        wrong = []
+        for probe in probes:
+            send = running.submit if probe.port == submission_port else running.relay
+            outcome = send(probe.sender, client=probe.client, login=probe.login)
+            if outcome.accepted != probe.accept:
+                wrong.append(probe.what)
+        return wrong
+
+    with RunningRelay(
+        out, relay_port=relay_port, submission_port=submission_port, site_ports=True
+    ) as running:
+        assert failing(running) == []  # positive control
+        original = syntax.overrides(running.postconf("-P"))
+        for service, name, value, caught in (
+            (
+                relay_port,
+                "smtpd_relay_restrictions",
+                "check_client_access,static:{OK},reject",
+                [
+                    "legacy device, a foreign sender",
+                    "legacy device, null sender",
+                    "legacy device, its sender with an extension",
+                    "legacy device, a look-alike of its sender",
+                    "unknown client",
+                    "refused client",
+                ],
+            ),
+            (
+                submission_port,
+                "smtpd_relay_restrictions",
+                "permit_sasl_authenticated,reject",
+                [
+                    "login, a foreign sender",
+                    "login, another address",
+                    "unknown login",
+                    "login, null sender",
+                ],
+            ),
+            (
+                relay_port,
+                "recipient_delimiter",
+                "+",
+                ["legacy device, its sender with an extension"],
+            ),
+            (relay_port, "smtputf8_enable", "yes", ["legacy device, a look-alike of its sender"]),
+        ):
+            running.postconf("-P", f"{service}/inet/{name}={value}")
+            running.reload()
+            assert failing(running) == caught, (service, name)
+            # Put back what the deploy set (the compiled -o), or nothing.
+            compiled_value = original.get(f"{service}/inet", {}).get(name)
+            if compiled_value is None:
+                running.postconf("-PX", f"{service}/inet/{name}")
+            else:
+                running.postconf("-P", f"{service}/inet/{name}={compiled_value}")
+            running.reload()
+        assert failing(running) == []

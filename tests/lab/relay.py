@@ -33,13 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relaygate.render.postfix import service_name
+from relaygate.render.postfix.effective import stale_parameters
 from tests.lab.netns import LabError, Namespaces
 from tests.postfix_instance import BASE_MASTER_CF as MASTER_CF
 from tests.postfix_instance import TLSMGR, self_signed_certificate
 
 MAPS = "relaygate"
-#: main.cf parameters a compile may define (restriction classes) start with this.
-CLASS_PREFIX = "relaygate_"
 NFT_TABLE = ("inet", "relaygate")
 SINK_PORT = 2525
 
@@ -272,12 +271,11 @@ class Relay:
             self.postconf("-e", line)
         # Classes the new fragment no longer defines would stay in main.cf as
         # unused parameters (and warnings): remove them.
-        wanted = {line.partition("=")[0].strip() for line in fragment}
-        stale = [
-            name
-            for name in self._parameters()
-            if name.startswith(CLASS_PREFIX) and name not in wanted
-        ]
+        # (read from main.cf itself: ``postconf -n`` leaves out unused parameters)
+        stale = stale_parameters(
+            {"postfix/main.cf.fragment": (source / "main.cf.fragment").read_text()},
+            self.config.joinpath("main.cf").read_text(),
+        )
         if stale:
             self.postconf("-X", *stale)
         for line in (source / "master.cf.fragment").read_text().splitlines():
@@ -292,14 +290,6 @@ class Relay:
                 path.unlink()
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
-
-    def _parameters(self) -> list[str]:
-        """Parameter names set in main.cf (read directly: ``postconf -n`` omits unused ones)."""
-        return [
-            line.partition("=")[0].strip()
-            for line in self.config.joinpath("main.cf").read_text().splitlines()
-            if "=" in line and line[:1].isalpha()
-        ]
 
     def reload(self) -> None:
         """`postfix reload`, then wait until no daemon of the old configuration serves."""

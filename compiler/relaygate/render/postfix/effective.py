@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from relaygate.render.postfix import SUBMISSION_PARAMETER, syntax
+from relaygate.render.postfix import RETIRED, SUBMISSION_PARAMETER, syntax
 
 _LOOPBACK_SERVICE = re.compile(r"(?:127\.[0-9.]+|\[::1\]|localhost):.+")
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "[::1]", "127.0.0.0/8", "[::1]/128", "localhost"})
@@ -171,3 +171,16 @@ def missing_prerequisites(postconf_n: str, postconf_m: str) -> list[str]:
     if not any(s.command == "tlsmgr" for s in syntax.services(postconf_m)):
         problems.append("master.cf: no tlsmgr service: STARTTLS fails (454 TLS not available)")
     return problems
+
+
+def stale_parameters(artifacts: Mapping[str, str], postconf_n: str) -> list[str]:
+    """main.cf parameters to remove (``postconf -X``) after applying ``main.cf.fragment``:
+    relaygate's own (``relaygate_*``: classes and class lists) that the fragment no longer
+    sets, and parameters an older relaygate set that this one does not (``RETIRED``)."""
+    compiled = syntax.parameters(artifacts["postfix/main.cf.fragment"])
+    have = syntax.parameters(postconf_n)
+    return sorted(
+        name
+        for name in have
+        if name not in compiled and (name.startswith("relaygate_") or name in RETIRED)
+    )
