@@ -30,12 +30,10 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from relaygate import compile as compile_
 from tests.conftest import require, require_postfix_lmdb
 from tests.differential import inventory as generated
-from tests.differential import namespaces
+from tests.differential import matrix, namespaces, oracle
 from tests.differential.relay import XclientRelay
 from tests.differential.run import Outcome, check
 from tests.lab import Lab
-
-pytestmark = pytest.mark.integration
 
 #: The CI profile: the same examples every run, a bounded number of them, no example
 #: database; shrinking stays on so a disagreement is reported on a minimal inventory.
@@ -137,6 +135,7 @@ def _run(spec: generated.InventorySpec, relay: XclientRelay, tally: Tally) -> Ou
     return outcome
 
 
+@pytest.mark.integration
 def test_every_kind_of_record_agrees_on_every_cell(
     relay: XclientRelay, tally: Tally, record_property: Callable[[str, object], None]
 ) -> None:
@@ -154,6 +153,7 @@ def test_every_kind_of_record_agrees_on_every_cell(
     assert outcome.cells - outcome.relayed > outcome.cells // 2
 
 
+@pytest.mark.integration
 def test_random_inventories_agree_on_every_cell(
     relay: XclientRelay, tally: Tally, record_property: Callable[[str, object], None]
 ) -> None:
@@ -179,6 +179,7 @@ def test_random_inventories_agree_on_every_cell(
     assert ports == set(generated.PORT_PAIRS)
 
 
+@pytest.mark.integration
 def test_real_addresses_through_nft_agree(
     tally: Tally, record_property: Callable[[str, object], None]
 ) -> None:
@@ -210,3 +211,84 @@ def test_real_addresses_through_nft_agree(
     assert not outcome.disagreements, outcome.report(spec)
     # Positive controls through the firewall: every active record relays its own sender.
     assert outcome.relayed >= len([r for r in spec.records if r.active]), outcome.report(spec)
+
+
+# -- the harness itself (no root, no Postfix) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "mailbox"),
+    [
+        ("", None),
+        ('""', None),
+        ("@relay.example.edu:", None),
+        ("@a.example,@b.example:X@Lib.Example.EDU", "x@lib.example.edu"),
+        ('"scans0"@lib.example.edu', "scans0@lib.example.edu"),
+        ('"scans 0"@lib.example.edu', '"scans 0"@lib.example.edu'),
+        ("scans0@lib.example.edu.", "scans0@lib.example.edu"),
+        ("scans0+x@lib.example.edu", "scans0+x@lib.example.edu"),
+        ("scans0%lib.example.edu@relay.example.edu", "scans0%lib.example.edu@relay.example.edu"),
+        ("\u017fcans0@lib.example.edu", "\u017fcans0@lib.example.edu"),
+    ],
+)
+def test_the_oracle_reads_senders_as_rfc_5321_mailboxes(text: str, mailbox: str | None) -> None:
+    assert oracle.mailbox(text) == mailbox
+
+
+def test_the_oracle_binds_logins_and_refuses_what_the_policy_refuses() -> None:
+    spec = generated.full_coverage()
+    by_name = {r.name: r for r in spec.records}
+    copier, app, other = by_name["lib-copier-0"], by_name["eng-app-2"], by_name["lib-app-3"]
+    clients = {c.label.rsplit(" ", 1)[-1]: c for c in matrix.clients(spec)}
+
+    def verdict(client: str, port: matrix.Port, login: str | None, sender: str) -> bool:
+        cell = matrix.Cell(clients[client], port, "-", login, "-", sender)
+        return oracle.intended(spec, cell).relay
+
+    # Positive controls, then the same cell with one thing changed.
+    assert verdict("lib-copier-0", "relay", None, copier.senders[0])
+    assert not verdict("lib-copier-0", "submission", None, copier.senders[0])
+    assert not verdict("lib-copier-0", "relay", None, app.senders[0])
+    assert not verdict("lib-copier-0", "relay", None, "")
+    assert verdict("eng-app-2", "submission", app.account, app.senders[0])
+    assert not verdict("eng-app-2", "relay", app.account, app.senders[0])
+    assert not verdict("eng-app-2", "submission", None, app.senders[0])
+    assert not verdict("eng-app-2", "submission", app.account, other.senders[0])
+    assert not verdict("lib-app-3", "submission", app.account, app.senders[0])  # bound
+    assert not verdict("eng-app-2", "submission", app.account, '<"">'[1:-1])
+    assert verdict("loopback", "relay", None, "anyone@example.net")
+    assert not verdict("loopback", "submission", app.account, app.senders[0])
+
+
+def test_the_matrix_has_every_client_port_login_and_sender_kind() -> None:
+    spec = generated.full_coverage()
+    connections = matrix.connections(spec)
+    cells = [cell for c in connections for cell in c.cells]
+    assert {c.port for c in connections} == {"relay", "submission"}
+    assert {c.login_kind for c in connections} == {
+        "none",
+        "own",
+        "other-active",
+        "retired",
+        "unknown",
+    }
+    statuses = {c.client.record.status for c in connections if c.client.record}
+    assert statuses == {"active", "suspended", "revoked", "retired"}
+    labels = {c.client.label for c in connections}
+    assert {"unknown campus", "off campus", "the relay's own loopback"} <= labels
+    kinds = {cell.sender_kind for cell in cells}
+    assert {k for k, _ in matrix.variants("x@d.example")} <= kinds
+    assert {k for k, _ in matrix.NULL_SENDERS} <= kinds
+    assert {"another record's", "login's record's sender", "an inactive record's"} <= kinds
+    assert len(cells) >= MIN_TRANSACTIONS
+
+
+@settings(max_examples=25, derandomize=True, database=None, deadline=None)
+@given(spec=generated.inventories())
+def test_generated_inventories_are_valid(spec: generated.InventorySpec) -> None:
+    """Every drawn inventory compiles with no error (warnings only for lapses)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        generated.write(spec, Path(tmp))
+        built = compile_.build(Path(tmp), generated.TODAY)
+    errors = [str(f) for f in built.validation.findings if f.is_error]
+    assert errors == [] and built.artifacts is not None, spec.describe()
