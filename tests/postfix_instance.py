@@ -334,6 +334,22 @@ class RunningRelay:
     ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="relaygate-relay-"))
         self.root.chmod(0o755)
+        self.config = self.root / "pf" / "conf"
+        try:
+            self._build(compiled, relay_port, submission_port, site_ports, extra_main, extra_master)
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+
+    def _build(
+        self,
+        compiled: Path,
+        relay_port: int,
+        submission_port: int,
+        site_ports: bool,
+        extra_main: tuple[str, ...],
+        extra_master: str,
+    ) -> None:
         self.config = make_instance(self.root / "pf")
         key, cert = self_signed_certificate(self.config)
         self.relay_port = relay_port if site_ports else free_port()
@@ -380,6 +396,14 @@ class RunningRelay:
         return done.stdout
 
     def start(self) -> RunningRelay:
+        """Start Postfix and wait until both services listen; on failure, stop and clean up."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> RunningRelay:
         problems = check(self.config)
         if problems:
             raise AssertionError(f"postfix check: {problems}")
