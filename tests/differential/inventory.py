@@ -387,6 +387,7 @@ def _device(record: Record) -> str:
             f"  approved_on: {approved.isoformat()}",
             f"  expires_on: {expires.isoformat()}",
             "  mod_ticket: NS-12345",
+            "  acknowledgment_ref: ACK-2026-0001",
         ]
     lines.append(f"status: {record.status}")
     if record.status != "active":
