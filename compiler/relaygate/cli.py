@@ -133,7 +133,11 @@ def rules_command() -> None:
 
 
 #: Command groups that live in their own modules; each has ``register(group)``.
-COMMAND_MODULES: tuple[str, ...] = ("relaygate.commands_review", "relaygate.lifecycle.commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "relaygate.commands_review",
+    "relaygate.lifecycle.commands",
+    "relaygate.release",
+)
 
 
 def _register_commands() -> None:
