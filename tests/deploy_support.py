@@ -118,6 +118,7 @@ class Relay:
             "relaygate_probe_recipient": RECIPIENT,
             "relaygate_probe_password": PROBE_PASSWORD,
             "relaygate_lock_timeout": 30,
+            "relaygate_probe_timeout": 1,
         }
 
     def start(self, campus_addresses: list[str]) -> None:

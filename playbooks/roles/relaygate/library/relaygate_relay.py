@@ -329,8 +329,13 @@ class Relay:
         self.folder = self.config / GENERATIONS
         self.nft = list(params["nft_cmd"])
         self.actions: list[str] = []
+        self.started = time.monotonic()
         self.changes: list[str] = []
         self.diff: list[dict[str, str]] = []
+
+    def act(self, what: str) -> None:
+        """Record what the run did, with the seconds since it started."""
+        self.actions.append(f"{what} (+{time.monotonic() - self.started:.1f}s)")
 
     # -- postfix and nft --------------------------------------------------------------
 
@@ -433,8 +438,11 @@ class Relay:
                 built = folder / f"{path}.lmdb"
                 if not built.is_file():
                     drift.append(f"{path}.lmdb: missing")
-                elif deep:
-                    drift += self.lmdb_drift(folder / path, path)
+                elif deep and sha256(built.read_bytes()) != record.get("built", {}).get(path):
+                    # The built map changed after it was built: name the entries that moved.
+                    drift += self.lmdb_drift(folder / path, path) or [
+                        f"{path}.lmdb: changed after it was built"
+                    ]
         allowed = {RECORD} | set(expected) | {f"{n}.lmdb" for n in expected if is_lmdb_source(n)}
         present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()}
         drift += [f"{extra}: not part of the generation" for extra in sorted(present - allowed)]
@@ -464,6 +472,28 @@ class Relay:
             run(["postmap", "-c", str(self.config), "-s", f"lmdb:{source}"]).stdout.splitlines()
         )
 
+    def postmap_all(self, sources: list[Path]) -> None:
+        """postmap every source, a few at a time; any word on its output is a refusal."""
+        pending = list(sources)
+        while pending:
+            batch, pending = pending[:8], pending[8:]
+            started = [
+                (
+                    source,
+                    subprocess.Popen(
+                        ["postmap", "-c", str(self.config), f"lmdb:{source}"],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    ),
+                )
+                for source in batch
+            ]
+            for source, process in started:
+                out, err = process.communicate()
+                if process.returncode or out.strip() or err.strip():
+                    raise Refused(f"postmap {source.name}: {(err or out).strip()}")
+
     def postmap(self, source: Path) -> None:
         done = run(["postmap", "-c", str(self.config), f"lmdb:{source}"], check=False)
         if done.returncode or done.stdout.strip() or done.stderr.strip():
@@ -482,6 +512,7 @@ class Relay:
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.folder))
         source = self.folder / reuse if reuse else None
         try:
+            build: list[Path] = []
             for path, data in sorted(wanted.items()):
                 target = staging / path
                 target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -492,18 +523,23 @@ class Relay:
                     and old.read_bytes() == data
                     and (not is_lmdb_source(path) or Path(f"{old}.lmdb").is_file())
                 ):
-                    # Same bytes as the live generation (checked for drift): link, never rebuild.
-                    os.link(old, target)
+                    # Same bytes as the live generation, checked for drift: copy, no rebuild.
+                    shutil.copy2(old, target)
                     if is_lmdb_source(path):
-                        os.link(f"{old}.lmdb", f"{target}.lmdb")
+                        shutil.copy2(f"{old}.lmdb", f"{target}.lmdb")
                     continue
                 target.write_bytes(data)
                 os.chmod(target, 0o644)
                 if is_lmdb_source(path):
-                    self.postmap(target)
+                    build.append(target)
+            self.postmap_all(build)
+            built = {
+                p: sha256((staging / f"{p}.lmdb").read_bytes()) for p in wanted if is_lmdb_source(p)
+            }
             record = {
                 "id": generation_id(wanted),
                 "files": {p: sha256(d) for p, d in wanted.items()},
+                "built": built,
             }
             (staging / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
             os.chmod(staging, 0o755)
@@ -514,7 +550,7 @@ class Relay:
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
-        self.actions.append(f"built generation {name}")
+        self.act(f"built generation {name}")
 
     # -- the health gate -----------------------------------------------------------------
 
@@ -674,7 +710,8 @@ class Run:
         """Fault injection for the deploy tests (environment of the run; unset in production).
 
         RELAYGATE_TEST_KILL_AT=STEP dies by SIGKILL after STEP, like a controller killed
-        there; RELAYGATE_TEST_PAUSE_AT=STEP:FILE holds the relay (and its lock) there until FILE exists.
+        there; RELAYGATE_TEST_PAUSE_AT=STEP:FILE holds the relay (and its lock) there
+        until FILE exists.
         """
         if os.environ.get("RELAYGATE_TEST_KILL_AT") == step:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -1047,9 +1084,7 @@ class Run:
         for stale in sorted(runs.iterdir()):
             # We hold the lock: a run snapshot left here belongs to a run that died.
             shutil.rmtree(stale, ignore_errors=True)
-            relay.actions.append(
-                f"removed the snapshot of run {stale.name}, which ended without finishing"
-            )
+            relay.act(f"removed the snapshot of run {stale.name}, which ended without finishing")
         staging = Path(tempfile.mkdtemp(prefix=".snapshot.", dir=runs))
         for name in ("main.cf", "master.cf"):
             shutil.copy2(relay.config / name, staging / name)
@@ -1059,7 +1094,7 @@ class Run:
         target = runs / self.run_id
         os.rename(staging, target)
         self.snapshot = target
-        relay.actions.append(f"snapshot {RUNS}/{self.run_id}")
+        relay.act(f"snapshot {RUNS}/{self.run_id}")
 
     def prepare(self, plan: dict[str, Any]) -> Path:
         """main.cf and master.cf as they will be, built aside and checked before any change."""
@@ -1102,7 +1137,7 @@ class Run:
         os.replace(staging / "master.cf", relay.config / "master.cf")
         self.fault("master-switched")
         os.replace(staging / "main.cf", relay.config / "main.cf")
-        relay.actions.append(f"main.cf and master.cf switched to generation {plan['name']}")
+        relay.act(f"main.cf and master.cf switched to generation {plan['name']}")
         self.fault("main-switched")
 
     def load_nft(self, plan: dict[str, Any]) -> None:
@@ -1112,12 +1147,10 @@ class Run:
             ruleset = relay.folder / plan["name"] / RULESET
             run([*nft, "-c", "-f", str(ruleset)])
             run([*nft, "-f", str(ruleset)])
-            relay.actions.append(
-                f"loaded {RULESET} (table {' '.join(TABLE)} replaced in one transaction)"
-            )
+            relay.act(f"loaded {RULESET} (table {' '.join(TABLE)} replaced in one transaction)")
         for set_name, elements in plan["nft_add"].items():
             run([*nft, "add", "element", *TABLE, set_name, "{ " + ", ".join(elements) + " }"])
-            relay.actions.append(f"nft add element {set_name} {{ {', '.join(elements)} }}")
+            relay.act(f"nft add element {set_name} {{ {', '.join(elements)} }}")
         if plan["nft_full"] or plan["nft_add"]:
             listing = relay.nft_listing()
             source = plan["ruleset"] if plan["nft_full"] else None
@@ -1135,7 +1168,7 @@ class Run:
         pending = self.relay.folder / PENDING
         if pending.exists():
             pending.unlink()
-        self.relay.actions.append("reloaded postfix")
+        self.relay.act("reloaded postfix")
 
     def commit(self, plan: dict[str, Any]) -> None:
         relay = self.relay
@@ -1156,7 +1189,7 @@ class Run:
                 shutil.rmtree(path)
             else:
                 path.unlink()
-            relay.actions.append(f"dropped {path.name}")
+            relay.act(f"dropped {path.name}")
 
     def rollback(self) -> list[str]:
         """Back to this run's snapshot: main.cf, master.cf, nft, reload; drop what it built."""
@@ -1213,6 +1246,7 @@ class Run:
         self.lock()
         self.fault("locked")
         self.preflight()
+        self.relay.act("pre-flight checks passed")
         plan = self.plan()
         result: dict[str, Any] = {
             "live": plan["live"],
@@ -1260,6 +1294,7 @@ class Run:
                 self.reload()
             self.fault("reloaded")
             probe = relay.probe(list(params["probe_cases"]))
+            relay.act(f"health gate passed ({len(probe)} cases from the campus side)")
             self.fault("probed")
             self.commit(plan)
         except Exception as error:
