@@ -372,7 +372,7 @@ class Lab:
         document = {
             "all": {
                 "vars": {
-                    "relaygate_cmd": [relaygate],
+                    "relaygate_release_cmd": [relaygate],
                     **self.extra,
                     **extra,
                 },

@@ -187,7 +187,7 @@ def deploy(
     work: str = "ansible",
     **extra: object,
 ) -> PlaybookRun:
-    inventory = lab.inventory(relays, relaygate_inventory=str(outputs.inventory), **extra)
+    inventory = lab.inventory(relays, relaygate_release_inventory=str(outputs.inventory), **extra)
     return playbook(
         "deploy.yml", inventory, lab.root / work, "-e", f"relaygate_out={out}", *args, env=env
     )
@@ -316,7 +316,7 @@ def test_concurrent_runs_one_holds_the_lock_the_other_fails_and_one_policy_resul
 ) -> None:
     ensure(lab, first_deploy, outputs, outputs.base)
     relay = lab.relays[0]
-    inventory_a = lab.inventory([relay], relaygate_inventory=str(outputs.inventory))
+    inventory_a = lab.inventory([relay], relaygate_release_inventory=str(outputs.inventory))
     release_a = lab.root / "release-run-a"
     release_a.unlink(missing_ok=True)
     # Run A holds the relay (and its lock) right after its snapshot until B has ended.
@@ -655,7 +655,7 @@ def test_revoke_adds_elements_swaps_refused_maps_and_is_fast_on_three_relays(
     started = time.monotonic()
     process = start_playbook(
         "deploy.yml",
-        lab.inventory(relaygate_inventory=str(outputs.inventory)),
+        lab.inventory(relaygate_release_inventory=str(outputs.inventory)),
         lab.root / "ansible",
         "-e",
         f"relaygate_out={outputs.revoked}",
@@ -833,7 +833,7 @@ def acl_package(out: Path, package: str, work: Path, *args: str) -> PlaybookRun:
         "-e",
         f"relaygate_acl_package_dir={package}",
         "-e",
-        json.dumps({"relaygate_cmd": [relaygate]}),
+        json.dumps({"relaygate_release_cmd": [relaygate]}),
         *args,
     )
 
