@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from relaygate import compile as compile_
 from relaygate import release
@@ -549,7 +550,8 @@ def test_release_verify_refuses_what_the_reviewed_inventory_does_not_compile_to(
 ) -> None:
     assert release.verify_release(outputs.base, outputs.inventory).ok
     tampered = release.verify_release(outputs.tampered, outputs.inventory)
-    assert not tampered.ok and "senders/" in tampered.problems[0], tampered.problems
+    assert not tampered.ok, tampered.problems
+    assert any(p.startswith("postfix/senders/relaygate_s_") for p in tampered.problems)
     # The checksums alone pass it: that is why the recompile exists.
     assert release.verify_release(outputs.tampered, None).ok
     # A commit the trusted ref does not contain (a side branch nobody merged).
@@ -576,6 +578,105 @@ def test_release_verify_refuses_what_the_reviewed_inventory_does_not_compile_to(
     compile_.write(tmp_path / "dirty", dirty.artifacts)
     result = release.verify_release(tmp_path / "dirty", side / "inventory")
     assert not result.ok and "is not a clean commit" in result.problems[0]
+
+
+def _no_manifest(out: Path) -> None:
+    (out / "manifest.json").unlink()
+
+
+def _not_relaygate(out: Path) -> None:
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["tool"] = "something-else"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _invalid_manifest(out: Path) -> None:
+    (out / "manifest.json").write_text("{not json")
+
+
+def _extra_file(out: Path) -> None:
+    (out / "postfix" / "senders" / "relaygate_s_000000000000").write_text("evil@example.edu\tOK\n")
+
+
+def _missing_file(out: Path) -> None:
+    (out / "postfix" / "refused_clients").unlink()
+
+
+def _symlink(out: Path) -> None:
+    target = out / "postfix" / "refused_clients"
+    target.unlink()
+    target.symlink_to(out / "postfix" / "legacy_clients")
+
+
+def _one_byte(out: Path) -> None:
+    target = out / "nftables" / "relay.nft"
+    target.write_bytes(target.read_bytes().replace(b"drop", b"DROP", 1))
+
+
+def _permit_all_rehashed(out: Path) -> None:
+    target = out / "postfix" / "legacy_clients.cidr"
+    target.write_text(target.read_text() + "10.0.0.0/8\tOK\n")
+    remanifest(out, "postfix/legacy_clients.cidr")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_no_manifest, "no manifest.json"),
+        (_not_relaygate, "not written by relaygate"),
+        (_invalid_manifest, "manifest.json: not valid JSON"),
+        (_extra_file, "postfix/senders/relaygate_s_000000000000: not in the manifest"),
+        (_missing_file, "postfix/refused_clients: listed in the manifest but missing"),
+        (_symlink, "postfix/refused_clients: a symlink"),
+        (_one_byte, "nftables/relay.nft: changed after compiling"),
+        (_permit_all_rehashed, "10.0.0.0/8 maps to 'OK', not a declared class"),
+    ],
+    ids=[
+        "no-manifest",
+        "not-relaygate",
+        "invalid-json",
+        "extra",
+        "missing",
+        "symlink",
+        "byte",
+        "rehashed-ok",
+    ],
+)
+def test_release_check_refuses_folders_the_compiler_did_not_write(
+    outputs: Outputs, tmp_path: Path, mutate: object, expected: str
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(outputs.base, out)
+    assert release.verify_release(out, outputs.inventory).ok
+    assert callable(mutate)
+    mutate(out)
+    result = release.verify_release(out, outputs.inventory)
+    assert not result.ok
+    assert any(expected in problem for problem in result.problems), result.problems
+
+
+def test_release_facts_hold_the_allow_entries_and_the_probe(outputs: Outputs) -> None:
+    result = release.verify_release(outputs.base, outputs.inventory, probe_login=PROBE_LOGIN)
+    facts = result.facts
+    entries = facts["allow_entries"]
+    assert sum(e.startswith("legacy\t") for e in entries) == 14
+    assert sum(e.startswith("sender\t") for e in entries) == 19
+    assert f"legacy\t{HODGES[0]}\trelaygate_s_0ac233217595" in entries
+    probe = facts["probe"]
+    assert probe["ports"] == {"relay": 25, "submission": 587}
+    whys = {(c["why"], c["source"], c["expect"]) for c in probe["full"]}
+    assert ("legacy device, its own sender", HODGES[0], "accept") in whys
+    assert ("legacy device, a foreign sender", HODGES[0], "refuse") in whys
+    assert ("legacy device, the null sender", HODGES[0], "refuse") in whys
+    assert ("unknown campus client", UNKNOWN, "refuse") in whys
+    assert ("campus client reaches submission", UNKNOWN, "greet") in whys
+    assert ("revoked or suspended client", RHODES, "refuse") in whys
+    assert [c["source"] for c in probe["revoke"]] == [RHODES]
+    assert set(probe["sources"]) <= set(CAMPUS)
+    # Same files, same generation: the compile date is not part of the identity.
+    again = release.verify_release(outputs.base, None).facts["generation"]
+    assert facts["generation"] == again
+    assert facts["generation"] != release.verify_release(outputs.revoked, None).facts["generation"]
 
 
 # --- 4. drift --------------------------------------------------------------------------------
@@ -806,17 +907,27 @@ def test_deploy_fails_when_the_relays_group_matches_no_host(
     outputs: Outputs, tmp_path: Path
 ) -> None:
     require(Path(ansible_bin("ansible-playbook")).exists(), "ansible-playbook is not installed")
-    done = playbook("deploy.yml", None, tmp_path, "-e", f"relaygate_out={outputs.base}")
+    relaygate = str(Path(sys.executable).parent / "relaygate")
+    settings = {
+        "relaygate_out": str(outputs.base),
+        "relaygate_release_cmd": [relaygate],
+        "relaygate_release_inventory": str(outputs.inventory),
+    }
+    done = playbook("deploy.yml", None, tmp_path, "-e", json.dumps(settings))
     assert done.code != 0, str(done)
     assert "The inventory has no host in the relays group" in done.stdout
+    assert "recompiled and identical" in done.stdout  # the folder was verified first
 
 
-def test_ci_deploy_jobs_pass_an_inventory() -> None:
-    github = (ROOT / ".github" / "workflows" / "relaygate-deploy.yml").read_text()
-    gitlab = (ROOT / ".gitlab-ci.yml").read_text()
-    for text in (github, gitlab):
-        deploy_lines = [line for line in text.splitlines() if "ansible-playbook" in line]
-        assert deploy_lines and all(" -i " in line for line in deploy_lines), deploy_lines
+def test_ci_deploy_jobs_pass_an_inventory_with_relays() -> None:
+    github = yaml.safe_load((ROOT / ".github" / "workflows" / "relaygate-deploy.yml").read_text())
+    gitlab = yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())
+    (job,) = github["jobs"].values()
+    (step,) = [s for s in job["steps"] if "ansible-playbook" in s.get("run", "")]
+    named = {step["env"]["ANSIBLE_INVENTORY"], gitlab["deploy"]["variables"]["ANSIBLE_INVENTORY"]}
+    assert named == {"playbooks/inventory/example.yml"}
+    inventory = yaml.safe_load((ROOT / named.pop()).read_text())
+    assert inventory["all"]["children"]["relays"]["hosts"]
 
 
 # --- the MOD ACL change package and the IOS playbook ---------------------------------------------

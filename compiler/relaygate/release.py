@@ -58,8 +58,6 @@ REQUIRED = (
     "postfix/legacy_clients.cidr",
     "postfix/refused_clients",
     "postfix/refused_clients.cidr",
-    "postfix/refused_logins",
-    "postfix/sender_login",
     "nftables/relay.nft",
 )
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -67,9 +65,6 @@ COMMIT = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 #: A sender no record owns (RFC 2606 reserved domain): the probe's foreign sender of last resort.
 PROBE_SENDER = "relaygate-probe@probe.invalid"
 ACL_FILE = re.compile(r"acl/(?P<target>ios|junos)/(?P<segment>[a-z0-9-]+)-v[46]\.(acl|conf)")
-#: The refused maps and set families a revoke may change; everything else is an extra change.
-REVOKE_MAPS = ("refused_clients", "refused_clients.cidr", "refused_logins")
-REVOKE_SETS = ("revoked_v4", "revoked_v6", "suspended_v4", "suspended_v6")
 
 
 @dataclass
@@ -192,6 +187,43 @@ def _export_inventory(inventory: Path, commit: str, target: Path) -> str | None:
     return None
 
 
+def check_entries(files: dict[str, bytes]) -> list[str]:
+    """Entries no relaygate release writes, whatever the manifest says (checked before the
+    recompile, which needs a commit: a folder without one still gets a precise reason).
+
+    Legacy clients map a canonical network no broader than /8 (IPv6 /32) to a restriction
+    class the fragment declares; refused clients map to a REJECT reply.
+    """
+    problems: list[str] = []
+    try:
+        fragment = files["postfix/main.cf.fragment"].decode("utf-8")
+        declared = re.search(r"^smtpd_restriction_classes = (.*)$", fragment, re.M)
+        classes = {c.strip() for c in declared.group(1).split(",")} if declared else set()
+        for name in (
+            "refused_clients",
+            "refused_clients.cidr",
+            "legacy_clients",
+            "legacy_clients.cidr",
+        ):
+            for key, value in _entries(files[f"postfix/{name}"].decode("utf-8")).items():
+                try:
+                    network = ipaddress.ip_network(key, strict=True)
+                except ValueError:
+                    problems.append(f"postfix/{name}: {key!r} is not a canonical address")
+                    continue
+                if network.prefixlen < (8 if network.version == 4 else 32):
+                    problems.append(f"postfix/{name}: {key} is broader than any compiled entry")
+                if name.startswith("legacy") and value not in classes:
+                    problems.append(
+                        f"postfix/{name}: {key} maps to {value!r}, not a declared class"
+                    )
+                if name.startswith("refused") and not value.startswith("REJECT "):
+                    problems.append(f"postfix/{name}: {key} maps to {value!r}, not a REJECT reply")
+    except (KeyError, UnicodeDecodeError) as error:
+        problems.append(f"an artifact the relay needs is unreadable: {error}")
+    return problems
+
+
 def check_authentic(verified: Verified, inventory: Path, trusted_ref: str = "HEAD") -> list[str]:
     """Why ``verified`` is not what the reviewed inventory compiles to (empty: it is)."""
     manifest = verified.manifest
@@ -273,7 +305,8 @@ def allow_entries(bundle: dict[str, str]) -> list[str]:
     """Every allow entry as ``kind<TAB>key<TAB>value`` (the mass-change guard's unit)."""
     entries = [f"legacy\t{k}\t{v}" for k, v in _entries(bundle["legacy_clients"]).items()]
     entries += [f"legacy\t{k}\t{v}" for k, v in _entries(bundle["legacy_clients.cidr"]).items()]
-    entries += [f"sender\t{k}\t{v}" for k, v in _entries(bundle["sender_login"]).items()]
+    entries += [f"sender\t{k}\t{v}" for k, v in _entries(bundle.get("sender_login", "")).items()]
+    entries += [f"login\t{k}\t{v}" for k, v in _entries(bundle.get("logins", "")).items()]
     return sorted(set(entries))
 
 
@@ -333,7 +366,8 @@ def probe_cases(bundle: dict[str, str], login: str | None = None) -> dict[str, A
     legacy = _entries(bundle["legacy_clients"])
     refused = {**_entries(bundle["refused_clients"]), **_entries(bundle["refused_clients.cidr"])}
     classes: dict[str, list[str]] = {
-        name.removeprefix("senders/"): list(_entries(text))
+        # Only addresses: a class may also allow the null sender (key <>).
+        name.removeprefix("senders/"): [k for k in _entries(text) if "@" in k]
         for name, text in bundle.items()
         if name.startswith("senders/")
     }
@@ -370,28 +404,18 @@ def probe_cases(bundle: dict[str, str], login: str | None = None) -> dict[str, A
             _case("submission", revoked, own, "refuse", "revoked or suspended client"),
         ]
     if login:
-        senders = [
-            s
-            for s, logins in _entries(bundle["sender_login"]).items()
-            if login in logins.split(",")
-        ]
-        others = [
-            s
-            for s, logins in _entries(bundle["sender_login"]).items()
-            if login not in logins.split(",")
-        ]
-        source = unknown or device
+        bound = _login_binding(bundle, login)
+        owners = _entries(bundle.get("sender_login", ""))
+        senders = [k for k, v in owners.items() if login in v.split(",")]
+        if bound and bound[1] in classes:
+            senders = senders or classes[bound[1]]
+        everyone = [x for names in classes.values() for x in names] + list(owners)
+        foreign = next((x for x in sorted(everyone) if x not in senders), PROBE_SENDER)
+        source = (bound[0] if bound else None) or unknown or device
         if senders and source:
             cases += [
                 _case("submission", source, senders[0], "accept", "login, its own sender", True),
-                _case(
-                    "submission",
-                    source,
-                    others[0] if others else PROBE_SENDER,
-                    "refuse",
-                    "login, a foreign sender",
-                    True,
-                ),
+                _case("submission", source, foreign, "refuse", "login, a foreign sender", True),
                 _case("submission", source, "", "refuse", "login, the null sender", True),
             ]
     relay_port, submission_port = _ports(bundle["relay.nft"])
@@ -407,6 +431,28 @@ def probe_cases(bundle: dict[str, str], login: str | None = None) -> dict[str, A
     }
 
 
+def _login_binding(bundle: dict[str, str], login: str) -> tuple[str, str] | None:
+    """(address, sender class) a login is bound to, when the relay binds logins to addresses.
+
+    A ``logins`` map names the login's restriction class; the class (main.cf.fragment)
+    lists the login's addresses with their sender classes as an inline cidr table. The
+    first host of the first one is where the probe must log in from. None when the
+    policy binds no address (or only IPv6 ones).
+    """
+    klass = _entries(bundle.get("logins", "")).get(login)
+    if not klass:
+        return None
+    line = re.search(rf"^{re.escape(klass)} = (.*)$", bundle["main.cf.fragment"], re.M)
+    found = (
+        re.search(r"cidr:\{ *\{ *([0-9a-fA-F.:]+/\d+) +(\S+?) *\}", line.group(1)) if line else None
+    )
+    if found is None:
+        return None
+    network = ipaddress.ip_network(found.group(1), strict=False)
+    host = network.network_address if network.num_addresses == 1 else next(network.hosts())
+    return (str(host), found.group(2)) if host.version == 4 else None
+
+
 def _case(
     port: str, source: str, sender: str, expect: str, why: str, login: bool = False
 ) -> dict[str, Any]:
@@ -418,47 +464,6 @@ def _case(
         "expect": expect,
         "why": why,
     }
-
-
-def revoke_extras(old: dict[str, str], new: dict[str, str]) -> list[str]:
-    """Changes from ``old`` to ``new`` beyond refusing more clients or logins.
-
-    A revoke may add refusals (refused maps, revoked/suspended sets) and drop exactly the
-    allow entries and set elements of what it now refuses. Anything else - a new allow
-    entry, an allow entry dropped for a client that is not now refused, a refusal lifted -
-    is an extra change that a revoke run refuses unless explicitly allowed.
-    """
-    extras: list[str] = []
-    refused_old = {k for name in REVOKE_MAPS for k in _entries(old.get(name, ""))}
-    refused_new = {k for name in REVOKE_MAPS for k in _entries(new.get(name, ""))}
-    refused_now = refused_new - refused_old
-    for key in sorted(refused_old - refused_new):
-        extras.append(f"refusal of {key} lifted")
-    before, after = set(allow_entries(old)), set(allow_entries(new))
-    for entry in sorted(after - before):
-        extras.append("allow entry added: " + entry.replace("\t", " "))
-    sender_login = _entries(new["sender_login"])
-    for entry in sorted(before - after):
-        kind, key, value = entry.split("\t")
-        if kind == "legacy" and key in refused_now:
-            continue
-        if kind == "sender" and any(login in refused_now for login in value.split(",")):
-            continue
-        if kind == "sender" and key in sender_login:
-            extras.append("allow entry changed: " + entry.replace("\t", " "))
-            continue
-        extras.append("allow entry removed: " + entry.replace("\t", " "))
-    old_sets, new_sets = nft_sets(old["relay.nft"]), nft_sets(new["relay.nft"])
-    refused_hosts = {_host(k) or k for k in refused_now}
-    for name in sorted(set(old_sets) | set(new_sets)):
-        gone = old_sets.get(name, set()) - new_sets.get(name, set())
-        added = new_sets.get(name, set()) - old_sets.get(name, set())
-        if name in REVOKE_SETS:
-            extras += [f"nft set {name}: {e} removed" for e in sorted(gone)]
-            continue
-        extras += [f"nft set {name}: {e} added" for e in sorted(added)]
-        extras += [f"nft set {name}: {e} removed" for e in sorted(gone - refused_hosts)]
-    return extras
 
 
 @dataclass(frozen=True)
@@ -478,6 +483,9 @@ def verify_release(
     verified = read_folder(out)
     if verified.problems:
         return Release(False, verified.problems, {})
+    problems = check_entries(verified.files)
+    if problems:
+        return Release(False, problems, {})
     if inventory is not None:
         problems = check_authentic(verified, inventory, trusted_ref)
         if problems:

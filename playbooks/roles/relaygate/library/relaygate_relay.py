@@ -1322,7 +1322,7 @@ def live_allow_entries(relay: Relay) -> list[str]:
         return []
     folder = relay.folder / live
     entries = []
-    for name, kind in (*ALLOW_MAPS, ("sender_login", "sender")):
+    for name, kind in (*ALLOW_MAPS, ("sender_login", "sender"), ("logins", "login")):
         path = folder / name
         if path.is_file():
             text = path.read_text(encoding="utf-8")
@@ -1340,7 +1340,7 @@ def revoke_extras(old: dict[str, bytes], new: dict[str, bytes]) -> list[str]:
     refused_new = {k for n in REVOKE_MAPS for k in map_entries(text(new, n))}
     now = refused_new - refused_old
     extras = [f"refusal of {k} lifted" for k in sorted(refused_old - refused_new)]
-    for name, kind in (*ALLOW_MAPS, ("sender_login", "sender")):
+    for name, kind in (*ALLOW_MAPS, ("sender_login", "sender"), ("logins", "login")):
         before, after = map_entries(text(old, name)), map_entries(text(new, name))
         for key in sorted(set(before) | set(after)):
             if before.get(key) == after.get(key):
