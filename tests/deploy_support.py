@@ -166,7 +166,7 @@ class Relay:
             f"queue_directory = {self.root / 'queue'}\n"
             f"data_directory = {self.root / 'data'}\n"
             "inet_interfaces = all\n"
-            "inet_protocols = ipv4\n"
+            "inet_protocols = all\n"
             "mydestination =\n"
             "alias_maps =\n"
             "alias_database =\n"

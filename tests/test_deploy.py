@@ -374,31 +374,33 @@ def test_concurrent_runs_one_holds_the_lock_the_other_fails_and_one_policy_resul
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("step", ["master-switched", "main-switched", "nft", "reloaded"])
 def test_killing_the_run_at_any_step_leaves_a_working_relay_on_old_or_new_policy(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs, step: str
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
 ) -> None:
     assert first_deploy.code == 0, str(first_deploy)
     relay = lab.relays[1]
-    # Alternate targets so that every kill interrupts a real change.
-    current = "revoked" if relay.outside(SCANNER[0], RELAY_PORT, SCANNER[1])[0] == 0 else "base"
-    target = outputs.base if current == "revoked" else outputs.revoked
     lab.deployed = None
-    killed = deploy(lab, outputs, target, relays=[relay], env={"RELAYGATE_TEST_KILL_AT": step})
-    assert killed.code != 0, str(killed)
-    seen = outside_policy(relay)
-    # Working, on one of the two policies, and never "451 Server configuration error".
-    assert seen["hodges own"] == 250 and seen["hodges foreign"] == 554, seen
-    assert seen["scanner own"] in (250, DROPPED), seen
-    code, _text = relay.xclient(*HODGES)
-    assert code == 250
-    # The next run takes the lock the dead one held and converges.
+    target = outputs.revoked
+    for step in ("master-switched", "main-switched", "nft", "reloaded"):
+        # Alternate targets so that every kill interrupts a real change; each run starts
+        # from the state the killed one left (its lock released, its snapshot stale).
+        target = outputs.base if target == outputs.revoked else outputs.revoked
+        killed = deploy(lab, outputs, target, relays=[relay], env={"RELAYGATE_TEST_KILL_AT": step})
+        assert killed.code != 0, f"{step}: {killed}"
+        seen = outside_policy(relay)
+        # Working, on one of the two policies, and never "451 Server configuration error".
+        assert seen["hodges own"] == 250 and seen["hodges foreign"] == 554, (step, seen)
+        assert seen["scanner own"] in (250, DROPPED), (step, seen)
+        assert relay.xclient(*HODGES)[0] == 250, step
+        assert relay.xclient(*SCANNER)[0] in (250, 554), step
+    # The next run takes the lock the dead one held, gates the relay and converges.
     again = deploy(lab, outputs, target, relays=[relay])
     assert again.code == 0, str(again)
     assert "ended without finishing" in again.stdout
     want = REVOKED_POLICY if target == outputs.revoked else BASE_POLICY
     assert {k: v for k, v in outside_policy(relay).items() if k in want} == want
     assert postfix_instance.check(relay.config) == ""
+    assert [p.name for p in (relay.config / "relaygate.generations" / "runs").iterdir()] == []
 
 
 @pytest.mark.integration
@@ -438,13 +440,13 @@ def test_a_firewall_closing_submission_fails_the_gate_and_the_batch_ends_consist
     first, broken, last = lab.relays
     # A firewall that passes every check but closes 587 to campus (a table of the relay
     # host's own, beside relaygate's).
+    before = hashes(lab)
     broken.in_namespace("nft", "add table inet sitefw")
     broken.in_namespace(
         "nft", "add chain inet sitefw input { type filter hook input priority 10 ; }"
     )
     broken.in_namespace("nft", f"add rule inet sitefw input tcp dport {SUBMISSION_PORT} drop")
     try:
-        before = hashes(lab)
         done = deploy(lab, outputs, outputs.revoked, "-e", "relaygate_serial=2")
     finally:
         broken.in_namespace("nft", "delete table inet sitefw")
@@ -934,6 +936,7 @@ def test_ci_deploy_jobs_pass_an_inventory_with_relays() -> None:
 
 
 def acl_package(out: Path, package: str, work: Path, *args: str) -> PlaybookRun:
+    inventory = str(out.parent / "repo" / "inventory")
     relaygate = str(Path(sys.executable).parent / "relaygate")
     return playbook(
         "mod_acl_package.yml",
@@ -944,7 +947,9 @@ def acl_package(out: Path, package: str, work: Path, *args: str) -> PlaybookRun:
         "-e",
         f"relaygate_acl_package_dir={package}",
         "-e",
-        json.dumps({"relaygate_release_cmd": [relaygate]}),
+        json.dumps(
+            {"relaygate_release_cmd": [relaygate], "relaygate_release_inventory": inventory}
+        ),
         *args,
     )
 
@@ -1074,7 +1079,11 @@ def test_ios_playbook_replaces_acls_idempotently_from_a_relative_package(
     names = [acl["name"] for family in want for acl in family["acls"]]
     assert "RELAYGATE-MOD-LIBRARIES-V4" in names and "RELAYGATE-MOD-MEDICINE-V6" in names
     running = "".join(
-        shown_by_ios((outputs.base / "acl" / "ios" / f"{name.lower()}.acl").read_text())
+        shown_by_ios(
+            (
+                outputs.base / "acl" / "ios" / f"{name.lower().removeprefix('relaygate-')}.acl"
+            ).read_text()
+        )
         for name in names
     )
     # A router that holds the package: a second run sends nothing.

@@ -837,8 +837,7 @@ class Run:
             if extras and not self.params["allow_revoke_extra"]:
                 raise Refused(
                     f"the release changes more than refusals ({len(extras)}: "
-                    + "; ".join(extras[:12])
-                    + (" ..." if len(extras) > 12 else "")
+                    + "; ".join(sample(extras))
                     + "). A revoke applies refusals only; deploy the rest with a full run, or let"
                     " this revoke go on with -e relaygate_allow_revoke_extra=true (it still applies"
                     " only the refusals). Nothing was changed"
@@ -1328,6 +1327,13 @@ def live_allow_entries(relay: Relay) -> list[str]:
             text = path.read_text(encoding="utf-8")
             entries += [f"{kind}\t{k}\t{v}" for k, v in map_entries(text).items()]
     return sorted(set(entries))
+
+
+def sample(extras: list[str], each: int = 4) -> list[str]:
+    """A few of each kind of extra change (maps, nft sets), and how many more there are."""
+    shown = [e for e in extras if not e.startswith("nft ")][:each]
+    shown += [e for e in extras if e.startswith("nft ")][:each]
+    return shown + ([f"... {len(extras) - len(shown)} more"] if len(extras) > len(shown) else [])
 
 
 def revoke_extras(old: dict[str, bytes], new: dict[str, bytes]) -> list[str]:
