@@ -179,6 +179,10 @@ PARAM_LINE = re.compile(r"([a-z][a-z0-9_]*) = (.*)")
 MASTER_LINE = re.compile(r"([A-Za-z0-9_.:\[\]-]+/(?:inet|unix|pass))/([a-z][a-z0-9_]*)=(.*)")
 GENERATION_NAME = re.compile(r"[0-9a-f]{16}(-\d+)?")
 LIVE_REF = re.compile(r"relaygate\.generations/([0-9a-f]{16}(?:-\d+)?)/")
+#: What `postfix check` itself logs (postfix-script, postconf, postsuper), not mail traffic.
+CHECK_LOG_LINE = re.compile(
+    r"/(postfix-script|postconf|postsuper|postfix)\[\d+\]: (warning|fatal|error):"
+)
 RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,80}")
 
 
@@ -392,9 +396,7 @@ class Relay:
                 stream.seek(size)
                 tail = stream.read().decode("utf-8", "replace")
             said += "".join(
-                line + "\n"
-                for line in tail.splitlines()
-                if re.search(r"(warning|fatal|error):", line)
+                line + "\n" for line in tail.splitlines() if CHECK_LOG_LINE.search(line)
             )
         if done.returncode:
             said = f"exit {done.returncode}: {said}"
