@@ -7,10 +7,18 @@ is run with ``-c`` pointing at it.
 
 from __future__ import annotations
 
+import base64
 import shutil
+import socket
+import ssl
 import subprocess
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from relaygate.render.postfix import service_name
 
 #: The standard services, without chroot so temporary paths work as they are.
 BASE_MASTER_CF = """\
@@ -163,3 +171,288 @@ def query(config: Path, table: str, key: str) -> str | None:
         check=False,
     )
     return done.stdout.strip() if done.returncode == 0 else None
+
+
+# --- a running relay built from compiled artifacts ------------------------------------------
+
+#: STARTTLS needs the TLS session cache manager; the base master.cf leaves it out.
+TLSMGR = "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
+#: A recipient outside every domain the relay serves: a decision about it is a relay decision.
+OUTSIDE = "someone@elsewhere.example"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A throwaway key and certificate for STARTTLS (openssl), readable by Postfix."""
+    key, cert = folder / "relay.key", folder / "relay.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=relay.test.invalid",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    key.chmod(0o600)
+    return key, cert
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one SMTP transaction heard at each step (None: the step was not reached)."""
+
+    features: tuple[str, ...]
+    auth: Reply | None
+    mail: Reply | None
+    rcpt: Reply | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.rcpt is not None and self.rcpt.code == 250
+
+    @property
+    def refusal(self) -> Reply | None:
+        """The reply that refused the transaction, or None when it was accepted."""
+        for reply in (self.mail, self.rcpt):
+            if reply is not None and reply.code >= 400:
+                return reply
+        return None
+
+    def __str__(self) -> str:
+        return f"auth={self.auth} mail={self.mail} rcpt={self.rcpt} features={self.features}"
+
+
+def transaction(
+    port: int,
+    sender: str,
+    *,
+    client: str | None = None,
+    name: str | None = None,
+    login: str | None = None,
+    auth: tuple[str, str] | None = None,
+    starttls: bool = True,
+    mail_parameters: str = "",
+    recipient: str = OUTSIDE,
+) -> Outcome:
+    """One transaction to 127.0.0.1:``port``: STARTTLS if offered and wanted, XCLIENT
+    (``client`` address, ``name`` hostname, ``login``) if any is given, AUTH PLAIN if
+    ``auth``, then ``MAIL FROM:<sender>`` (sender as written) and one RCPT."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    stream: Any = raw.makefile("rwb")
+    sock: Any = raw
+
+    def reply() -> Reply:
+        lines = [stream.readline().decode(errors="replace")]
+        while lines[-1][3:4] == "-":
+            lines.append(stream.readline().decode(errors="replace"))
+        return Reply(int(lines[-1][:3]), " ".join(line[4:].strip() for line in lines))
+
+    def say(command: str) -> Reply:
+        stream.write(command.encode() + b"\r\n")
+        stream.flush()
+        return reply()
+
+    try:
+        reply()
+        features = say("EHLO client.test.invalid").text.upper().split()
+        if starttls and "STARTTLS" in features:
+            if say("STARTTLS").code != 220:
+                raise AssertionError("STARTTLS refused")
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(raw, server_hostname="relay.test.invalid")
+            stream = sock.makefile("rwb")
+            features = say("EHLO client.test.invalid").text.upper().split()
+        attributes = []
+        if client is not None:
+            attributes.append(f"ADDR={'IPV6:' + client if ':' in client else client}")
+        if name is not None:
+            attributes.append(f"NAME={name}")
+        if login is not None:
+            attributes.append(f"LOGIN={login}")
+        if attributes:
+            answer = say("XCLIENT " + " ".join(attributes))
+            if answer.code != 220:
+                raise AssertionError(f"XCLIENT {attributes}: {answer}")
+            features = say("EHLO client.test.invalid").text.upper().split()
+        auth_reply = None
+        if auth is not None:
+            token = base64.b64encode(f"\0{auth[0]}\0{auth[1]}".encode()).decode()
+            auth_reply = say(f"AUTH PLAIN {token}")
+        params = f" {mail_parameters}" if mail_parameters else ""
+        mail = say(f"MAIL FROM:<{sender}>{params}")
+        rcpt = say(f"RCPT TO:<{recipient}>") if mail.code == 250 else None
+        say("QUIT")
+        return Outcome(tuple(features), auth_reply, mail, rcpt)
+    finally:
+        sock.close()
+
+
+class RunningRelay:
+    """A private Postfix built from a compile's ``postfix/`` folder, deployed like the deploy
+    does it (maps built, main.cf.fragment with postconf -e, master.cf.fragment with
+    postconf -P). The relay and submission services listen on 127.0.0.1 at free ports
+    (or on the site's own ports with ``site_ports``); XCLIENT is allowed from loopback;
+    STARTTLS uses a throwaway certificate."""
+
+    def __init__(
+        self,
+        compiled: Path,
+        *,
+        relay_port: int,
+        submission_port: int,
+        site_ports: bool = False,
+        extra_main: tuple[str, ...] = (),
+        extra_master: str = "",
+    ) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="relaygate-relay-"))
+        self.root.chmod(0o755)
+        self.config = self.root / "pf" / "conf"
+        try:
+            self._build(compiled, relay_port, submission_port, site_ports, extra_main, extra_master)
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+
+    def _build(
+        self,
+        compiled: Path,
+        relay_port: int,
+        submission_port: int,
+        site_ports: bool,
+        extra_main: tuple[str, ...],
+        extra_master: str,
+    ) -> None:
+        self.config = make_instance(self.root / "pf")
+        key, cert = self_signed_certificate(self.config)
+        self.relay_port = relay_port if site_ports else free_port()
+        self.submission_port = submission_port if site_ports else free_port()
+        names = {
+            service_name(relay_port): f"127.0.0.1:{self.relay_port}",
+            service_name(submission_port): f"127.0.0.1:{self.submission_port}",
+        }
+        if site_ports:
+            names = {name: name for name in names}
+        lines = [x for x in BASE_MASTER_CF.splitlines()]
+        lines.append(TLSMGR.rstrip("\n"))
+        lines += [f"{service} inet n - n - - smtpd" for service in names.values()]
+        (self.config / "master.cf").write_text("\n".join(lines) + "\n" + extra_master)
+        install_maps(compiled, self.config)
+        apply_fragment(compiled, self.config)
+        for line in (compiled / "postfix" / "master.cf.fragment").read_text().splitlines():
+            if line and not line.startswith("#"):
+                service, _, rest = line.partition("/")
+                self.postconf("-P", f"{names[service]}/{rest}")
+        for setting in (
+            "smtpd_authorized_xclient_hosts = 127.0.0.1",
+            f"smtpd_tls_cert_file = {cert}",
+            f"smtpd_tls_key_file = {key}",
+            "smtpd_tls_security_level = may",
+            "alias_maps =",
+            "alias_database =",
+            "local_recipient_maps =",
+            "myhostname = relay.test.invalid",
+            "relayhost = [127.0.0.1]:9",
+            "smtpd_peername_lookup = no",
+            f"maillog_file_prefixes = {self.root}",
+            f"maillog_file = {self.root / 'maillog'}",
+            *extra_main,
+        ):
+            self.postconf("-e", setting)
+
+    def postconf(self, *args: str) -> str:
+        done = subprocess.run(
+            ["postconf", "-c", str(self.config), *args], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"postconf {args}: {done.stderr}")
+        return done.stdout
+
+    def start(self) -> RunningRelay:
+        """Start Postfix and wait until both services listen; on failure, stop and clean up."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> RunningRelay:
+        problems = check(self.config)
+        if problems:
+            raise AssertionError(f"postfix check: {problems}")
+        done = subprocess.run(
+            ["postfix", "-c", str(self.config), "start"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"postfix start: {done.stdout}{done.stderr}")
+        deadline = time.monotonic() + 20
+        for port in (self.relay_port, self.submission_port):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError as error:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(
+                            f"smtpd is not listening on {port}\n{self.log()}"
+                        ) from error
+                    time.sleep(0.1)
+        return self
+
+    def reload(self) -> None:
+        subprocess.run(
+            ["postfix", "-c", str(self.config), "reload"], check=True, capture_output=True
+        )
+        time.sleep(1.5)
+
+    def log(self) -> str:
+        path = self.root / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def relay(self, sender: str, **options: Any) -> Outcome:
+        return transaction(self.relay_port, sender, **options)
+
+    def submit(self, sender: str, **options: Any) -> Outcome:
+        return transaction(self.submission_port, sender, **options)
+
+    def stop(self) -> None:
+        subprocess.run(
+            ["postfix", "-c", str(self.config), "stop"], capture_output=True, check=False
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> RunningRelay:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

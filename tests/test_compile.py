@@ -17,10 +17,18 @@ from pathlib import Path
 import pytest
 
 from relaygate import compile as compile_
-from relaygate.errors import RenderRefused
+from relaygate.errors import InternalError, RenderRefused
 from relaygate.model import Status
+from relaygate.pipeline import validate
 from relaygate.policy import build_policy
-from relaygate.render import Header
+from relaygate.render import Header, postfix
+from relaygate.render.postfix import artifact_kind, syntax
+from relaygate.render.postfix.effective import (
+    missing_prerequisites,
+    stale_parameters,
+    widenings,
+)
+from relaygate.render.postfix.probes import health_probes
 from relaygate.render.targets import render_all
 from relaygate.verify import map_entries, verify
 from tests import postfix_instance
@@ -196,9 +204,28 @@ def test_renderers_refuse_a_smuggled_sender() -> None:
             "10.9.9.9 is present",
         ),
         (
-            "postfix/sender_login",
-            lambda t: t + "evil@example.edu\tsvc-x@example.edu\n",
-            "evil@example.edu is present",
+            "nftables/relay.nft",
+            lambda t: t.replace(
+                '\t\t\t2001:db8:1060:330::2a/128 comment "med-clinic-copier",\n', ""
+            ),
+            "nftables suspended set: 2001:db8:1060:330::2a is missing",
+        ),
+        (
+            "acl/ios/mod-medicine-v6.acl",
+            lambda t: t.replace(
+                " permit tcp host 2001:db8:1060:330::2a", " deny tcp host 2001:db8:1060:330::2a"
+            ),
+            "IOS ACL mod-medicine: 2001:db8:1060:330::2a is missing",
+        ),
+        (
+            "nftables/relay.nft",
+            lambda t: t.replace('10.0.0.0/8 comment "campus-v4"', '0.0.0.0/0 comment "campus-v4"'),
+            "nftables campus set: 0.0.0.0/0 is present",
+        ),
+        (
+            "postfix/logins",
+            lambda t: t + "svc-evil@example.edu\trelaygate_l_f6c72afc50d0\n",
+            "svc-evil@example.edu is present",
         ),
         (
             "acl/ios/mod-libraries-v4.acl",
@@ -230,6 +257,9 @@ def test_renderers_refuse_a_smuggled_sender() -> None:
         "extra-postfix",
         "missing-nft",
         "extra-nft",
+        "suspended-nft",
+        "suspended-ios",
+        "campus-nft",
         "extra-login",
         "extra-ios",
         "swapped-junos",
@@ -413,3 +443,219 @@ def test_check_is_not_stale_on_a_new_day(inventory: Path, tmp_path: Path, run_cl
         "--check",
     )
     assert changed.code == 1 and "stale: manifest.json" in changed.stdout, changed
+
+
+def test_postfix_files_are_read_back_one_way() -> None:
+    """One continuation rule for maps, main.cf and master.cf text (render.postfix.syntax)."""
+    text = "# c\na = one,\n  two\n\n   # indented comment\nb =\n  x\tvalue\n"
+    assert [(p.name, p.value, p.continued) for p in syntax.parameter_lines(text)] == [
+        ("a", "one, two", True),
+        ("b", "x\tvalue", True),
+    ]
+    entries = syntax.table_entries("k1\tv1\n k2\tv2\nk3  v3 more\n#k4\tv4\n")
+    assert [(e.key, e.value, e.continued) for e in entries] == [
+        ("k1", "v1 k2\tv2", True),
+        ("k3", "v3 more", False),
+    ]
+    assert syntax.tokens("a, static:{REJECT x, y} cidr:{ {1.2.3.4/32 c}, {::/0 d} },b") == [
+        "a",
+        "static:{REJECT x, y}",
+        "cidr:{ {1.2.3.4/32 c}, {::/0 d} }",
+        "b",
+    ]
+    assert syntax.expand("$a ${b} $$x", {"a": "1", "b": "$a$a"}) == "1 11 $x"
+    overrides = syntax.overrides("127.0.0.1:25/inet/smtpd_x = y\nsubmission/inet/z=1\n")
+    assert overrides == {"127.0.0.1:25/inet": {"smtpd_x": "y"}, "submission/inet": {"z": "1"}}
+
+
+def _as_postconf(artifacts: dict[str, str]) -> tuple[str, str, str]:
+    """What `postconf -n`, `-P` and `-M` print on a relay deployed exactly as compiled."""
+    main = "".join(
+        f"{p.name} = {p.value}\n"
+        for p in syntax.parameter_lines(artifacts["postfix/main.cf.fragment"])
+    )
+    master = "".join(
+        f"{o.key}/{o.name} = {o.value}\n"
+        for o in syntax.override_lines(artifacts["postfix/master.cf.fragment"])
+    )
+    services = "smtp inet n - y - - smtpd\nsubmission inet n - y - - smtpd\n"
+    return main + "myhostname = relay.example.edu\n", master, services
+
+
+def test_widenings_names_every_way_a_relay_departs_from_the_policy() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    main, master, services = _as_postconf(artifacts)
+    assert widenings(artifacts, main, master, services) == []  # positive control
+    relay_list = syntax.parameters(artifacts["postfix/main.cf.fragment"])[
+        "smtpd_relay_restrictions"
+    ]
+    cases = [
+        # A port-25 override Postfix would refuse to start with is still a widening.
+        (
+            main,
+            master + "smtp/inet/smtpd_relay_restrictions = permit\n",
+            services,
+            [
+                "master.cf: smtp/inet overrides -o smtpd_relay_restrictions=permit, which"
+                f" replaces the compiled smtpd_relay_restrictions = {relay_list} for that service"
+            ],
+        ),
+        (
+            main.replace("smtputf8_enable = no\n", ""),
+            master,
+            services,
+            ["main.cf: smtputf8_enable is not set; relaygate compiled smtputf8_enable = no"],
+        ),
+        (
+            main + "smtpd_upstream_proxy_protocol = haproxy\n",
+            master,
+            services,
+            [
+                "main.cf: smtpd_upstream_proxy_protocol = haproxy takes the client address from"
+                " a proxy header, which the compiled client checks would then trust"
+            ],
+        ),
+        (
+            main + "masquerade_domains = example.edu\n",
+            master,
+            services,
+            [
+                "main.cf: masquerade_domains = example.edu rewrites sender domains after the"
+                " policy checked them"
+            ],
+        ),
+        (
+            main,
+            master.replace("submission/inet/smtpd_tls_auth_only = yes\n", ""),
+            services,
+            [
+                "master.cf: submission/inet lacks -o smtpd_tls_auth_only=yes, which relaygate"
+                " compiled"
+            ],
+        ),
+        (
+            main,
+            master,
+            "smtp inet n - y - - smtpd\n",
+            ["master.cf: no service submission/inet; its port is not served as compiled"],
+        ),
+        # Another network service with its own recipient_delimiter widens too...
+        (
+            main,
+            master + "smtps/inet/recipient_delimiter = +\n",
+            services,
+            [
+                "master.cf: smtps/inet overrides -o recipient_delimiter=+, which replaces the"
+                " compiled recipient_delimiter = for that service"
+            ],
+        ),
+    ]
+    for postconf_n, postconf_p, postconf_m, expected in cases:
+        assert widenings(artifacts, postconf_n, postconf_p, postconf_m) == expected
+    # ...but a content filter's re-injection port on loopback is the relay's own business,
+    # and XCLIENT from loopback (the deploy's health probes) widens nothing.
+    loopback = (
+        "127.0.0.1:10025/inet/smtpd_relay_restrictions = permit_mynetworks,reject\n"
+        "127.0.0.1:10025/inet/mynetworks = 127.0.0.0/8\n"
+    )
+    xclient = main + "smtpd_authorized_xclient_hosts = 127.0.0.1, [::1]\n"
+    assert widenings(artifacts, xclient, master + loopback, services) == []
+
+
+@pytest.mark.parametrize(
+    ("block", "rules"),
+    [
+        ("allow_null_sender:\n  reason: Sends delivery reports for failed scan jobs.\n", []),
+        ("allow_null_sender: {}\n", ["schema.required"]),
+        ("allow_null_sender: true\n", ["schema.type"]),
+        ("allow_null_sender:\n  reason: short\n", ["schema.length"]),
+    ],
+)
+def test_null_sender_opt_in_needs_a_reason(inventory: Path, block: str, rules: list[str]) -> None:
+    record = inventory / "devices" / "libraries" / "lib-hodges-3f-copier.yaml"
+    record.write_text(record.read_text() + block)
+    result = validate(inventory, DAY)
+    assert [f.rule for f in result.findings if f.severity.value == "error"] == rules
+    if not rules:
+        assert result.inventory is not None
+        (device,) = [d for d in result.inventory.devices if d.name == "lib-hodges-3f-copier"]
+        assert device.allow_null_sender
+        assert device.null_sender_reason == "Sends delivery reports for failed scan jobs."
+
+
+def test_artifact_kinds_and_relay_prerequisites() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    kinds = {p: artifact_kind(p) for p in artifacts if p.startswith("postfix/")}
+    assert kinds["postfix/main.cf.fragment"] == "main.cf"
+    assert kinds["postfix/master.cf.fragment"] == "master.cf"
+    assert kinds["postfix/legacy_clients.cidr"] == "cidr"
+    assert {p for p, k in kinds.items() if k == "lmdb"} >= {
+        "postfix/legacy_clients",
+        "postfix/logins",
+        "postfix/refused_logins",
+        "postfix/senders/relaygate_s_0ac233217595",
+    }
+    ready_n = "smtpd_tls_cert_file = /etc/ssl/relay.pem\n"
+    ready_m = "tlsmgr unix - - y 1000? 1 tlsmgr\nsmtp inet n - y - - smtpd\n"
+    assert missing_prerequisites(ready_n, ready_m) == []
+    assert missing_prerequisites("", "smtp inet n - y - - smtpd\n") == [
+        "main.cf: no smtpd_tls_cert_file or smtpd_tls_chain_files: the submission service"
+        " offers AUTH only after STARTTLS, which needs a certificate",
+        "master.cf: no tlsmgr service: STARTTLS fails (454 TLS not available)",
+    ]
+
+
+def test_every_fragment_line_fits_one_postconf_argument() -> None:
+    """Linux limits one argument to 128 KiB: thousands of classes go into several lists."""
+    senders = [f"relaygate_s_{n:012x}" for n in range(6000)]
+    logins = {f"relaygate_l_{n:012x}": (("10.0.0.1/32", senders[n]),) for n in range(3000)}
+    settings = postfix.main_cf(senders, logins)
+    assert max(len(f"{name} = {value}".encode()) for name, value in settings.items()) < 131072
+    assert settings["smtpd_restriction_classes"] == ", ".join(
+        f"$relaygate_classes_{n}" for n in range(1, 10)
+    )
+    listed = syntax.tokens(
+        syntax.expand(settings["smtpd_restriction_classes"], settings, frozenset())
+    )
+    assert listed == [*senders, *logins]
+    assert postfix.main_cf([], {})["smtpd_restriction_classes"] == ""
+
+
+def test_stale_parameters_are_the_old_classes_and_retired_settings() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    main, _master, _services = _as_postconf(artifacts)
+    assert stale_parameters(artifacts, main) == []
+    old = (
+        "relaygate_s_000000000000 = check_sender_access lmdb:x\n"
+        "relaygate_classes_2 = relaygate_s_000000000000\n"
+        "smtpd_sender_login_maps = lmdb:${config_directory}/relaygate/sender_login\n"
+        "smtpd_sender_restrictions = reject_non_fqdn_sender\n"
+    )
+    assert stale_parameters(artifacts, main + old) == [
+        "relaygate_classes_2",
+        "relaygate_s_000000000000",
+        "smtpd_sender_login_maps",
+    ]
+
+
+def test_health_probes_follow_the_compiled_policy() -> None:
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    probes = health_probes(artifacts, 25, 587)
+    assert [(p.what, p.service, p.accept) for p in probes[:3]] == [
+        ("legacy device, its own sender", "smtp", True),
+        ("legacy device, a foreign sender", "smtp", False),
+        ("legacy device, null sender", "smtp", False),
+    ]
+    assert {p.service for p in probes} == {"smtp", "submission"}
+    # Artifacts under which a negative probe would be accepted are not probed: an error.
+    widened = dict(artifacts)
+    widened["postfix/main.cf.fragment"] = widened["postfix/main.cf.fragment"].replace(
+        "smtpd_relay_restrictions = permit_mynetworks,",
+        "smtpd_relay_restrictions = permit_mynetworks, permit,",
+    )
+    with pytest.raises(InternalError, match="health probe 'legacy device, a foreign sender'"):
+        health_probes(widened, 25, 587)

@@ -286,10 +286,28 @@ CANARIES = [
         "postfix/refused_clients", _sub("\tREJECT ", "\tPERMIT "), "not a REJECT", id="refused-ok"
     ),
     pytest.param(
-        "postfix/sender_login",
-        _append("postmaster@example.edu\tsvc-attacker@example.edu"),
-        "postmaster@example.edu is present",
+        "postfix/logins",
+        _append("svc-attacker@example.edu\trelaygate_l_f6c72afc50d0"),
+        "svc-attacker@example.edu is present",
         id="login-added",
+    ),
+    pytest.param(
+        "postfix/main.cf.fragment",
+        _sub("{10.20.50.16/32 relaygate_s_", "{0.0.0.0/0 relaygate_s_"),
+        "login svc-lib-illiad@example.edu may relay",
+        id="login-from-anywhere",
+    ),
+    pytest.param(
+        "postfix/main.cf.fragment",
+        _sub("relaygate_classes_1 = ", "relaygate_classes_1 = permit_everything, "),
+        "restriction class 'permit_everything' is not a relaygate class",
+        id="class-list-extra",
+    ),
+    pytest.param(
+        "postfix/main.cf.fragment",
+        _sub("recipient_delimiter =\n", "recipient_delimiter = +\n"),
+        "sets recipient_delimiter",
+        id="delimiter-unpinned",
     ),
     # a missing device, in each target
     pytest.param(

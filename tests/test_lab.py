@@ -211,9 +211,7 @@ def test_authenticated_device_relays_only_its_own_senders(lab: Lab) -> None:
     for result in results:
         assert result.auth == (235, "2.7.0 Authentication successful"), str(result)
     _assert_delivered(lab, results[: len(own)])
-    _assert_refused(
-        lab, results[len(own) :], 553, f"Sender address rejected: not owned by user {login[0]}"
-    )
+    _assert_refused(lab, results[len(own) :], 554, NOT_REGISTERED)
 
 
 def test_authenticated_device_cannot_relay_without_logging_in(lab: Lab) -> None:
@@ -229,7 +227,34 @@ def test_authenticated_device_cannot_relay_without_logging_in(lab: Lab) -> None:
     )
     assert "AUTH PLAIN LOGIN" in results[0].features  # mech_list of the lab's smtpd.conf
     assert results[1].auth is not None and results[1].auth[0] == 535, str(results[1])
-    _assert_refused(lab, results, 553, "Sender address rejected: not logged in")
+    _assert_refused(lab, results, 554, "Recipient address rejected: Access denied")
+
+
+def test_submission_offers_auth_only_after_starttls(lab: Lab) -> None:
+    illiad = lab.plan.client("lib-illiad")
+    login = _login(lab, illiad)
+    port = lab.plan.submission_port
+    plain, tls = lab.send(
+        [
+            Session(
+                illiad.source,
+                port,
+                illiad.senders[0],
+                (OUTSIDE,),
+                lab.token("plain"),
+                login,
+                starttls=False,
+            ),
+            Session(illiad.source, port, illiad.senders[0], (OUTSIDE,), lab.token("tls"), login),
+        ]
+    )
+    # Without STARTTLS: no AUTH offered; AUTH and MAIL are answered "530 STARTTLS first".
+    assert "STARTTLS" in plain.features and not any(f.startswith("AUTH") for f in plain.features)
+    assert plain.auth is not None and plain.auth[0] == 530, str(plain)
+    assert plain.mail is not None and plain.mail[0] == 530, str(plain)
+    # The same login after STARTTLS: AUTH offered and the message delivered.
+    assert "AUTH PLAIN LOGIN" in tls.features, str(tls)
+    _assert_delivered(lab, [tls])
 
 
 def test_port_25_offers_no_authentication(lab: Lab) -> None:
@@ -365,7 +390,7 @@ def test_retired_account_relays_nothing(lab: Lab) -> None:
         )
     )
     assert result.auth == (235, "2.7.0 Authentication successful"), str(result)
-    _assert_refused(lab, [result], 553, f"not owned by user {login[0]}")
+    _assert_refused(lab, [result], 554, "Recipient address rejected: Access denied")
 
 
 # -- 6: a record removed, recompiled, redeployed ---------------------------------
@@ -613,7 +638,50 @@ def test_open_relay_probes_from_an_authenticated_device(lab: Lab) -> None:
             for s in foreign
         ]
     )
-    _assert_refused(lab, results, 553, f"not owned by user {login[0]}")
+    _assert_refused(lab, results, 554, NOT_REGISTERED)
+
+
+def test_login_relays_only_from_its_records_address(lab: Lab) -> None:
+    """A valid login from another campus host (a legacy device's, any campus address) is
+    refused: each login is bound to its record's addresses on the relay."""
+    illiad = lab.plan.client("lib-illiad")
+    login = _login(lab, illiad)
+    port = lab.plan.submission_port
+    elsewhere = [lab.plan.client("lib-hodges-3f-copier").source, lab.plan.outsider.campus_v4]
+    results = lab.send(
+        [
+            Session(source, port, illiad.senders[0], (OUTSIDE,), lab.token("bound"), login)
+            for source in [*elsewhere, illiad.source]
+        ]
+    )
+    for result in results:
+        assert result.auth == (235, "2.7.0 Authentication successful"), str(result)
+    _assert_refused(
+        lab, results[:-1], 554, "Client host rejected: login not registered for this client address"
+    )
+    _assert_delivered(lab, results[-1:])
+
+
+def test_null_sender_is_refused_on_both_ports(lab: Lab) -> None:
+    hodges = lab.plan.client("lib-hodges-3f-copier")
+    illiad = lab.plan.client("lib-illiad")
+    login = _login(lab, illiad)
+    spellings = ["", '""', "@route:"]
+    results = lab.send(
+        [
+            Session(hodges.source, lab.plan.relay_port, s, (OUTSIDE,), lab.token("n25"))
+            for s in spellings
+        ]
+        + [
+            Session(
+                illiad.source, lab.plan.submission_port, s, (OUTSIDE,), lab.token("n587"), login
+            )
+            for s in spellings
+        ]
+    )
+    _assert_refused(
+        lab, results, 554, "<>: Sender address rejected: " + NOT_REGISTERED.split(": ")[1]
+    )
 
 
 # -- 8: every active record of the example ---------------------------------------

@@ -10,11 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import netaddr
@@ -110,7 +105,13 @@ def test_address_inside_a_prefix_and_the_text_format(run_cli) -> None:  # type: 
     ]
     assert (
         "relay answer for MAIL FROM:<monitoring@oit.example.edu> from 10.5.10.20 to port 587"
-        " as svc-oit-zabbix@example.edu: OK (logged in as svc-oit-zabbix@example.edu)"
+        " as svc-oit-zabbix@example.edu: OK (OK from check_sender_access"
+        " lmdb:postfix/senders/relaygate_s_5b1aa8611335)"
+    ) in result.stdout
+    # The login is bound to its record's prefix: the trace says so.
+    assert (
+        "  check_client_access cidr:{ {10.5.10.16/28 relaygate_s_5b1aa8611335} }:"
+        " relaygate_s_5b1aa8611335"
     ) in result.stdout
 
 
@@ -168,6 +169,7 @@ def test_invalid_inventory_still_finds_records(run_cli, inventory: Path) -> None
 
 # The decisions the compiled policy must make; each case is checked against the simulation
 # and, in the integration test, against a real Postfix.
+ILLIAD = "svc-lib-illiad@example.edu"
 CASES = [
     # client, login, sender, action, deciding restriction. A login means the
     # submission port (the only one offering AUTH); no login, the relay port.
@@ -175,26 +177,36 @@ CASES = [
     ("10.20.30.41", None, "HODGES-SCANS@lib.example.edu", "OK", "senders"),
     ("10.20.30.41", None, "spc-scans@lib.example.edu", "REJECT", "class-fallback"),
     ("10.20.30.41", None, "ill@lib.example.edu", "REJECT", "class-fallback"),
+    ("10.20.30.41", None, "", "REJECT", "class-fallback"),
+    ("10.20.30.41", None, "hodges-scans+tag@lib.example.edu", "REJECT", "class-fallback"),
+    ("10.20.30.41", None, "hodges-\u017fcans@lib.example.edu", "REJECT", "class-fallback"),
     ("10.20.30.57", None, "spc-scans@lib.example.edu", "OK", "senders"),
     ("2001:db8:1040:320::1f", None, "me-shop@eng.example.edu", "OK", "senders"),
     ("10.40.32.77", None, "rhodes-lab@eng.example.edu", "REJECT", "refused_clients"),
     ("2001:db8:1060:330::2a", None, "clinic-front-desk@med.example.edu", "REJECT", "refused"),
     ("10.20.50.16", None, "ill@lib.example.edu", "REJECT", "reject"),
-    ("10.20.50.16", "svc-lib-illiad@example.edu", "ill@lib.example.edu", "OK", "sasl"),
+    ("10.20.50.16", ILLIAD, "ill@lib.example.edu", "OK", "senders"),
+    ("10.20.50.16", ILLIAD, "hodges-scans@lib.example.edu", "REJECT", "class-fallback"),
+    ("10.20.50.16", ILLIAD, "", "REJECT", "class-fallback"),
+    ("10.20.50.16", ILLIAD, '""', "REJECT", "class-fallback"),
+    ("10.20.50.16", ILLIAD, "@route:", "REJECT", "class-fallback"),
+    ("10.20.50.16", ILLIAD, "ill+x@lib.example.edu", "REJECT", "class-fallback"),
+    # The login from an address that is not its record's (binding), and from a legacy device.
+    ("10.20.50.17", ILLIAD, "ill@lib.example.edu", "REJECT", "login-fallback"),
+    ("10.20.30.41", ILLIAD, "hodges-scans@lib.example.edu", "REJECT", "login-fallback"),
+    # A login the SASL backend may know but no active record has (retired, unknown).
     (
-        "10.20.50.16",
-        "svc-lib-illiad@example.edu",
-        "hodges-scans@lib.example.edu",
+        "10.90.60.33",
+        "svc-fac-plantops-copier@example.edu",
+        "plantops-scans@facilities.example.edu",
         "REJECT",
-        "reject_sender_login_mismatch",
+        "reject",
     ),
-    (
-        "10.20.30.41",
-        "svc-lib-illiad@example.edu",
-        "hodges-scans@lib.example.edu",
-        "REJECT",
-        "reject_sender_login_mismatch",
-    ),
+    ("10.20.50.16", "nobody@example.edu", "", "REJECT", "reject"),
+    # Logins are looked up like addresses: case folds, an extension or a look-alike does not.
+    ("10.20.50.16", ILLIAD.upper(), "ill@lib.example.edu", "OK", "senders"),
+    ("10.20.50.16", "svc-lib-illiad+x@example.edu", "ill@lib.example.edu", "REJECT", "reject"),
+    ("10.20.50.16", "\u017fvc-lib-illiad@example.edu", "ill@lib.example.edu", "REJECT", "reject"),
     ("10.99.0.1", None, "someone@example.edu", "REJECT", "reject"),
 ]
 
@@ -208,18 +220,42 @@ def test_simulated_relay_decisions(
     if client == "2001:db8:1040:320::1f":
         sender = _me_shop_sender()
     service = "submission" if login else "smtp"
-    decision = query.Relay(artifacts).decide(netaddr.IPAddress(client), sender, login, service)
+    relay = query.Relay.from_artifacts(artifacts)
+    decision = relay.decide(netaddr.IPAddress(client), sender, login, service)
     assert decision.action == action, decision
     expected = {
         "senders": "check_sender_access lmdb:postfix/senders/",
         "class-fallback": "check_sender_access static:{REJECT sender not registered",
+        "login-fallback": "check_client_access static:{REJECT login not registered",
         "reject": "reject",
-        "reject_sender_login_mismatch": "reject_sender_login_mismatch",
         "refused_clients": "check_client_access lmdb:postfix/refused_clients",
         "refused": "check_client_access cidr:postfix/refused_clients.cidr",
-        "sasl": "permit_sasl_authenticated",
     }[where]
     assert decision.restriction.startswith(expected), decision
+
+
+def test_the_null_sender_skips_a_login_mismatch_check() -> None:
+    """smtpd_check.c skips reject_sender_login_mismatch for the null sender: so does query.
+
+    The compiled policy no longer uses that restriction; a relay whose own
+    settings still do is evaluated the way Postfix evaluates it.
+    """
+    artifacts = compile_.build(EXAMPLE, DAY).artifacts
+    assert artifacts is not None
+    artifacts["postfix/sender_login"] = "ill@lib.example.edu\tsvc-lib-illiad@example.edu\n"
+    artifacts["postfix/main.cf.fragment"] += (
+        "smtpd_sender_login_maps = lmdb:${config_directory}/relaygate/sender_login\n"
+        "relaygate_submission_relay_restrictions = reject_sender_login_mismatch,"
+        " permit_sasl_authenticated, reject\n"
+    )
+    relay = query.Relay.from_artifacts(artifacts)
+    client = netaddr.IPAddress("10.20.50.16")
+    for spelling in ("", "<>", '<"">', "<@route:>"):
+        null = relay.decide(client, spelling, "nobody@example.edu", "submission")
+        assert (null.action, null.restriction) == ("OK", "permit_sasl_authenticated"), null
+        assert "reject_sender_login_mismatch: skipped for the null sender" in null.trace
+    owned = relay.decide(client, "ill@lib.example.edu", "nobody@example.edu", "submission")
+    assert (owned.action, owned.restriction) == ("REJECT", "reject_sender_login_mismatch")
 
 
 def _me_shop_sender() -> str:
@@ -233,43 +269,9 @@ def test_the_simulation_fails_closed_on_unknown_restrictions() -> None:
     artifacts["postfix/main.cf.fragment"] += "smtpd_relay_restrictions = check_policy_service x\n"
     artifacts["postfix/master.cf.fragment"] = ""
     with pytest.raises(query.InternalError, match="cannot simulate the restriction"):
-        query.Relay(artifacts).decide(netaddr.IPAddress("10.20.30.41"), "a@b.example", None)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _smtp(port: int, client: str, login: str | None, sender: str) -> str:
-    """One SMTP transaction through XCLIENT; the reply to RCPT TO (or the first refusal)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        stream = sock.makefile("rwb")
-
-        def reply() -> str:
-            line = stream.readline().decode()
-            while line[3:4] == "-":
-                line = stream.readline().decode()
-            return line.strip()
-
-        def say(command: str) -> str:
-            stream.write(command.encode() + b"\r\n")
-            stream.flush()
-            return reply()
-
-        reply()
-        say("EHLO test.example")
-        attributes = f"ADDR={'IPV6:' + client if ':' in client else client}"
-        if login:
-            attributes += f" LOGIN={login}"
-        assert say(f"XCLIENT {attributes}").startswith("220"), attributes
-        say("EHLO test.example")
-        answer = say(f"MAIL FROM:<{sender}>")
-        if answer.startswith("250"):
-            answer = say("RCPT TO:<someone@elsewhere.example>")
-        say("QUIT")
-        return answer
+        query.Relay.from_artifacts(artifacts).decide(
+            netaddr.IPAddress("10.20.30.41"), "a@b.example", None
+        )
 
 
 @pytest.mark.integration
@@ -280,57 +282,17 @@ def test_real_postfix_agrees_with_the_simulation(tmp_path: Path) -> None:
     result = compile_.build(EXAMPLE, DAY)
     assert result.artifacts is not None
     compile_.write(out, result.artifacts)
-    # pytest's tmp_path is private to root (0700): the postfix user could not reach the
-    # instance's data folder, so the instance lives in a folder it can traverse.
-    instance = Path(tempfile.mkdtemp(prefix="relaygate-query-"))
-    instance.chmod(0o755)
-    config = postfix_instance.make_instance(instance / "pf")
-    relay_port, submission_port = _free_port(), _free_port()
-    master = config / "master.cf"
-    # Private ports instead of 25/587, which other instances on this machine may hold.
-    lines = [x for x in master.read_text().splitlines() if not x.startswith("submission ")]
-    lines += [
-        f"127.0.0.1:{relay_port} inet n - n - - smtpd",
-        f"127.0.0.1:{submission_port} inet n - n - - smtpd",
-    ]
-    master.write_text("\n".join(lines) + "\n")
-    postfix_instance.install_maps(out, config)
-    postfix_instance.apply_fragment(out, config)
-    for setting in (out / "postfix" / "master.cf.fragment").read_text().splitlines():
-        if setting and not setting.startswith("#"):
-            ours = setting.replace("submission/inet/", f"127.0.0.1:{submission_port}/inet/")
-            subprocess.run(["postconf", "-c", str(config), "-P", ours], check=True)
-    subprocess.run(
-        ["postconf", "-c", str(config), "-e", "smtpd_authorized_xclient_hosts = 127.0.0.1"],
-        check=True,
-    )
-    assert postfix_instance.check(config) == ""
-    started = subprocess.run(
-        ["postfix", "-c", str(config), "start"], capture_output=True, text=True, check=False
-    )
-    assert started.returncode == 0, started
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", relay_port), timeout=1).close()
-                socket.create_connection(("127.0.0.1", submission_port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "smtpd did not start listening"
-                time.sleep(0.2)
-        relay = query.Relay(result.artifacts)
+    relay = query.Relay.from_artifacts(result.artifacts)
+    with postfix_instance.RunningRelay(out, relay_port=25, submission_port=587) as real_relay:
         for client, login, case_sender, action, _where in CASES:
             sender = _me_shop_sender() if client == "2001:db8:1040:320::1f" else case_sender
             service = "submission" if login else "smtp"
-            port = submission_port if login else relay_port
-            real = _smtp(port, client, login, sender)
+            send = real_relay.submit if login else real_relay.relay
+            real = send(sender, client=client, login=login)
             simulated = relay.decide(netaddr.IPAddress(client), sender, login, service)
-            assert real.startswith("250") == (simulated.action == "OK"), (client, sender, real)
+            assert real.accepted == (simulated.action == "OK"), (client, login, sender, str(real))
             assert simulated.action == action
+            refusal = real.refusal
             if simulated.action == "REJECT" and simulated.reason != "Access denied":
                 # The reason text the simulation gives is the one Postfix sends.
-                assert simulated.reason.split(": ", 1)[-1] in real, (real, simulated)
-    finally:
-        subprocess.run(["postfix", "-c", str(config), "stop"], capture_output=True, check=False)
-        shutil.rmtree(instance, ignore_errors=True)
+                assert refusal is not None and simulated.reason in refusal.text, (real, simulated)

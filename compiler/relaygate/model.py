@@ -41,6 +41,9 @@ class Auth(enum.StrEnum):
 
 
 LEGACY_AUTH = frozenset({Auth.IP, Auth.NONE})
+#: How Postfix looks up the null sender in access maps (smtpd_null_access_lookup_key,
+#: pinned to this value by the compiled main.cf fragment).
+NULL_SENDER_KEY = "<>"
 
 
 class Status(enum.StrEnum):
@@ -111,6 +114,20 @@ class Device:
     status_date: dt.date | None
     status_ticket: str | None
     source: str
+    #: Why this record may send with the null sender (``allow_null_sender.reason``);
+    #: None (the default) refuses the null sender for it on every relay path.
+    null_sender_reason: str | None = None
+
+    @property
+    def allow_null_sender(self) -> bool:
+        return self.null_sender_reason is not None
+
+    @property
+    def relay_senders(self) -> tuple[str, ...]:
+        """The sender keys the relay allows this record, sorted: its senders, and the
+        null sender's access-map key ``<>`` when it opts in (``allow_null_sender``)."""
+        extra = (NULL_SENDER_KEY,) if self.allow_null_sender else ()
+        return tuple(sorted((*self.senders, *extra)))
 
     @property
     def is_legacy(self) -> bool:
@@ -244,6 +261,7 @@ def build_device(data: dict[str, Any], source: str) -> Device:
         status_date=status_date,
         status_ticket=data.get("status_ticket"),
         source=source,
+        null_sender_reason=(data.get("allow_null_sender") or {}).get("reason"),
     )
 
 

@@ -6,12 +6,14 @@ Output: a ``QueryResult``: every matching record with its status, exception
 and senders, every line of a fresh in-memory compile that mentions it
 (path:line), and, for a sender, the relay's answer.
 
-The answer comes from ``Relay``, a small interpreter of the compiled
-``smtpd_relay_restrictions`` (main.cf.fragment) over the compiled maps, not
-from the model: it reads the same text Postfix reads, so a renderer bug shows
-up here as it would on the relay. It knows the restrictions the renderer
-emits and fails closed (``InternalError``) on any other. Client hostnames are
-not simulated: the compiled maps only hold addresses.
+The answer comes from ``relaygate.render.postfix.evaluate.Relay``, the
+Postfix package's interpreter of the compiled restriction lists over the
+compiled maps and pinned settings, not from the model: it reads the same text
+Postfix reads, so a renderer bug shows up here as it would on the relay. A
+login means the submission service after STARTTLS; no login, the relay port.
+The sender is read as smtpd reads MAIL FROM (``<>``, ``<"">`` and
+``<@route:>`` are the null sender). It fails closed (``InternalError``) on a
+restriction it does not know.
 """
 
 from __future__ import annotations
@@ -30,317 +32,11 @@ from relaygate.model import Device, Site
 from relaygate.pipeline import ValidationResult
 from relaygate.policy import class_name
 from relaygate.render import Artifacts
+from relaygate.render.postfix import service_name
+from relaygate.render.postfix.evaluate import Decision, Relay
 from relaygate.verify import MANIFEST
 
-#: Where the compiled maps live on the relay, as main.cf.fragment spells it.
-MAP_PREFIX = "${config_directory}/relaygate/"
-_TABLE_RESTRICTIONS = frozenset({"check_client_access", "check_sender_access", "check_sasl_access"})
-_OK_WORDS = frozenset({"OK", "RELAY", "PERMIT"})
-_MAX_DEPTH = 10
-
-# --- the relay, simulated ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    action: str  # OK | REJECT
-    reason: str
-    restriction: str  # the restriction that decided
-    trace: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Table:
-    kind: str  # lmdb | hash | cidr ...
-    name: str  # artifact path
-    entries: tuple[tuple[str, str], ...]  # in file order
-
-    def lookup(self, keys: list[str]) -> str | None:
-        if self.kind == "static":  # a static map answers every key the same
-            return self.entries[0][1]
-        table = dict(self.entries)
-        for key in keys:
-            if key in table:
-                return table[key]
-        return None
-
-    def cidr_lookup(self, address: netaddr.IPAddress) -> str | None:
-        for pattern, value in self.entries:  # cidr_table(5): first match in file order
-            network = netaddr.IPNetwork(pattern)
-            if network.version == address.version and address in network:
-                return value
-        return None
-
-
-def parse_map(text: str) -> tuple[tuple[str, str], ...]:
-    """Postfix table source: ``key whitespace value``; '#' comments; indented lines continue."""
-    entries: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if line[0].isspace():
-            if not entries:
-                raise InternalError("a map starts with a continuation line")
-            key, value = entries[-1]
-            entries[-1] = (key, f"{value} {line.strip()}")
-            continue
-        key, _, value = line.partition("\t") if "\t" in line else line.partition(" ")
-        entries.append((key.strip(), value.strip()))
-    return tuple(entries)
-
-
-def parse_parameters(text: str) -> dict[str, str]:
-    """main.cf syntax: ``name = value``; '#' comments; indented lines continue."""
-    params: dict[str, str] = {}
-    last = None
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if line[0].isspace() and last is not None:
-            params[last] += " " + line.strip()
-            continue
-        name, equals, value = line.partition("=")
-        if not equals:
-            raise InternalError(f"not a main.cf line: {line!r}")
-        last = name.strip()
-        params[last] = value.strip()
-    return params
-
-
-def _tokens(value: str) -> list[str]:
-    """Split a restriction list the way Postfix does: on spaces and commas, but a
-    ``{...}`` group (e.g. ``static:{REJECT some text}``) stays one token."""
-    tokens: list[str] = []
-    current = ""
-    depth = 0
-    for char in value:
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-        if depth == 0 and (char.isspace() or char == ","):
-            if current:
-                tokens.append(current)
-            current = ""
-            continue
-        current += char
-    if depth != 0:
-        raise InternalError(f"unbalanced braces in {value!r}")
-    if current:
-        tokens.append(current)
-    return tokens
-
-
-def parse_services(text: str) -> dict[str, dict[str, str]]:
-    """master.cf fragment (``postconf -P`` syntax): ``service/type/name=value`` lines."""
-    services: dict[str, dict[str, str]] = {}
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        key, equals, value = line.partition("=")
-        parts = key.strip().split("/")
-        if not equals or len(parts) != 3:
-            raise InternalError(f"not a postconf -P line: {line!r}")
-        services.setdefault(parts[0], {})[parts[2]] = value.strip()
-    return services
-
-
-class Relay:
-    """The compiled relay policy, evaluated the way smtpd evaluates it."""
-
-    def __init__(self, artifacts: Artifacts) -> None:
-        self.artifacts = artifacts
-        self.params = parse_parameters(artifacts["postfix/main.cf.fragment"])
-        self.services = parse_services(artifacts.get("postfix/master.cf.fragment", ""))
-        self.classes = set(_tokens(self.params.get("smtpd_restriction_classes", "")))
-
-    def expand(self, value: str, depth: int = 0) -> str:
-        """Replace ``$name`` and ``${name}`` with main.cf parameters (not config_directory)."""
-        if depth > _MAX_DEPTH:
-            raise InternalError("parameter references nest too deep")
-
-        def one(match: re.Match[str]) -> str:
-            name = match.group(1) or match.group(2)
-            if name == "config_directory":
-                return match.group(0)
-            if name not in self.params:
-                raise InternalError(f"${name} is not a compiled parameter")
-            return self.expand(self.params[name], depth + 1)
-
-        return re.sub(r"\$(?:\{([a-z_0-9]+)\}|([a-z_0-9]+))", one, value)
-
-    def restrictions(self, service: str) -> tuple[list[str], bool]:
-        """The relay restrictions of a master.cf service and whether it offers SASL."""
-        overrides = self.services.get(service, {})
-        value = overrides.get(
-            "smtpd_relay_restrictions", self.params.get("smtpd_relay_restrictions")
-        )
-        if value is None:
-            raise InternalError("no smtpd_relay_restrictions compiled")
-        sasl = overrides.get("smtpd_sasl_auth_enable", "no") == "yes"
-        return _tokens(self.expand(value)), sasl
-
-    def table(self, spec: str) -> _Table:
-        kind, _, location = spec.partition(":")
-        if kind == "static":
-            if not (location.startswith("{") and location.endswith("}")):
-                raise InternalError(f"static map {spec} without braces")
-            return _Table(kind, spec, (("*", location[1:-1].strip()),))
-        if not location.startswith(MAP_PREFIX):
-            raise InternalError(f"map {spec} is not one of the compiled maps")
-        name = "postfix/" + location.removeprefix(MAP_PREFIX)
-        if name not in self.artifacts:
-            raise InternalError(f"map {spec} names {name}, which was not compiled")
-        return _Table(kind, name, parse_map(self.artifacts[name]))
-
-    def _client(self, table: _Table, client: netaddr.IPAddress) -> str | None:
-        if table.kind == "cidr":
-            return table.cidr_lookup(client)
-        text = str(client)
-        keys = [text]
-        if client.version == 4:  # access(5): 1.2.3.4, then 1.2.3, 1.2, 1
-            octets = text.split(".")
-            keys += [".".join(octets[:n]) for n in (3, 2, 1)]
-        return table.lookup(keys)
-
-    @staticmethod
-    def _sender_keys(sender: str) -> list[str]:
-        user, _, domain = sender.rpartition("@")
-        keys = [sender]
-        labels = domain.split(".")
-        keys += [".".join(labels[i:]) for i in range(len(labels) - 1)]
-        keys.append(f"{user}@")
-        return keys
-
-    def decide(
-        self,
-        client: netaddr.IPAddress,
-        sender: str,
-        login: str | None,
-        service: str = "smtp",
-    ) -> Decision:
-        """The answer of ``service`` (``smtp``: the relay port; ``submission``: 587)."""
-        sender = sender.lower()  # Postfix folds case in these lookups
-        login = login.lower() if login else None
-        trace: list[str] = []
-        restrictions, sasl = self.restrictions(service)
-        if login and not sasl:
-            trace.append(f"{service} offers no AUTH: the login is not used")
-            login = None
-        decision = self._run(restrictions, client, sender, login, trace, 0)
-        if decision is None:
-            # Postfix permits when the list ends without a decision; ours always ends in reject.
-            return Decision("OK", "no restriction decided", "(end of list)", tuple(trace))
-        action, reason, restriction = decision
-        return Decision(action, reason, restriction, tuple(trace))
-
-    def _run(
-        self,
-        tokens: list[str],
-        client: netaddr.IPAddress,
-        sender: str,
-        login: str | None,
-        trace: list[str],
-        depth: int,
-    ) -> tuple[str, str, str] | None:
-        if depth > _MAX_DEPTH:
-            raise InternalError("restriction classes nest too deep")
-        index = 0
-        while index < len(tokens):
-            name = tokens[index]
-            index += 1
-            if name in _TABLE_RESTRICTIONS:
-                spec = tokens[index]
-                index += 1
-                table = self.table(spec)
-                shown = (
-                    f"{name} {table.name}"
-                    if table.kind == "static"
-                    else f"{name} {table.kind}:{table.name}"
-                )
-                if name == "check_client_access":
-                    value = self._client(table, client)
-                elif name == "check_sender_access":
-                    value = table.lookup(self._sender_keys(sender))
-                else:
-                    value = table.lookup([login]) if login else None
-                if value is None:
-                    trace.append(f"{shown}: no match")
-                    continue
-                trace.append(f"{shown}: {value}")
-                outcome = self._action(value, shown, client, sender, login, trace, depth)
-                if outcome is not None:
-                    return outcome
-            elif name == "permit":
-                return ("OK", "permit", name)
-            elif name == "reject":
-                trace.append("reject")
-                return ("REJECT", "Access denied", name)
-            elif name == "permit_sasl_authenticated":
-                if login:
-                    trace.append(f"permit_sasl_authenticated: logged in as {login}")
-                    return ("OK", f"logged in as {login}", name)
-                trace.append("permit_sasl_authenticated: not logged in")
-            elif name == "reject_sender_login_mismatch":
-                outcome = self._login_mismatch(sender, login, trace)
-                if outcome is not None:
-                    return outcome
-            elif name in self.classes:
-                trace.append(f"restriction class {name}")
-                outcome = self._run(
-                    _tokens(self.params[name]), client, sender, login, trace, depth + 1
-                )
-                if outcome is not None:
-                    return outcome
-            else:
-                raise InternalError(f"query cannot simulate the restriction {name!r}")
-        return None
-
-    def _action(
-        self,
-        value: str,
-        shown: str,
-        client: netaddr.IPAddress,
-        sender: str,
-        login: str | None,
-        trace: list[str],
-        depth: int,
-    ) -> tuple[str, str, str] | None:
-        word, _, rest = value.partition(" ")
-        if word.upper() in _OK_WORDS or word.isdigit():
-            return ("OK", f"{word} from {shown}", shown)
-        if word.upper() == "REJECT":
-            return ("REJECT", rest or "Access denied", shown)
-        if word.upper() == "DUNNO":
-            return None
-        # Anything else is a restriction (a class name or a built-in) evaluated in place.
-        return self._run(_tokens(value), client, sender, login, trace, depth + 1)
-
-    def _login_mismatch(
-        self, sender: str, login: str | None, trace: list[str]
-    ) -> tuple[str, str, str] | None:
-        spec = self.params.get("smtpd_sender_login_maps")
-        if not spec:
-            raise InternalError("reject_sender_login_mismatch without smtpd_sender_login_maps")
-        table = self.table(spec)
-        _user, _, domain = sender.rpartition("@")
-        owners_text = table.lookup([sender, f"@{domain}"])
-        owners = [o for o in re.split(r"[\s,]+", owners_text or "") if o]
-        name = "reject_sender_login_mismatch"
-        if login is None:
-            if owners:
-                trace.append(f"{name}: {sender} is owned by {', '.join(owners)}; not logged in")
-                return ("REJECT", f"<{sender}>: Sender address rejected: not logged in", name)
-        elif login not in owners:
-            trace.append(f"{name}: {sender} is not owned by {login}")
-            return (
-                "REJECT",
-                f"<{sender}>: Sender address rejected: not owned by user {login}",
-                name,
-            )
-        trace.append(f"{name}: passed")
-        return None
-
+__all__ = ["Decision", "InternalError", "Relay", "run_query"]
 
 # --- the query -------------------------------------------------------------------------
 
@@ -489,7 +185,7 @@ def run_query(
         )
     answers: list[Answer] = []
     if sender is not None and artifacts is not None:
-        relay = Relay(artifacts)
+        relay = Relay.from_artifacts(artifacts)
         seen = set()
         clients: list[tuple[str | None, netaddr.IPAddress | None, str | None]] = [
             (m.device.name, _client_of(query, m.device), login or m.device.account) for m in matches
@@ -498,14 +194,15 @@ def run_query(
             if client is None or (str(client), who) in seen:
                 continue
             seen.add((str(client), who))
-            # A login means the submission port (the only one offering AUTH);
-            # without one the client talks to the relay port.
-            service = "submission" if who else "smtp"
+            # A login means the submission port (the only one offering AUTH, after
+            # STARTTLS); without one the client talks to the relay port.
             port = None
+            service = "submission" if who else "smtp"
             if site is not None:
                 port = site.submission_port if who else site.relay_port
+                service = service_name(port)
             decision = relay.decide(client, sender, who, service)
-            answers.append(Answer(name, str(client), service, port, who, sender.lower(), decision))
+            answers.append(Answer(name, str(client), service, port, who, sender, decision))
     return QueryResult(
         query=query,
         as_of=as_of,

@@ -11,10 +11,14 @@ What is proven, per target:
   a known action word or a defined class; the sender login map is exactly
   the authenticated devices' senders; every revoked or suspended device is
   refused; the relay restrictions are the compiled constant.
-- nftables: the legacy set is exactly the active legacy devices; the revoked
-  set exactly the revoked ones.
+- nftables: every set: legacy = the active legacy devices, revoked = the
+  revoked ones, suspended = the suspended legacy ones, campus = the site's
+  campus networks, and no other set.
 - ACLs: the relay-port permits of every segment (IOS and Junos, and the
-  Aerleon groups) are exactly the active legacy devices inside it.
+  Aerleon groups) are exactly the active and suspended legacy devices inside
+  it (suspended ones reach Postfix, which tells them why it refuses).
+- Postfix: see above; the login map holds exactly the active authenticated
+  records' logins, each bound to exactly its records' addresses and senders.
 """
 
 from __future__ import annotations
@@ -26,12 +30,19 @@ import netaddr
 
 from relaygate import addresses
 from relaygate.addresses import canonical_text
-from relaygate.model import Inventory, Status
-from relaygate.policy import CLASS_PATTERN, build_policy
+from relaygate.errors import InternalError
+from relaygate.model import Device, Inventory, Status
+from relaygate.policy import build_policy
 from relaygate.render import Header, postfix
+from relaygate.render.postfix import syntax
 from relaygate.render.targets import render_all
 
 MANIFEST = "manifest.json"
+_NFT_SETS = frozenset(
+    f"{name}_v{version}"
+    for name in ("legacy", "revoked", "suspended", "campus")
+    for version in (4, 6)
+)
 
 
 def _canonical(text: str) -> str:
@@ -49,20 +60,81 @@ def _canonical(text: str) -> str:
 
 
 def map_entries(text: str, path: str, problems: list[str]) -> dict[str, str]:
-    """Key -> value of a Postfix map source; continuation lines are a problem."""
+    """Key -> value of a Postfix map source as Postfix reads it (``syntax.table_entries``).
+
+    relaygate writes one ``key<TAB>value`` line per entry: a continuation
+    line, an entry without a value, a space instead of the tab, or a repeated
+    key is a problem (the entry is still read the way Postfix reads it).
+    """
     entries: dict[str, str] = {}
+    for entry in syntax.table_entries(text):
+        if entry.continued:
+            problems.append(f"{path}:{entry.number}: a continuation line (leading whitespace)")
+        if not entry.value or entry.key in entries:
+            problems.append(f"{path}:{entry.number}: malformed or repeated entry {entry.key!r}")
+            continue
+        entries[entry.key] = entry.value
     for number, line in enumerate(text.splitlines(), 1):
-        if not line or line.startswith("#"):
-            continue
-        if line[0].isspace():
-            problems.append(f"{path}:{number}: a continuation line (leading whitespace)")
-            continue
-        key, _, value = line.partition("\t")
-        if not value or key in entries:
-            problems.append(f"{path}:{number}: malformed or repeated entry {line!r}")
-            continue
-        entries[key] = value
+        if line and not line[0].isspace() and not line.startswith("#") and "\t" not in line:
+            problems.append(f"{path}:{number}: malformed entry {line!r} (no tab)")
     return entries
+
+
+def _fragment(text: str, problems: list[str]) -> dict[str, str]:
+    """main.cf.fragment as name -> value; continuations and repeats are problems."""
+    found: dict[str, str] = {}
+    try:
+        lines = syntax.parameter_lines(text)
+    except InternalError as error:
+        problems.append(f"postfix/main.cf.fragment: {error}")
+        return found
+    for line in lines:
+        if line.continued:
+            problems.append(
+                f"postfix/main.cf.fragment:{line.number}: a continuation line (leading whitespace)"
+            )
+        if line.name in found:
+            problems.append(f"postfix/main.cf.fragment:{line.number}: {line.name} set twice")
+        found[line.name] = line.value
+    return found
+
+
+def _class_names(fragment: dict[str, str], problems: list[str]) -> list[str]:
+    """The restriction class names, through the ``relaygate_classes_N`` lists."""
+    try:
+        listed = syntax.expand(
+            fragment.get("smtpd_restriction_classes", ""), fragment, frozenset({"config_directory"})
+        )
+    except InternalError as error:
+        problems.append(f"postfix: smtpd_restriction_classes: {error}")
+        return []
+    return [c for c in syntax.tokens(listed) if c]
+
+
+def _login_bindings(name: str, value: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    """(cidr, sender class) of a login class definition; its exact form is checked later."""
+    words = syntax.tokens(value) if value else []
+    if len(words) < 2 or words[0] != "check_client_access" or not words[1].startswith("cidr:{"):
+        problems.append(f"postfix: login class {name} is not an address check: {value!r}")
+        return ()
+    try:
+        rules = syntax.inline_items(words[1].removeprefix("cidr:{").removesuffix("}"))
+    except InternalError as error:
+        problems.append(f"postfix: login class {name}: {error}")
+        return ()
+    bindings = []
+    for rule in rules:
+        parts = rule.split()
+        if len(parts) != 2 or not postfix.SENDER_CLASS.fullmatch(parts[1]):
+            problems.append(f"postfix: login class {name} has the rule {rule!r}")
+            continue
+        bindings.append((parts[0], parts[1]))
+    return tuple(bindings)
+
+
+def _senders(device: Device) -> tuple[str, ...]:
+    """The sender keys a record's class must hold: its senders, and ``<>`` if it opts in."""
+    return device.relay_senders
 
 
 def nft_sets(text: str) -> dict[str, set[str]]:
@@ -170,18 +242,24 @@ def verify(
             problems.append(f"{path}: {_first_difference(artifacts[path], reference[path])}")
     site = inventory.site
     active = [d for d in inventory.devices if d.status is Status.ACTIVE]
-    legacy = {canonical_text(d.network): tuple(sorted(d.senders)) for d in active if d.is_legacy}
+    legacy = {canonical_text(d.network): _senders(d) for d in active if d.is_legacy}
     revoked = {canonical_text(d.network) for d in inventory.devices if d.status is Status.REVOKED}
+    # Suspended legacy devices reach Postfix on the relay port (nft and the ACLs
+    # admit them) so that it can tell them why they are refused.
+    suspended = {
+        canonical_text(d.network)
+        for d in inventory.devices
+        if d.status is Status.SUSPENDED and d.is_legacy
+    }
     refused = {
         canonical_text(d.network)
         for d in inventory.devices
         if d.status in (Status.REVOKED, Status.SUSPENDED)
     }
-    logins: dict[str, set[str]] = {}
+    logins: dict[str, dict[str, tuple[str, ...]]] = {}
     for device in active:
         if not device.is_legacy and device.account:
-            for sender in device.senders:
-                logins.setdefault(sender, set()).add(device.account)
+            logins.setdefault(device.account, {})[canonical_text(device.network)] = _senders(device)
 
     def get(path: str) -> str:
         if path not in artifacts:
@@ -190,17 +268,15 @@ def verify(
         return artifacts[path]
 
     # --- Postfix ---
-    fragment = dict(
-        (line.partition(" = ")[0], line.partition(" = ")[2])
-        for line in get("postfix/main.cf.fragment").splitlines()
-        if line and not line.startswith("#")
-    )
-    classes = {c for c in fragment.get("smtpd_restriction_classes", "").split(", ") if c}
-    for name in sorted(classes):
-        if not CLASS_PATTERN.fullmatch(name):
+    fragment = _fragment(get("postfix/main.cf.fragment"), problems)
+    named = _class_names(fragment, problems)
+    sender_classes = sorted(c for c in named if postfix.SENDER_CLASS.fullmatch(c))
+    login_class_names = sorted(c for c in named if postfix.LOGIN_CLASS.fullmatch(c))
+    for name in named:
+        if name not in sender_classes and name not in login_class_names:
             problems.append(f"postfix: restriction class {name!r} is not a relaygate class")
     class_senders: dict[str, tuple[str, ...]] = {}
-    for name in sorted(classes):
+    for name in sender_classes:
         path = f"postfix/senders/{name}"
         entries = map_entries(get(path), path, problems)
         for sender, action in entries.items():
@@ -210,7 +286,7 @@ def verify(
     bound: dict[str, tuple[str, ...]] = {}
     for path in ("postfix/legacy_clients", "postfix/legacy_clients.cidr"):
         for key, value in map_entries(get(path), path, problems).items():
-            if value not in classes:
+            if value not in sender_classes:
                 problems.append(f"{path}: {key} maps to {value!r}, not a defined class")
                 continue
             bound[_canonical(key)] = class_senders.get(value, ())
@@ -219,6 +295,24 @@ def verify(
         if address in legacy and senders != legacy[address]:
             problems.append(
                 f"postfix: {address} may send as {senders}, the record says {legacy[address]}"
+            )
+    login_bindings: dict[str, tuple[tuple[str, str], ...]] = {}
+    for name in login_class_names:
+        login_bindings[name] = _login_bindings(name, fragment.get(name, ""), problems)
+    login_map = map_entries(get("postfix/logins"), "postfix/logins", problems)
+    _compare("postfix logins", login_map, logins, problems)
+    for login, value in sorted(login_map.items()):
+        if value not in login_bindings:
+            problems.append(f"postfix/logins: {login} maps to {value!r}, not a login class")
+            continue
+        got = {
+            _canonical(cidr): class_senders.get(sender_class, ("(undefined class)",))
+            for cidr, sender_class in login_bindings[value]
+        }
+        if login in logins and got != logins[login]:
+            problems.append(
+                f"postfix: login {login} may relay {sorted(got.items())}, "
+                f"the records say {sorted(logins[login].items())}"
             )
     refused_accounts = {
         d.account
@@ -237,31 +331,29 @@ def verify(
                 problems.append(f"{path}: {key} maps to {value!r}, not a REJECT")
             refused_seen.add(_canonical(key))
     _compare("postfix refused clients", refused_seen, refused, problems)
-    login_map = map_entries(get("postfix/sender_login"), "postfix/sender_login", problems)
-    _compare("postfix sender logins", login_map, logins, problems)
-    for sender, owners in login_map.items():
-        if sender in logins and set(owners.split(",")) != logins[sender]:
-            problems.append(
-                f"postfix: {sender} is owned by {owners}, the records say {sorted(logins[sender])}"
-            )
     # The fragment must be exactly what the code constants say: no extra
-    # parameter (mynetworks, a permit), no missing or reordered restriction.
-    wanted = postfix.main_cf(sorted(classes))
+    # parameter (mynetworks, a permit), no missing or reordered restriction,
+    # every pinned setting, and each class defined from the constants.
+    wanted = postfix.main_cf(
+        sender_classes, {name: login_bindings[name] for name in login_class_names}
+    )
     for name in sorted(set(fragment) | set(wanted)):
         if fragment.get(name) != wanted.get(name):
             problems.append(
                 f"postfix: main.cf.fragment sets {name} = {fragment.get(name)!r}, "
                 f"expected {wanted.get(name)!r}"
             )
-    master = dict(
-        line.partition("=")[::2]
-        for line in get("postfix/master.cf.fragment").splitlines()
-        if line and not line.startswith("#")
-    )
-    if master != postfix.MASTER_CF:
-        problems.append(
-            f"postfix: master.cf.fragment is {master!r}, expected {postfix.MASTER_CF!r}"
-        )
+    master: dict[str, str] = {}
+    try:
+        master = {
+            f"{o.key}/{o.name}": o.value
+            for o in syntax.override_lines(get("postfix/master.cf.fragment"))
+        }
+    except InternalError as error:
+        problems.append(f"postfix/master.cf.fragment: {error}")
+    expected_master = postfix.master_cf(site.relay_port, site.submission_port)
+    if master != expected_master:
+        problems.append(f"postfix: master.cf.fragment is {master!r}, expected {expected_master!r}")
 
     # --- nftables ---
     sets = nft_sets(get("nftables/relay.nft"))
@@ -277,13 +369,27 @@ def verify(
         revoked,
         problems,
     )
+    _compare(
+        "nftables suspended set",
+        sets.get("suspended_v4", set()) | sets.get("suspended_v6", set()),
+        suspended,
+        problems,
+    )
+    _compare(
+        "nftables campus set",
+        sets.get("campus_v4", set()) | sets.get("campus_v6", set()),
+        {canonical_text(n.prefix) for n in site.campus_networks},
+        problems,
+    )
+    for name in sorted(set(sets) - _NFT_SETS):
+        problems.append(f"nftables: set {name} is not one relaygate writes")
 
     # --- ACLs ---
     port = site.relay_port
     for segment in site.mod_segments:
         inside = {
             a
-            for a in legacy
+            for a in set(legacy) | suspended
             if any(
                 netaddr.IPNetwork(a) in p
                 for p in segment.prefixes
@@ -322,5 +428,5 @@ def verify(
             if p.version == d.network.version
         )
     }
-    _compare("Aerleon groups", in_groups, set(legacy) | authenticated_in_mod, problems)
+    _compare("Aerleon groups", in_groups, set(legacy) | authenticated_in_mod | suspended, problems)
     return problems

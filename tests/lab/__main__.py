@@ -29,7 +29,7 @@ def _describe(lab: Lab, *, secrets: bool) -> str:
     lines = [
         f"lab {lab.run_id}: {lab.root}",
         f"  relay     {lab.relay_ns}  {relay}  port {plan.relay_port} (no AUTH),"
-        f" port {plan.submission_port} (AUTH PLAIN LOGIN)",
+        f" port {plan.submission_port} (STARTTLS, AUTH PLAIN LOGIN)",
     ]
     names = {c.source: c for c in plan.clients}
     roles = plan.roles()

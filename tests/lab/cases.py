@@ -8,8 +8,9 @@ senders (a legacy record on the relay port; an authenticated record on the
 submission port, logged in as its account) and expects every message in the
 sink. A negative case sends the same way with a sender the record does not
 own (the first sender of the next records in name order that it does not
-list) and expects the RCPT refused (legacy: 554 from the record's restriction
-class; authenticated: 553 "not owned by user") and nothing in the sink.
+list) and expects the RCPT refused with 554 by the sender class of the
+record (legacy devices and logins alike: a login's class binds it to its
+record's address and senders) and nothing in the sink.
 """
 
 from __future__ import annotations
@@ -67,11 +68,7 @@ def cases(lab: Lab) -> list[Case]:
             found.append(Case(client.name, "positive", session, None))
         others = active[index + 1 :] + active[:index]
         foreign = next(s for other in others for s in other.senders if s not in client.senders)
-        refusal = (
-            (554, "Sender address rejected: sender not registered for this device")
-            if login is None
-            else (553, f"Sender address rejected: not owned by user {login[0]}")
-        )
+        refusal = (554, "Sender address rejected: sender not registered for this device")
         session = Session(client.source, port, foreign, (RECIPIENT,), lab.token(client.name), login)
         found.append(Case(client.name, "negative", session, refusal))
     return found

@@ -10,12 +10,15 @@ Input: ``{"sessions": [Session, ...]}`` with, per session: ``host``, ``port``,
 ``source``, ``timeout``, ``helo``, optional ``auth`` (``{"user", "password"}``,
 sent as ``AUTH PLAIN`` whether or not it is offered), ``mail_from`` (text
 between the angle brackets; may be empty), ``rcpt_to`` (list), optional
-``token`` and ``subject`` (the message carries ``X-Lab-Token: token``), and
-``data`` (send DATA even when every RCPT was refused; default true).
+``token`` and ``subject`` (the message carries ``X-Lab-Token: token``),
+``data`` (send DATA even when every RCPT was refused; default true) and
+``starttls`` (default true: STARTTLS when the relay offers it, then EHLO
+again; the relay's certificate is a throwaway one and is not verified).
 
 Output: one JSON list, one result per session, in order: ``connected``,
 ``error`` (``timeout``, ``refused`` or another text, None on success),
-``banner``, ``ehlo``, ``features`` (EHLO keywords), ``auth``, ``mail``,
+``banner``, ``ehlo``, ``tls`` (the STARTTLS reply, None when not tried),
+``features`` (EHLO keywords, after STARTTLS when it was done), ``auth``, ``mail``,
 ``rcpt`` (one reply per recipient) and ``data``; each reply is
 ``[code, text]`` or None when that step was not reached.
 """
@@ -26,6 +29,7 @@ import base64
 import contextlib
 import json
 import smtplib
+import ssl
 import sys
 from typing import Any
 
@@ -57,6 +61,7 @@ def run(session: dict[str, Any]) -> dict[str, Any]:
         "error": None,
         "banner": None,
         "ehlo": None,
+        "tls": None,
         "features": [],
         "auth": None,
         "mail": None,
@@ -78,6 +83,17 @@ def run(session: dict[str, Any]) -> dict[str, Any]:
         result["banner"] = _reply(code, text)
         code, text = client.ehlo(session.get("helo", "lab-client.example.edu"))
         result["ehlo"] = _reply(code, text)
+        if session.get("starttls", True) and client.has_extn("starttls"):
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            # smtplib names the server by the host given to SMTP(), empty here
+            # (connect() was called instead); the name is not checked anyway.
+            client._host = "relay.lab.invalid"  # type: ignore[attr-defined]
+            code, text = client.starttls(context=context)
+            result["tls"] = _reply(code, text)
+            code, text = client.ehlo(session.get("helo", "lab-client.example.edu"))
+            result["ehlo"] = _reply(code, text)
         result["features"] = sorted(
             f"{name.upper()} {value.strip()}".strip()
             for name, value in client.esmtp_features.items()

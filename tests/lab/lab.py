@@ -56,6 +56,7 @@ class Session:
     auth: tuple[str, str] | None = None
     timeout: float = 5.0
     data: bool = True
+    starttls: bool = True
 
     def request(self, host: Address) -> dict[str, Any]:
         return {
@@ -69,6 +70,7 @@ class Session:
             "token": self.token,
             "subject": f"lab {self.token}",
             "data": self.data,
+            "starttls": self.starttls,
         }
 
 
@@ -114,6 +116,7 @@ class Result:
             "mail": self.mail,
             "rcpt": self.rcpt,
             "data": self.data,
+            "starttls": self.session.starttls,
         }
         return json.dumps(fields)
 

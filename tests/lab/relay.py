@@ -3,8 +3,9 @@
 Input: a lab folder, the relay namespace, the site's ports and relay name, the
 SASL accounts to create, and a folder of compiled artifacts
 (``relaygate compile --out``). Output: a running Postfix (``postfix -c CONF``)
-that listens on the relay port (no AUTH) and the submission port (Cyrus SASL,
-PLAIN/LOGIN from a sasldb the lab made), relays everything it accepts to a
+that listens on the relay port (no AUTH) and the submission port (STARTTLS
+with a throwaway certificate, then Cyrus SASL PLAIN/LOGIN from a sasldb the
+lab made), the services named as master.cf.fragment names them, relays everything it accepts to a
 sink on 127.0.0.1 in the same namespace, and logs to a file in the lab folder.
 
 Invariants:
@@ -15,7 +16,8 @@ Invariants:
 - The compiled policy is applied only by ``deploy``, the way the deploy does
   it: maps are built beside the live ones and renamed into place, then the
   fragment is applied with ``postconf -e`` and classes it no longer defines
-  are removed (``postconf -X``), then Postfix reloads, then the nft ruleset is
+  are removed (``postconf -X``), the master.cf fragment with ``postconf -P``,
+  then Postfix reloads, then the nft ruleset is
   loaded, and only then are map files nothing refers to deleted.
 """
 
@@ -30,11 +32,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from relaygate.render.postfix import service_name
+from relaygate.render.postfix.effective import stale_parameters
 from tests.lab.netns import LabError, Namespaces
 from tests.postfix_instance import BASE_MASTER_CF as MASTER_CF
+from tests.postfix_instance import TLSMGR, self_signed_certificate
 
 MAPS = "relaygate"
-CLASS_PREFIX = "relaygate_s_"
 NFT_TABLE = ("inet", "relaygate")
 SINK_PORT = 2525
 
@@ -105,16 +109,16 @@ class Relay:
             folder.mkdir(parents=True)
         self.data.mkdir()
         shutil.chown(self.data, user="postfix")
+        # The services are named as master.cf.fragment names them (after the
+        # site's ports); the deploy applies the fragment's -o settings to them.
         self.config.joinpath("master.cf").write_text(
             MASTER_CF
-            + f"{self.relay_port} inet n - n - - smtpd\n"
-            + f"{self.submission_port} inet n - n - - smtpd\n"
+            + TLSMGR
+            + f"{service_name(self.relay_port)} inet n - n - - smtpd\n"
+            + f"{service_name(self.submission_port)} inet n - n - - smtpd\n"
             + "  -o syslog_name=postfix/submission\n"
-            + "  -o smtpd_sasl_auth_enable=yes\n"
-            # What the compiled master.cf.fragment sets on a service named
-            # submission; the lab's service is named by its port number.
-            + "  -o smtpd_relay_restrictions=$relaygate_submission_relay_restrictions\n"
         )
+        key, cert = self_signed_certificate(self.config)
         self.config.joinpath("main.cf").write_text(
             "compatibility_level = 3.6\n"
             f"queue_directory = {self.queue}\n"
@@ -134,16 +138,17 @@ class Relay:
             # No reverse lookup: the namespace has no resolver, and a lookup
             # that waits for a timeout would slow every session.
             "smtpd_peername_lookup = no\n"
-            # mynetworks is not part of the compiled policy; keep it to loopback
-            # so the default bridge subnet can never sneak in.
-            "mynetworks = 127.0.0.0/8 [::1]/128\n"
+            # Before the first deploy mynetworks is the subnet default (the
+            # lab's bridges); main.cf.fragment pins it to loopback.
             "smtpd_sasl_type = cyrus\n"
             f"cyrus_sasl_config_path = {self.sasl}\n"
             "smtpd_sasl_path = smtpd\n"
-            "smtpd_sasl_auth_enable = no\n"
             "smtpd_sasl_security_options = noanonymous\n"
-            "smtpd_tls_auth_only = no\n"
-            "smtpd_tls_security_level = none\n"
+            # The site's TLS: STARTTLS offered everywhere; the submission
+            # service requires it and allows AUTH only after it (master.cf.fragment).
+            "smtpd_tls_security_level = may\n"
+            f"smtpd_tls_cert_file = {cert}\n"
+            f"smtpd_tls_key_file = {key}\n"
             f"maillog_file = {self.maillog}\n"
             f"maillog_file_prefixes = {self.root}\n"
             # A deferred message is retried by ``postqueue -f``, never by a
@@ -266,14 +271,16 @@ class Relay:
             self.postconf("-e", line)
         # Classes the new fragment no longer defines would stay in main.cf as
         # unused parameters (and warnings): remove them.
-        wanted = {line.partition("=")[0].strip() for line in fragment}
-        stale = [
-            name
-            for name in self._parameters()
-            if name.startswith(CLASS_PREFIX) and name not in wanted
-        ]
+        # (read from main.cf itself: ``postconf -n`` leaves out unused parameters)
+        stale = stale_parameters(
+            {"postfix/main.cf.fragment": (source / "main.cf.fragment").read_text()},
+            self.config.joinpath("main.cf").read_text(),
+        )
         if stale:
             self.postconf("-X", *stale)
+        for line in (source / "master.cf.fragment").read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                self.postconf("-P", line)
         if reload:
             self.reload()
         self.load_firewall(compiled / "nftables" / "relay.nft")
@@ -283,14 +290,6 @@ class Relay:
                 path.unlink()
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
-
-    def _parameters(self) -> list[str]:
-        """Parameter names set in main.cf (read directly: ``postconf -n`` omits unused ones)."""
-        return [
-            line.partition("=")[0].strip()
-            for line in self.config.joinpath("main.cf").read_text().splitlines()
-            if "=" in line and line[:1].isalpha()
-        ]
 
     def reload(self) -> None:
         """`postfix reload`, then wait until no daemon of the old configuration serves."""

@@ -3,7 +3,11 @@
 For every MOD segment: permit each registered device to reach the relay
 hosts (legacy devices on the relay port, authenticated ones on the
 submission port), deny every other SMTP port from the segment, permit the
-rest. Remarks and term names carry the record name and its MOD ticket.
+rest. Suspended legacy devices are permitted to the relay port too, as the
+relay's nft ruleset admits them: Postfix then answers them with the reason
+(the three targets agree; the verifier compares them). Remarks and term
+names carry the record name and its MOD ticket (a suspended device's status
+ticket).
 
 The routers themselves cannot be reached from here; the deploy turns these
 files into a change package for the network team.
@@ -15,9 +19,10 @@ from dataclasses import dataclass
 
 import netaddr
 
+from relaygate.addresses import inside
 from relaygate.errors import RenderRefused
-from relaygate.model import ModSegment
-from relaygate.policy import Policy
+from relaygate.model import ModSegment, Status
+from relaygate.policy import Policy, RefusedClient
 from relaygate.render import Artifacts, Header, guards, render_template, target
 
 PERMIT = "permit"
@@ -72,7 +77,22 @@ def _segment_rules(policy: Policy, segment: ModSegment, version: int) -> list[Ru
         for c in authenticated
         if c.network.version == version
     ]
+    rules += [
+        Rule(
+            guards.name(c.name),
+            guards.ticket(c.ticket),
+            guards.cidr(c.address),
+            int(policy.site.relay_port),
+        )
+        for c in suspended_legacy(policy)
+        if c.network.version == version and inside(c.network, segment.prefixes)
+    ]
     return sorted(rules, key=lambda r: (netaddr.IPNetwork(r.source).first, r.port, r.name))
+
+
+def suspended_legacy(policy: Policy) -> list[RefusedClient]:
+    """Suspended legacy devices: nft admits them to the relay port so Postfix can say why."""
+    return [c for c in policy.refused if c.status is Status.SUSPENDED and c.account is None]
 
 
 def _relays(policy: Policy, version: int) -> list[str]:

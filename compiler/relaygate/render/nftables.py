@@ -15,6 +15,7 @@ from __future__ import annotations
 from relaygate.model import Status
 from relaygate.policy import Policy
 from relaygate.render import Artifacts, Header, guards, render_template, target
+from relaygate.render.acl import suspended_legacy
 
 TABLE = "relaygate"
 ACCEPT = "accept"
@@ -29,11 +30,7 @@ def _elements(entries: list[tuple[str, str]], version: int) -> list[tuple[str, s
 def render(policy: Policy, header: Header) -> Artifacts:
     legacy = [(c.address, c.name) for c in policy.legacy]
     revoked = [(c.address, c.name) for c in policy.refused if c.status is Status.REVOKED]
-    held = [
-        (c.address, c.name)
-        for c in policy.refused
-        if c.status is Status.SUSPENDED and c.account is None
-    ]
+    held = [(c.address, c.name) for c in suspended_legacy(policy)]
     campus = [(guards.network(n.prefix), guards.name(n.name)) for n in policy.site.campus_networks]
     sets = {}
     for set_name, entries in (("legacy", legacy), ("revoked", revoked), ("suspended", held)):
