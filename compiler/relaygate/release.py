@@ -386,6 +386,17 @@ def probe_cases(bundle: dict[str, str], login: str | None = None) -> dict[str, A
                 _case("relay", device, foreign, "refuse", "legacy device, a foreign sender"),
                 _case("relay", device, "", "refuse", "legacy device, the null sender"),
             ]
+            local, _, domain = own.partition("@")
+            if f"{local}+probe@{domain}" not in classes[sender_class]:
+                cases.append(
+                    _case(
+                        "relay",
+                        device,
+                        f"{local}+probe@{domain}",
+                        "refuse",
+                        "legacy device, its sender with an extension",
+                    )
+                )
             break
     unknown = _unknown_campus(bundle)
     if unknown:
@@ -417,7 +428,15 @@ def probe_cases(bundle: dict[str, str], login: str | None = None) -> dict[str, A
                 _case("submission", source, senders[0], "accept", "login, its own sender", True),
                 _case("submission", source, foreign, "refuse", "login, a foreign sender", True),
                 _case("submission", source, "", "refuse", "login, the null sender", True),
+                _case("submission", source, senders[0], "refuse", "its address, no login"),
             ]
+            if bound and unknown:
+                # The relay binds the login to its record's addresses: elsewhere it is refused.
+                cases.append(
+                    _case(
+                        "submission", unknown, senders[0], "refuse", "login, another address", True
+                    )
+                )
     relay_port, submission_port = _ports(bundle["relay.nft"])
     return {
         "ports": {"relay": relay_port, "submission": submission_port},
