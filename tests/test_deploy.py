@@ -643,7 +643,7 @@ def _permit_all_rehashed(out: Path) -> None:
         (_missing_file, "postfix/refused_clients: listed in the manifest but missing"),
         (_symlink, "postfix/refused_clients: a symlink"),
         (_one_byte, "nftables/relay.nft: changed after compiling"),
-        (_permit_all_rehashed, "10.0.0.0/8 maps to 'OK', not a declared class"),
+        (_permit_all_rehashed, "10.0.0.0/8 maps to 'OK', not a class the fragment defines"),
     ],
     ids=[
         "no-manifest",

@@ -192,13 +192,14 @@ def check_entries(files: dict[str, bytes]) -> list[str]:
     recompile, which needs a commit: a folder without one still gets a precise reason).
 
     Legacy clients map a canonical network no broader than /8 (IPv6 /32) to a restriction
-    class the fragment declares; refused clients map to a REJECT reply.
+    class the fragment defines; refused clients map to a REJECT reply.
     """
     problems: list[str] = []
     try:
         fragment = files["postfix/main.cf.fragment"].decode("utf-8")
-        declared = re.search(r"^smtpd_restriction_classes = (.*)$", fragment, re.M)
-        classes = {c.strip() for c in declared.group(1).split(",")} if declared else set()
+        # A class is a parameter the fragment defines (listed in smtpd_restriction_classes
+        # directly or through parameters of its own).
+        classes = set(re.findall(r"^(relaygate_[a-z0-9_]+) = ", fragment, re.M))
         for name in (
             "refused_clients",
             "refused_clients.cidr",
@@ -215,7 +216,7 @@ def check_entries(files: dict[str, bytes]) -> list[str]:
                     problems.append(f"postfix/{name}: {key} is broader than any compiled entry")
                 if name.startswith("legacy") and value not in classes:
                     problems.append(
-                        f"postfix/{name}: {key} maps to {value!r}, not a declared class"
+                        f"postfix/{name}: {key} maps to {value!r}, not a class the fragment defines"
                     )
                 if name.startswith("refused") and not value.startswith("REJECT "):
                     problems.append(f"postfix/{name}: {key} maps to {value!r}, not a REJECT reply")

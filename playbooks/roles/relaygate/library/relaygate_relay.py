@@ -175,7 +175,9 @@ REVOKE_MAPS = ("refused_clients", "refused_clients.cidr", "refused_logins")
 REVOKE_SETS = ("revoked_v4", "revoked_v6", "suspended_v4", "suspended_v6")
 ALLOW_MAPS = (("legacy_clients", "legacy"), ("legacy_clients.cidr", "legacy"))
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
-PARAM_LINE = re.compile(r"([a-z][a-z0-9_]*) = (.*)")
+PARAM_LINE = re.compile(r"([a-z][a-z0-9_]*) =(?: (.*))?")
+#: A line of `postconf -n` or `postconf -P`: ``name = value`` (``name =`` for an empty value).
+POSTCONF_LINE = re.compile(r"(\S+) =(?: (.*))?")
 MASTER_LINE = re.compile(r"([A-Za-z0-9_.:\[\]-]+/(?:inet|unix|pass))/([a-z][a-z0-9_]*)=(.*)")
 GENERATION_NAME = re.compile(r"[0-9a-f]{16}(-\d+)?")
 LIVE_REF = re.compile(r"relaygate\.generations/([0-9a-f]{16}(?:-\d+)?)/")
@@ -290,7 +292,7 @@ def fragment_params(text: str) -> dict[str, str]:
         match = PARAM_LINE.fullmatch(line)
         if match is None or match.group(1) in params:
             raise Refused(f"{FRAGMENT}:{number}: not one 'name = value' line: {line[:80]!r}")
-        params[match.group(1)] = match.group(2)
+        params[match.group(1)] = match.group(2) or ""
     return params
 
 
@@ -317,6 +319,16 @@ def served(value: str, generation: str) -> str:
 
 def change_word(before: bool, after: bool) -> str:
     return "added" if not before else "removed" if not after else "changed"
+
+
+def postconf_lines(text: str) -> dict[str, str]:
+    """``name -> value`` (whitespace folded) of `postconf -n` or `postconf -P` output."""
+    params = {}
+    for line in text.splitlines():
+        match = POSTCONF_LINE.fullmatch(line.strip())
+        if match:
+            params[match.group(1)] = words(match.group(2) or "")
+    return params
 
 
 def words(value: str) -> str:
@@ -347,21 +359,11 @@ class Relay:
         return run(["postconf", "-c", str(config or self.config), *args])
 
     def main_params(self, config: Path | None = None) -> dict[str, str]:
-        params = {}
-        for line in self.postconf("-n", config=config).stdout.splitlines():
-            name, sep, value = line.partition(" = ")
-            if sep:
-                params[name.strip()] = words(value)
-        return params
+        return postconf_lines(self.postconf("-n", config=config).stdout)
 
     def service_params(self, config: Path | None = None) -> dict[str, str]:
         """Every ``-o`` of every master.cf service: ``service/type/name`` -> value."""
-        params = {}
-        for line in self.postconf("-P", config=config).stdout.splitlines():
-            name, sep, value = line.partition(" = ")
-            if sep:
-                params[name.strip()] = words(value)
-        return params
+        return postconf_lines(self.postconf("-P", config=config).stdout)
 
     def services(self, config: Path | None = None) -> set[str]:
         names = set()
