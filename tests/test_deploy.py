@@ -272,7 +272,7 @@ def test_first_deploy_applies_the_policy_on_every_relay_seen_from_the_campus(
         # another record's sender, an unknown campus host and a revoked device do not.
         assert seen == {**BASE_POLICY, "unknown": DROPPED, "rhodes": DROPPED}, seen
         # 587 is open to campus: Postfix answers (and refuses to relay without a login).
-        assert relay.outside(UNKNOWN, SUBMISSION_PORT, "")[0] == 554
+        assert 500 <= relay.outside(UNKNOWN, SUBMISSION_PORT, "")[0] < 600
         code, text = relay.xclient(RHODES, HODGES[1])
         assert code == 554 and "relay access revoked: sent spam" in text
         # main.cf names the generation itself: no symlink, nothing for postfix check to warn of.
@@ -489,18 +489,21 @@ def test_login_probes_check_submission_and_agree_with_a_campus_client(
     relay = lab.relays[0]
     facts = release.verify_release(outputs.revoked, outputs.inventory, probe_login=PROBE_LOGIN)
     cases = [c for c in facts.facts["probe"]["full"] if c["login"]]
-    assert [(c["why"], c["expect"]) for c in cases] == [
+    assert [(c["why"], c["expect"]) for c in cases][:3] == [
         ("login, its own sender", "accept"),
         ("login, a foreign sender", "refuse"),
         ("login, the null sender", "refuse"),
     ]
+    # Where the relay binds logins to their records' addresses, also from another one.
+    assert all(c["expect"] == "refuse" for c in cases[3:]), cases
     done = deploy(lab, outputs, outputs.revoked, relays=[relay], relaygate_probe_login=PROBE_LOGIN)
     lab.deployed = None
     own = next(c for c in cases if c["expect"] == "accept")
     foreign = next(c for c in cases if c["why"] == "login, a foreign sender")
     # Positive and negative controls from a campus client (not the probe).
     assert relay.outside(own["source"], SUBMISSION_PORT, own["sender"], login=True)[0] == 250
-    assert relay.outside(own["source"], SUBMISSION_PORT, foreign["sender"], login=True)[0] == 553
+    code = relay.outside(own["source"], SUBMISSION_PORT, foreign["sender"], login=True)[0]
+    assert 500 <= code < 600, code
     null = relay.outside(own["source"], SUBMISSION_PORT, "", login=True)[0]
     if null == 250:
         # The compiled policy lets a login relay with the null sender: the gate must refuse it.
