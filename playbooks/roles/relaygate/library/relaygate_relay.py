@@ -742,7 +742,13 @@ class Run:
                 f"only {free_mb} MB free under {relay.config}, less than min_free_mb={need};"
                 " nothing was changed"
             )
-        said = relay.postfix_check()
+        if self.params["mode"] != "revoke":
+            self.check_before()
+
+    def check_before(self) -> None:
+        """`postfix check` must be silent before a change (a revoke checks right after its
+        nft refusal, which it applies first, and rolls back if Postfix already warns)."""
+        said = self.relay.postfix_check()
         if said:
             raise Refused(
                 "postfix check already warns before any change; fix this first"
@@ -1280,6 +1286,7 @@ class Run:
                 # The firewall first: a revoked client is dropped from this moment on.
                 self.load_nft(plan)
                 self.fault("nft")
+                self.check_before()
             if plan["maps"] and self.built:
                 # Files of a drifted generation are never linked into the new one.
                 reuse = None if plan["drift"] else plan["live"]
