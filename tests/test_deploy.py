@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -1146,6 +1147,24 @@ def test_roles_declare_their_arguments() -> None:
     for role in ("relaygate", "relaygate_release"):
         spec = PLAYBOOKS / "roles" / role / "meta" / "argument_specs.yml"
         assert "argument_specs:" in spec.read_text() and "main:" in spec.read_text()
+
+
+def test_the_module_documents_every_argument_it_takes(tmp_path: Path) -> None:
+    require(Path(ansible_bin("ansible-doc")).exists(), "ansible-doc is not installed")
+    library = PLAYBOOKS / "roles" / "relaygate" / "library"
+    done = subprocess.run(
+        [ansible_bin("ansible-doc"), "--json", "-M", str(library), "relaygate_relay"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=ansible_env(tmp_path),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    documented = set(json.loads(done.stdout)["relaygate_relay"]["doc"]["options"])
+    source = (library / "relaygate_relay.py").read_text()
+    spec = source[source.index("argument_spec={") : source.index("required_if=")]
+    taken = set(re.findall(r'^\s+"([a-z_]+)": \{"type"', spec, re.M))
+    assert taken and documented == taken, documented ^ taken
 
 
 def test_ansible_lint_production_profile_passes(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ module: relaygate_relay
 short_description: Apply a verified relaygate release to one Postfix relay, or roll it back
 description:
   - One process does the whole per-relay change under an exclusive lock on the relay
-    (C(CONFIG/relaygate.lock)): pre-flight checks, plan, snapshot named by the run, the new
+    (C(CONFIG/relaygate.lock)) - pre-flight checks, plan, snapshot named by the run, the new
     generation of maps built beside the live one, C(main.cf) and C(master.cf) switched by
     one rename each, C(postfix check), the nft ruleset, C(postfix reload), the health gate
     from a campus-side probe, and commit; any failure after the snapshot rolls the relay
@@ -73,7 +73,7 @@ options:
     elements: dict
     default: []
   probe_ports:
-    description: The relay and submission ports, C({relay: 25, submission: 587}).
+    description: "The relay and submission ports, C({relay - 25, submission - 587})."
     type: dict
     default: {}
   probe_address:
