@@ -536,9 +536,32 @@ def test_a_master_cf_override_of_compiled_policy_is_refused_before_any_change(
         before = relay.state_hash()
         done = deploy(lab, outputs, outputs.revoked, relays=[relay])
         assert done.code != 0, str(done)
-        assert "master.cf overrides what relaygate compiles" in done.stdout
-        assert "smtp/inet -o smtpd_relay_restrictions=permit" in done.stdout
+        # Found on the controller (the module checks it again under the lock).
+        assert "its settings would widen the compiled policy" in done.stdout
+        assert "smtp/inet overrides -o smtpd_relay_restrictions=permit" in done.stdout
         assert relay.state_hash() == before
+    finally:
+        master.write_text(original)
+    # XCLIENT from anywhere on the relay port: any client could claim a device's address.
+    # Stopped on the controller, before any relay changes.
+    subprocess.run(
+        [
+            "postconf",
+            "-c",
+            str(relay.config),
+            "-P",
+            "smtp/inet/smtpd_authorized_xclient_hosts=0.0.0.0/0",
+        ],
+        check=True,
+    )
+    try:
+        before = hashes(lab)
+        done = deploy(lab, outputs, outputs.revoked)
+        assert done.code != 0, str(done)
+        assert "its settings would widen the compiled policy" in done.stdout
+        assert "smtpd_authorized_xclient_hosts = 0.0.0.0/0" in done.stdout
+        assert "Apply the release to this relay" not in done.stdout
+        assert hashes(lab) == before
     finally:
         master.write_text(original)
     # Positive control: the same relay without the override takes the same release.

@@ -687,3 +687,30 @@ def acl_package_command(out: Path, package: Path, check: bool) -> None:
     for problem in result["problems"]:
         click.echo(f"relaygate release: {problem}", err=True)
     sys.exit(0 if result["ok"] else 1)
+
+
+def blocking_widenings(out: Path, postconf_n: str, postconf_p: str, postconf_m: str) -> list[str]:
+    """What in a relay's effective settings would widen the policy of ``out``, and a deploy
+    would not repair: an override on a service, a setting that lets a client choose its
+    own address or login, sender rewriting around the checks. (Compiled parameters and
+    service settings the relay does not have yet are what the deploy sets.)"""
+    from relaygate.render.postfix.effective import widenings  # noqa: PLC0415 - optional
+
+    verified = read_folder(out)
+    if verified.problems:
+        return verified.problems
+    artifacts = {path: data.decode("utf-8") for path, data in verified.files.items()}
+    found = widenings(artifacts, postconf_n, postconf_p, postconf_m)
+    return [problem for problem in found if "relaygate compiled" not in problem]
+
+
+@release_group.command("widenings")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="The folder.")
+@click.option("--postconf-n", required=True, help="The relay's `postconf -n` output.")
+@click.option("--postconf-p", required=True, help="The relay's `postconf -P` output.")
+@click.option("--postconf-m", required=True, help="The relay's `postconf -M` output.")
+def widenings_command(out: Path, postconf_n: str, postconf_p: str, postconf_m: str) -> None:
+    """Print (JSON) what in a relay's settings would widen OUT's policy; exit 1 if anything."""
+    problems = blocking_widenings(out, postconf_n, postconf_p, postconf_m)
+    click.echo(json.dumps({"ok": not problems, "problems": problems}))
+    sys.exit(1 if problems else 0)

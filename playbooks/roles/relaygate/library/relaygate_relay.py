@@ -1245,10 +1245,15 @@ class Run:
         params = self.params
         relay = self.relay
         if params["mode"] == "inspect":
+            # What the controller needs to judge the relay before any change: its allow
+            # entries and its effective settings (postconf -n, -P, -M).
             return {
                 "changed": False,
                 "entries": sorted(live_allow_entries(relay)),
                 "live": relay.live_name(),
+                "postconf": {
+                    flag: relay.postconf(f"-{flag}").stdout for flag in ("n", "P", "M")
+                },
             }
         if not RUN_ID.fullmatch(self.run_id):
             raise Refused(f"run_id {self.run_id!r} is not a plain name")
