@@ -1251,9 +1251,7 @@ class Run:
                 "changed": False,
                 "entries": sorted(live_allow_entries(relay)),
                 "live": relay.live_name(),
-                "postconf": {
-                    flag: relay.postconf(f"-{flag}").stdout for flag in ("n", "P", "M")
-                },
+                "postconf": {flag: relay.postconf(f"-{flag}").stdout for flag in ("n", "P", "M")},
             }
         if not RUN_ID.fullmatch(self.run_id):
             raise Refused(f"run_id {self.run_id!r} is not a plain name")
