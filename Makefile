@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/compile.py
 	$(BIN)/python benchmarks/plan.py --clock cpu
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/revoke.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

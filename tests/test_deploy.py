@@ -1,59 +1,90 @@
-"""The Ansible deploy (playbooks/), run for real against two lab relays.
+"""The Ansible deploy (playbooks/), run for real against three lab relays.
 
 Each relay is a private Postfix instance with its own config folder, started inside a
-network namespace this module creates (tests/deploy_support.py); ``ansible-playbook`` runs
-as a subprocess with ``ansible_connection=local`` and loads nft only through
-``ip netns exec``. The tests share one lab (module scope) to stay within a few minutes;
-each states the policy it needs first (``ensure``), so any one of them can run alone.
+network namespace this module creates, with a campus namespace beside it whose traffic
+reaches the relay through its firewall (tests/deploy_support.py). ``ansible-playbook``
+runs as a subprocess with ``ansible_connection=local`` and loads nft only through
+``ip netns exec``. The compiled folders come from a git repository of the example
+inventory made here, so the controller can prove each one is what a commit compiles to.
+The tests share one lab (module scope) to stay within a few minutes; each states the
+policy it needs first (``ensure``), so any one of them can run alone.
 
-Also here, without root: the controller's release check refuses every kind of bad output
-folder, the MOD ACL change package, syntax checks and ansible-lint.
+Fault injection uses two environment variables the module reads (RELAYGATE_TEST_KILL_AT,
+RELAYGATE_TEST_PAUSE_AT): the module process dies by SIGKILL, or holds its lock, at a
+named step - the worst a killed controller or a concurrent run can do.
+
+Also here, without root: the release check, the MOD ACL change package, syntax checks,
+the CI jobs and ansible-lint.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+import yaml
 
 from relaygate import compile as compile_
+from relaygate import release
 from tests import postfix_instance
-from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
+from tests.conftest import AS_OF, EXAMPLE, ROOT, require, require_postfix_lmdb
 from tests.deploy_support import (
     PLAYBOOKS,
+    PROBE_LOGIN,
+    RELAY_PORT,
+    SUBMISSION_PORT,
     Lab,
     PlaybookRun,
     Relay,
     ansible_bin,
     ansible_env,
+    finish,
     make_lab,
     playbook,
+    start_playbook,
 )
 
 HODGES = ("10.20.30.41", "hodges-scans@lib.example.edu")  # legacy copier, allowed throughout
 SCANNER = ("10.20.30.57", "spc-scans@lib.example.edu")  # legacy scanner; revoked in "revoked"
 RHODES = "10.40.32.77"  # revoked in the example inventory itself
-UNKNOWN = "192.0.2.77"  # no record anywhere
-RELEASE_SCRIPT = PLAYBOOKS / "roles" / "relaygate_release" / "files" / "relaygate_release.py"
+UNKNOWN = "10.0.0.2"  # a campus address no record names
+CAMPUS = [HODGES[0], SCANNER[0], RHODES, UNKNOWN, "10.80.34.17"]
+DROPPED = 0  # Relay.outside: no connection (the firewall dropped it)
 
 
-# --- compiled folders ----------------------------------------------------------------------------
+# --- the policy repository and its compiled folders ------------------------------------------
 
 
-def compile_inventory(inventory: Path, out: Path) -> Path:
-    result = compile_.build(inventory, dt.date.fromisoformat(AS_OF), None)
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.edu", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def commit_and_compile(repo: Path, message: str, out: Path) -> Path:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    inventory = repo / "inventory"
+    result = compile_.build(
+        inventory, dt.date.fromisoformat(AS_OF), compile_.inventory_commit(inventory)
+    )
     assert result.artifacts is not None, [str(f) for f in result.validation.findings]
     compile_.write(out, result.artifacts)
     return out
@@ -83,36 +114,118 @@ def remanifest(out: Path, path: str) -> None:
 
 @dataclass(frozen=True)
 class Outputs:
+    repo: Path  # the policy repository (its inventory/ is the trusted checkout)
     base: Path  # the example campus
-    revoked: Path  # the example with lib-special-collections-scanner revoked
+    revoked: Path  # lib-special-collections-scanner revoked
     mass: Path  # only five devices left
-    broken: Path  # "revoked" plus a fragment line that makes `postfix check` warn
+    revoke_extra: Path  # five devices left and the scanner revoked: a revoke with extras
+    tampered: Path  # "base" with a sender added to a map and the manifest re-hashed
+
+    @property
+    def inventory(self) -> Path:
+        return self.repo / "inventory"
 
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+    require(shutil.which("git") is not None, "git is not installed")
     root = tmp_path_factory.mktemp("deploy-outputs")
-    base = compile_inventory(EXAMPLE, root / "base")
-    inventory = root / "inventory-revoked"
-    shutil.copytree(EXAMPLE, inventory)
-    revoke(inventory, "libraries", "lib-special-collections-scanner")
-    revoked = compile_inventory(inventory, root / "revoked")
-    few = root / "inventory-few"
-    shutil.copytree(EXAMPLE, few)
-    for record in sorted((few / "devices").rglob("*.yaml"))[5:]:
-        record.unlink()
-    mass = compile_inventory(few, root / "mass")
-    broken = root / "broken"
-    shutil.copytree(revoked, broken)
-    fragment = broken / "postfix" / "main.cf.fragment"
-    # A restriction class nobody references: Postfix warns "unused parameter" (exit 0).
-    first_class = sorted((broken / "postfix" / "senders").iterdir())[0].name
-    fragment.write_text(
-        fragment.read_text() + "relaygate_s_dead = check_sender_access "
-        f"lmdb:${{config_directory}}/relaygate/senders/{first_class}, reject\n"
+    repo = root / "repo"
+    shutil.copytree(EXAMPLE, repo / "inventory")
+    git(repo, "init", "-q")
+    base = commit_and_compile(repo, "the example campus", root / "base")
+    revoke(repo / "inventory", "libraries", "lib-special-collections-scanner")
+    revoked = commit_and_compile(repo, "revoke the scanner", root / "revoked")
+    keep = sorted((repo / "inventory" / "devices").rglob("*.yaml"))
+    for record in keep:
+        if record.stem != "lib-special-collections-scanner" and record not in keep[:5]:
+            record.unlink()
+    revoke_extra = commit_and_compile(repo, "keep five devices", root / "revoke-extra")
+    revoke_back = (
+        repo / "inventory" / "devices" / "libraries" / "lib-special-collections-scanner.yaml"
     )
-    remanifest(broken, "postfix/main.cf.fragment")
-    return Outputs(base, revoked, mass, broken)
+    revoke_back.unlink()
+    mass = commit_and_compile(repo, "drop the scanner too", root / "mass")
+    tampered = root / "tampered"
+    shutil.copytree(base, tampered)
+    senders = tampered / "postfix" / "senders"
+    first = sorted(senders.iterdir())[0]
+    first.write_text(first.read_text() + "ceo@example.edu\tOK\n")
+    remanifest(tampered, f"postfix/senders/{first.name}")
+    return Outputs(repo, base, revoked, mass, revoke_extra, tampered)
+
+
+# --- the lab ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(outputs: Outputs) -> Iterator[Lab]:
+    require(os.geteuid() == 0, "network namespaces and a Postfix instance need root")
+    require_postfix_lmdb()
+    for tool in ("ip", "nft", "openssl", "saslpasswd2", "git"):
+        require(shutil.which(tool) is not None, f"{tool} is not installed")
+    require(Path(ansible_bin("ansible-playbook")).exists(), "ansible-playbook is not installed")
+    # Not under tmp_path: pytest's folders are private to root, and the Postfix master
+    # (running as the postfix user) must reach its data folder.
+    root = Path(tempfile.mkdtemp(prefix="rgdeploy-lab-"))
+    root.chmod(0o755)
+    try:
+        # The campus namespaces hold every address the health probe sends from.
+        facts = release.verify_release(outputs.base, None, probe_login=PROBE_LOGIN).facts
+        built = make_lab(root, sorted({*CAMPUS, *facts["probe"]["sources"]}), count=3)
+        try:
+            yield built
+        finally:
+            built.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def deploy(
+    lab: Lab,
+    outputs: Outputs,
+    out: Path,
+    *args: str,
+    relays: list[Relay] | None = None,
+    env: dict[str, str] | None = None,
+    work: str = "ansible",
+    **extra: object,
+) -> PlaybookRun:
+    inventory = lab.inventory(relays, relaygate_release_inventory=str(outputs.inventory), **extra)
+    return playbook(
+        "deploy.yml", inventory, lab.root / work, "-e", f"relaygate_out={out}", *args, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def first_deploy(lab: Lab, outputs: Outputs) -> PlaybookRun:
+    """The first deploy of the example campus onto the fresh lab, all relays in one batch."""
+    done = deploy(lab, outputs, outputs.base, "-e", "relaygate_serial=3")
+    lab.deployed = str(outputs.base) if done.code == 0 else None
+    return done
+
+
+def ensure(lab: Lab, first_deploy: PlaybookRun, outputs: Outputs, out: Path) -> None:
+    """Bring every relay to the policy compiled in ``out`` (only the relays not on it)."""
+    assert first_deploy.code == 0, f"the first deploy failed:\n{first_deploy}"
+    generation = release.verify_release(out, None).facts["generation"]
+    behind = [r for r in lab.relays if not r.live().startswith(generation)]
+    if not behind:
+        lab.deployed = str(out)
+        return
+    lab.deployed = None
+    done = deploy(
+        lab,
+        outputs,
+        out,
+        "-e",
+        "relaygate_allow_mass_change=true",
+        "-e",
+        "relaygate_serial=3",
+        relays=behind,
+    )
+    assert done.code == 0, str(done)
+    lab.deployed = str(out)
 
 
 def senders_of(out: Path, address: str) -> list[str]:
@@ -125,254 +238,387 @@ def senders_of(out: Path, address: str) -> list[str]:
     return []
 
 
-# --- the lab -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    require(os.geteuid() == 0, "network namespaces and a Postfix instance need root")
-    require_postfix_lmdb()
-    require(
-        shutil.which("ip") is not None and shutil.which("nft") is not None,
-        "ip or nft is not installed",
-    )
-    require(Path(ansible_bin("ansible-playbook")).exists(), "ansible-playbook is not installed")
-    # Not under tmp_path: pytest's folders are private to root, and the Postfix master
-    # (running as the postfix user) must reach its data folder.
-    root = Path(tempfile.mkdtemp(prefix="rgdeploy-lab-"))
-    root.chmod(0o755)
-    try:
-        built = make_lab(root)
-        try:
-            yield built
-        finally:
-            built.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def deploy(lab: Lab, out: Path, *args: str) -> PlaybookRun:
-    work = lab.root / "ansible"
-    return playbook("deploy.yml", lab.inventory(), work, "-e", f"relaygate_out={out}", *args)
-
-
-@pytest.fixture(scope="module")
-def first_deploy(lab: Lab, outputs: Outputs) -> PlaybookRun:
-    """The first deploy of the example campus onto the fresh lab, both relays in one batch."""
-    done = deploy(lab, outputs.base, "-e", "relaygate_serial=2")
-    lab.deployed = str(outputs.base) if done.code == 0 else None
-    return done
-
-
-def ensure(lab: Lab, first_deploy: PlaybookRun, out: Path) -> None:
-    """Bring both relays to the policy compiled in ``out`` (skip when they serve it)."""
-    assert first_deploy.code == 0, f"the first deploy failed:\n{first_deploy}"
-    if lab.deployed == str(out):
-        return
-    done = deploy(lab, out, "-e", "relaygate_allow_mass_change=true", "-e", "relaygate_serial=2")
-    assert done.code == 0, str(done)
-    lab.deployed = str(out)
-
-
-def answer(relay: Relay, client: str, sender: str) -> int:
-    return relay.xclient(client, sender)[0]
-
-
 def hashes(lab: Lab) -> dict[str, str]:
     return {relay.name: relay.state_hash() for relay in lab.relays}
 
 
-# --- 1. first deploy -----------------------------------------------------------------------------
+def outside_policy(relay: Relay) -> dict[str, int]:
+    """What a campus client sees through the firewall, for the cases the tests care about."""
+    return {
+        "hodges own": relay.outside(HODGES[0], RELAY_PORT, HODGES[1])[0],
+        "hodges foreign": relay.outside(HODGES[0], RELAY_PORT, SCANNER[1])[0],
+        "scanner own": relay.outside(SCANNER[0], RELAY_PORT, SCANNER[1])[0],
+        "unknown": relay.outside(UNKNOWN, RELAY_PORT, HODGES[1])[0],
+        "rhodes": relay.outside(RHODES, RELAY_PORT, HODGES[1])[0],
+    }
+
+
+BASE_POLICY = {"hodges own": 250, "hodges foreign": 554, "scanner own": 250}
+REVOKED_POLICY = {"hodges own": 250, "hodges foreign": 554, "scanner own": DROPPED}
+
+
+# --- first deploy, idempotence, check mode ----------------------------------------------------
 
 
 @pytest.mark.integration
-def test_first_deploy_applies_the_policy_on_every_relay(
+def test_first_deploy_applies_the_policy_on_every_relay_seen_from_the_campus(
     lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
 ) -> None:
     assert first_deploy.code == 0, str(first_deploy)
     recap = first_deploy.recap
     for relay in lab.relays:
-        assert recap[relay.name]["failed"] == 0 and recap[relay.name]["changed"] > 0, recap
-        # A device with its own sender relays; the policy binds both address and sender.
-        assert answer(relay, *HODGES) == 250
-        assert answer(relay, HODGES[0], SCANNER[1]) == 554
-        assert answer(relay, *SCANNER) == 250
-        assert answer(relay, UNKNOWN, HODGES[1]) == 554
+        assert recap[relay.name]["failed"] == 0 and recap[relay.name]["changed"] == 1, recap
+        seen = outside_policy(relay)
+        # Through the firewall: the device with its own sender relays; the same device with
+        # another record's sender, an unknown campus host and a revoked device do not.
+        assert seen == {**BASE_POLICY, "unknown": DROPPED, "rhodes": DROPPED}, seen
+        # 587 is open to campus: Postfix answers (and refuses to relay without a login).
+        assert 500 <= relay.outside(UNKNOWN, SUBMISSION_PORT, "")[0] < 600
         code, text = relay.xclient(RHODES, HODGES[1])
         assert code == 554 and "relay access revoked: sent spam" in text
-        live = os.readlink(relay.config / "relaygate")
-        assert live.startswith("relaygate.generations/"), live
-        assert "relaygate/legacy_clients" in relay.postconf("smtpd_relay_restrictions")
+        # main.cf names the generation itself: no symlink, nothing for postfix check to warn of.
+        assert relay.live() in relay.postconf("smtpd_relay_restrictions")
+        assert not (relay.config / "relaygate").exists()
         assert postfix_instance.check(relay.config) == ""
-        assert relay.nft_set("legacy_v4") >= {HODGES[0], SCANNER[0]}
+        assert relay.log_problems() == [], relay.log_problems()
         assert relay.nft_set("revoked_v4") == {RHODES}
-        # The probe service the role added answers only on the namespace's loopback.
-        assert "127.0.0.1:10025" in (relay.config / "master.cf").read_text()
-    assert "Health gate" in first_deploy.stdout
-
-
-# --- 2. idempotence ------------------------------------------------------------------------------
+        assert list((relay.config / "relaygate.generations" / "runs").iterdir()) == []
+    assert "recompiled and identical" in first_deploy.stdout
 
 
 @pytest.mark.integration
-def test_second_deploy_of_the_same_output_changes_nothing(
+def test_second_deploy_and_check_mode_change_nothing(
     lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
 ) -> None:
-    ensure(lab, first_deploy, outputs.base)
+    ensure(lab, first_deploy, outputs, outputs.base)
     before = hashes(lab)
-    again = deploy(lab, outputs.base, "-e", "relaygate_serial=2")
+    again = deploy(lab, outputs, outputs.base, "-e", "relaygate_serial=3")
     assert again.code == 0, str(again)
-    recap = again.recap
-    assert set(recap) == {"localhost", *(r.name for r in lab.relays)}, recap
-    for host, counts in recap.items():
-        assert counts["changed"] == 0 and counts["failed"] == 0, (host, counts)
-        assert counts["ok"] > 0
+    for host, counts in again.recap.items():
+        assert counts["changed"] == 0 and counts["failed"] == 0, (host, again.recap)
+    dry = deploy(lab, outputs, outputs.base, "--check", "-e", "relaygate_serial=3")
+    assert dry.code == 0 and all(c["changed"] == 0 for c in dry.recap.values()), str(dry)
     assert hashes(lab) == before
 
 
-# --- 3. --check --diff ---------------------------------------------------------------------------
-
-
 @pytest.mark.integration
-def test_check_diff_shows_the_changes_and_changes_nothing(
+def test_check_diff_shows_each_file_and_set_and_changes_nothing(
     lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
 ) -> None:
-    ensure(lab, first_deploy, outputs.base)
+    ensure(lab, first_deploy, outputs, outputs.base)
     before = hashes(lab)
-    dry = deploy(lab, outputs.revoked, "--check", "--diff", "-e", "relaygate_serial=2")
+    dry = deploy(lab, outputs, outputs.revoked, "--check", "--diff", "-e", "relaygate_serial=3")
     assert dry.code == 0, str(dry)
     assert hashes(lab) == before
     for relay in lab.relays:
-        assert dry.recap[relay.name]["changed"] == 1, dry.recap  # "would change", reported
-        assert answer(relay, *SCANNER) == 250  # still allowed: nothing was applied
-    # The diff names the device that loses access and the line that refuses it.
-    assert '"-10.20.30.57\\trelaygate_s_' in dry.stdout
-    assert '"+10.20.30.57\\tREJECT relay access revoked: sent spam (SEC-5001)"' in dry.stdout
+        assert dry.recap[relay.name]["changed"] == 1, dry.recap
+        assert relay.outside(*SCANNER[:1], RELAY_PORT, SCANNER[1])[0] == 250  # nothing applied
+    # Native diff: one per file (before/after headers) and one per nft set.
+    assert "--- before: relaygate.generations/live/legacy_clients" in dry.stdout
+    assert "-10.20.30.57\trelaygate_s_" in dry.stdout
+    assert "+10.20.30.57\tREJECT relay access revoked: sent spam (SEC-5001)" in dry.stdout
+    revoked_set = dry.stdout.partition("+++ after: nft set revoked_v4 (new)")[2]
+    assert revoked_set and revoked_set.split("+++")[0].count("+10.20.30.57") == 1
 
 
-# --- 4. a broken artifact ------------------------------------------------------------------------
+# --- 1. the lock ---------------------------------------------------------------------------
 
 
 @pytest.mark.integration
-def test_broken_artifact_fails_on_the_first_relay_rolls_it_back_and_spares_the_rest(
+def test_concurrent_runs_one_holds_the_lock_the_other_fails_and_one_policy_results(
     lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
 ) -> None:
-    ensure(lab, first_deploy, outputs.base)
-    first, second = lab.relays
-    before = hashes(lab)
-    failed = deploy(lab, outputs.broken)
-    assert failed.code != 0, str(failed)
-    recap = failed.recap
-    assert recap[first.name]["failed"] == 1 and recap[first.name]["rescued"] == 1, recap
-    assert recap[second.name]["failed"] == 0 and recap[second.name]["changed"] == 0, recap
-    assert "unused parameter: relaygate_s_dead" in failed.stdout
-    assert "Rolled back: restored main.cf" in failed.stdout
-    # Byte for byte as before: main.cf, master.cf, maps, generations, nft.
-    assert hashes(lab) == before
-    # The first relay still serves the previous policy (the broken one revoked the scanner).
-    assert answer(first, *SCANNER) == 250
-    assert answer(first, UNKNOWN, HODGES[1]) == 554
-    assert "relaygate_s_dead" not in (first.config / "main.cf").read_text()
-    # The second relay never ran a deploy task.
-    assert "Plan what changes on this relay" in failed.stdout
-    assert f"ok: [{second.name}]" not in failed.stdout.partition("Roll the new policy")[2]
-
-
-# --- 6. a tampered output folder -----------------------------------------------------------------
-
-
-@pytest.mark.integration
-def test_tampered_output_is_refused_before_any_relay_changes(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs, tmp_path: Path
-) -> None:
-    ensure(lab, first_deploy, outputs.base)
-    tampered = tmp_path / "tampered"
-    shutil.copytree(outputs.base, tampered)
-    target = tampered / "postfix" / "legacy_clients"
-    data = bytearray(target.read_bytes())
-    data[data.index(b"10.20.30.41") + 10] = ord("2")  # one byte: .41 becomes .42
-    target.write_bytes(bytes(data))
-    before = hashes(lab)
-    refused = deploy(lab, tampered)
-    assert refused.code != 0, str(refused)
-    assert "postfix/legacy_clients: changed after compiling" in refused.stdout
-    assert set(refused.recap) == {"localhost"}, refused.recap  # no relay play ever started
-    assert hashes(lab) == before
-
-
-# --- 7. the fast revoke path ---------------------------------------------------------------------
-
-
-@pytest.mark.integration
-def test_revoke_tag_pushes_only_the_refused_maps_and_nft_to_every_relay(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
-) -> None:
-    ensure(lab, first_deploy, outputs.base)
-    classes = {relay.name: relay.postconf("smtpd_restriction_classes") for relay in lab.relays}
-    revoked = deploy(lab, outputs.revoked, "--tags", "revoke")
-    # Neither base nor revoked: the base generation with the revoke applied.
-    lab.deployed = f"revoke:{outputs.revoked}" if revoked.code == 0 else None
-    assert revoked.code == 0, str(revoked)
-    assert "Read the allow entries" not in revoked.stdout  # only the revoke play ran
-    for relay in lab.relays:
-        assert revoked.recap[relay.name]["changed"] > 0, revoked.recap
-        code, text = relay.xclient(*SCANNER)
-        assert code == 554 and "relay access revoked: sent spam (SEC-5001)" in text
-        assert answer(relay, *HODGES) == 250
-        assert SCANNER[0] in relay.nft_set("revoked_v4")
-        assert SCANNER[0] not in relay.nft_set("legacy_v4")
-        # Only the refused maps and the ruleset moved: the allow map and main.cf did not.
-        assert f"{SCANNER[0]}\t" in (relay.config / "relaygate" / "legacy_clients").read_text()
-        assert relay.postconf("smtpd_restriction_classes") == classes[relay.name]
-
-
-# --- 5. the mass-change guard --------------------------------------------------------------------
-
-
-@pytest.mark.integration
-def test_mass_change_guard_stops_before_any_relay_changes_unless_allowed(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
-) -> None:
-    # After the revoke test the relays still hold the example's 33 allow entries (a revoke
-    # does not touch the allow maps): no need to deploy the example again first.
-    if lab.deployed != f"revoke:{outputs.revoked}":
-        ensure(lab, first_deploy, outputs.base)
-    before = hashes(lab)
-    stopped = deploy(lab, outputs.mass)
-    assert stopped.code != 0, str(stopped)
-    assert "Mass change refused: 28 of 33 allow entries" in stopped.stdout
-    assert "relaygate_allow_mass_change=true" in stopped.stdout
-    assert "Plan what changes on this relay" not in stopped.stdout
-    assert hashes(lab) == before
-    links = {relay.name: os.readlink(relay.config / "relaygate") for relay in lab.relays}
-    main_cf = {relay.name: (relay.config / "main.cf").read_bytes() for relay in lab.relays}
-    allowed = deploy(
-        lab, outputs.mass, "-e", "relaygate_allow_mass_change=true", "-e", "relaygate_serial=2"
+    ensure(lab, first_deploy, outputs, outputs.base)
+    relay = lab.relays[0]
+    inventory_a = lab.inventory([relay], relaygate_release_inventory=str(outputs.inventory))
+    release_a = lab.root / "release-run-a"
+    release_a.unlink(missing_ok=True)
+    # Run A holds the relay (and its lock) right after its snapshot until B has ended.
+    run_a = start_playbook(
+        "deploy.yml",
+        inventory_a,
+        lab.root / "ansible-a",
+        "-e",
+        f"relaygate_out={outputs.revoked}",
+        env={"RELAYGATE_TEST_PAUSE_AT": f"snapshot:{release_a}"},
     )
-    lab.deployed = str(outputs.mass) if allowed.code == 0 else None
-    assert allowed.code == 0, str(allowed)
-    assert "mass change allowed" in allowed.stdout
-    survivor = "10.80.34.17"  # bus-ap-mfd, one of the five records left
-    for relay in lab.relays:
-        assert answer(relay, *HODGES) == 554
-        assert answer(relay, survivor, senders_of(outputs.mass, survivor)[0]) == 250
-        # The previous generation of every file is kept for rollback.
-        previous = relay.config / "relaygate.generations" / "previous"
-        assert (previous / "link").read_text() == links[relay.name]
-        assert (relay.config / links[relay.name] / "legacy_clients.lmdb").is_file()
-        assert (previous / "main.cf").read_bytes() == main_cf[relay.name]
-        assert os.readlink(relay.config / "relaygate") != links[relay.name]
+    lock = relay.config / "relaygate.lock"
+    runs = relay.config / "relaygate.generations" / "runs"
+    deadline = time.monotonic() + 60
+
+    def snapshots() -> list[str]:
+        return (
+            [p.name for p in runs.iterdir() if not p.name.startswith(".")] if runs.is_dir() else []
+        )
+
+    while not snapshots() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert snapshots(), "run A never took its snapshot"
+    run_id_a = snapshots()[0]  # the snapshot is named by the run
+    run_b = deploy(
+        lab,
+        outputs,
+        outputs.base,
+        relays=[relay],
+        work="ansible-b",
+        relaygate_lock_timeout=1,
+    )
+    release_a.write_text("go on")
+    result_a = finish(run_a)
+    lab.deployed = None
+    assert result_a.code == 0, str(result_a)
+    assert run_b.code != 0, str(run_b)
+    assert "is locked by another relaygate run" in run_b.stdout
+    assert f"run {run_id_a}" in run_b.stdout and "Nothing was changed on this relay" in run_b.stdout
+    assert run_b.recap[relay.name]["failed"] == 1 and run_b.recap[relay.name]["changed"] == 0
+    # One consistent policy: A's, committed under A's name; B left nothing behind.
+    assert outside_policy(relay) | {"unknown": 0, "rhodes": 0} == {
+        **REVOKED_POLICY,
+        "unknown": 0,
+        "rhodes": 0,
+    }
+    assert list(runs.iterdir()) == []
+    previous = relay.config / "relaygate.generations" / "previous"
+    assert (previous / "main.cf").is_file()
+    assert f"run {run_id_a}" in lock.read_text()
 
 
-# --- the controller's release check, without a relay ---------------------------------------------
+# --- 6. no window of a broken relay ---------------------------------------------------------------
 
 
-def load_release() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("relaygate_release", RELEASE_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.mark.integration
+def test_killing_the_run_at_any_step_leaves_a_working_relay_on_old_or_new_policy(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    assert first_deploy.code == 0, str(first_deploy)
+    relay = lab.relays[1]
+    lab.deployed = None
+    base = release.verify_release(outputs.base, None).facts["generation"]
+    for step in ("master-switched", "main-switched", "nft", "reloaded"):
+        # Always a real change: to the policy main.cf does not serve now. Each run starts
+        # from the state the killed one left (its lock released, its snapshot stale).
+        target = outputs.revoked if relay.live().startswith(base) else outputs.base
+        killed = deploy(lab, outputs, target, relays=[relay], env={"RELAYGATE_TEST_KILL_AT": step})
+        assert killed.code != 0, f"{step}: {killed}"
+        seen = outside_policy(relay)
+        # Working, on one of the two policies, and never "451 Server configuration error".
+        assert seen["hodges own"] == 250 and seen["hodges foreign"] == 554, (step, seen)
+        assert seen["scanner own"] in (250, DROPPED), (step, seen)
+        assert relay.xclient(*HODGES)[0] == 250, step
+        assert relay.xclient(*SCANNER)[0] in (250, 554), step
+    # The next run takes the lock the dead one held, gates the relay and converges.
+    again = deploy(lab, outputs, target, relays=[relay])
+    assert again.code == 0, str(again)
+    assert "ended without finishing" in again.stdout
+    want = REVOKED_POLICY if target == outputs.revoked else BASE_POLICY
+    assert {k: v for k, v in outside_policy(relay).items() if k in want} == want
+    assert postfix_instance.check(relay.config) == ""
+    assert [p.name for p in (relay.config / "relaygate.generations" / "runs").iterdir()] == []
+
+
+@pytest.mark.integration
+def test_no_session_sees_a_configuration_error_during_a_switch(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    ensure(lab, first_deploy, outputs, outputs.base)
+    relay = lab.relays[2]
+    replies: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            replies.append(relay.xclient(*HODGES))
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        done = deploy(lab, outputs, outputs.revoked, relays=[relay])
+    finally:
+        stop.set()
+        thread.join()
+    lab.deployed = None
+    assert done.code == 0, str(done)
+    assert len(replies) > 10, replies
+    assert all(code == 250 for code, _ in replies), [r for r in replies if r[0] != 250][:5]
+
+
+# --- 2. the health gate from the campus side; 8. batches ------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_firewall_closing_submission_fails_the_gate_and_the_batch_ends_consistent(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    ensure(lab, first_deploy, outputs, outputs.base)
+    first, broken, last = lab.relays
+    # A firewall that passes every check but closes 587 to campus (a table of the relay
+    # host's own, beside relaygate's).
+    before = hashes(lab)
+    broken.in_namespace("nft", "add table inet sitefw")
+    broken.in_namespace(
+        "nft", "add chain inet sitefw input { type filter hook input priority 10 ; }"
+    )
+    broken.in_namespace("nft", f"add rule inet sitefw input tcp dport {SUBMISSION_PORT} drop")
+    try:
+        done = deploy(lab, outputs, outputs.revoked, "-e", "relaygate_serial=2")
+    finally:
+        broken.in_namespace("nft", "delete table inet sitefw")
+    lab.deployed = None
+    assert done.code != 0, str(done)
+    recap = done.recap
+    # An honest recap: the relay that failed says so, its batch partner committed, the
+    # next batch was not touched.
+    assert recap[broken.name]["failed"] == 1 and recap[broken.name]["changed"] == 0, recap
+    assert recap[first.name]["failed"] == 0 and recap[first.name]["changed"] == 1, recap
+    assert last.name not in recap or recap[last.name]["changed"] == 0, recap
+    assert "campus client reaches submission" in done.stdout
+    assert "expected greet, got refuse" in done.stdout
+    assert "Rolled back: restored main.cf" in done.stdout
+    assert broken.state_hash() == before[broken.name]
+    assert last.state_hash() == before[last.name]
+    assert outside_policy(first)["scanner own"] == DROPPED  # new policy, committed
+    assert outside_policy(broken)["scanner own"] == 250  # old policy, working
+    previous = first.config / "relaygate.generations" / "previous" / "main.cf"
+    assert previous.is_file()
+
+
+@pytest.mark.integration
+def test_login_probes_check_submission_and_agree_with_a_campus_client(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    ensure(lab, first_deploy, outputs, outputs.base)
+    relay = lab.relays[0]
+    facts = release.verify_release(outputs.revoked, outputs.inventory, probe_login=PROBE_LOGIN)
+    cases = [c for c in facts.facts["probe"]["full"] if c["login"]]
+    assert [(c["why"], c["expect"]) for c in cases][:3] == [
+        ("login, its own sender", "accept"),
+        ("login, a foreign sender", "refuse"),
+        ("login, the null sender", "refuse"),
+    ]
+    # Where the relay binds logins to their records' addresses, also from another one.
+    assert all(c["expect"] == "refuse" for c in cases[3:]), cases
+    done = deploy(lab, outputs, outputs.revoked, relays=[relay], relaygate_probe_login=PROBE_LOGIN)
+    lab.deployed = None
+    own = next(c for c in cases if c["expect"] == "accept")
+    foreign = next(c for c in cases if c["why"] == "login, a foreign sender")
+    # Positive and negative controls from a campus client (not the probe).
+    assert relay.outside(own["source"], SUBMISSION_PORT, own["sender"], login=True)[0] == 250
+    code = relay.outside(own["source"], SUBMISSION_PORT, foreign["sender"], login=True)[0]
+    assert 500 <= code < 600, code
+    null = relay.outside(own["source"], SUBMISSION_PORT, "", login=True)[0]
+    if null == 250:
+        # The compiled policy lets a login relay with the null sender: the gate must refuse it.
+        assert done.code != 0 and "login, the null sender" in done.stdout, str(done)
+        assert "expected refuse, got accept" in done.stdout
+    else:
+        assert done.code == 0, str(done)
+
+
+@pytest.mark.integration
+def test_a_master_cf_override_of_compiled_policy_is_refused_before_any_change(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    ensure(lab, first_deploy, outputs, outputs.base)
+    relay = lab.relays[2]
+    master = relay.config / "master.cf"
+    original = master.read_text()
+    subprocess.run(
+        [
+            "postconf",
+            "-c",
+            str(relay.config),
+            "-P",
+            "smtp/inet/smtpd_relay_restrictions=permit",
+        ],
+        check=True,
+    )
+    try:
+        before = relay.state_hash()
+        done = deploy(lab, outputs, outputs.revoked, relays=[relay])
+        assert done.code != 0, str(done)
+        # Found on the controller (the module checks it again under the lock).
+        assert "its settings would widen the compiled policy" in done.stdout
+        assert "smtp/inet overrides -o smtpd_relay_restrictions=permit" in done.stdout
+        assert relay.state_hash() == before
+    finally:
+        master.write_text(original)
+    # XCLIENT from anywhere on the relay port: any client could claim a device's address.
+    # Stopped on the controller, before any relay changes.
+    subprocess.run(
+        [
+            "postconf",
+            "-c",
+            str(relay.config),
+            "-P",
+            "smtp/inet/smtpd_authorized_xclient_hosts=0.0.0.0/0",
+        ],
+        check=True,
+    )
+    try:
+        before = hashes(lab)
+        done = deploy(lab, outputs, outputs.revoked)
+        assert done.code != 0, str(done)
+        assert "its settings would widen the compiled policy" in done.stdout
+        assert "smtpd_authorized_xclient_hosts = 0.0.0.0/0" in done.stdout
+        assert "Apply the release to this relay" not in done.stdout
+        assert hashes(lab) == before
+    finally:
+        master.write_text(original)
+    # Positive control: the same relay without the override takes the same release.
+    done = deploy(lab, outputs, outputs.revoked, relays=[relay])
+    lab.deployed = None
+    assert done.code == 0, str(done)
+
+
+# --- 3. authenticity ----------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_tampered_and_rehashed_folder_is_refused_before_any_relay(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    assert first_deploy.code == 0
+    before = hashes(lab)
+    refused = deploy(lab, outputs, outputs.tampered)
+    assert refused.code != 0, str(refused)
+    assert "differs from what the inventory at" in refused.stdout
+    assert set(refused.recap) == {"localhost"}, refused.recap
+    assert hashes(lab) == before
+
+
+def test_release_verify_refuses_what_the_reviewed_inventory_does_not_compile_to(
+    outputs: Outputs, tmp_path: Path
+) -> None:
+    assert release.verify_release(outputs.base, outputs.inventory).ok
+    tampered = release.verify_release(outputs.tampered, outputs.inventory)
+    assert not tampered.ok, tampered.problems
+    assert any(p.startswith("postfix/senders/relaygate_s_") for p in tampered.problems)
+    # The checksums alone pass it: that is why the recompile exists.
+    assert release.verify_release(outputs.tampered, None).ok
+    # A commit the trusted ref does not contain (a side branch nobody merged).
+    side = tmp_path / "repo"
+    shutil.copytree(outputs.repo, side)
+    git(side, "checkout", "-q", "-b", "side")
+    (side / "inventory" / "units.yaml").write_text(
+        (side / "inventory" / "units.yaml").read_text() + "\n"
+    )
+    unmerged = commit_and_compile(side, "unreviewed", tmp_path / "unmerged")
+    git(side, "checkout", "-q", "master" if "master" in git(side, "branch") else "main")
+    result = release.verify_release(unmerged, side / "inventory", trusted_ref="HEAD")
+    assert not result.ok and "not contained in the trusted ref" in result.problems[0]
+    # A dirty inventory (compiled from uncommitted changes).
+    (side / "inventory" / "units.yaml").write_text(
+        (side / "inventory" / "units.yaml").read_text() + "\n"
+    )
+    dirty = compile_.build(
+        side / "inventory",
+        dt.date.fromisoformat(AS_OF),
+        compile_.inventory_commit(side / "inventory"),
+    )
+    assert dirty.artifacts is not None
+    compile_.write(tmp_path / "dirty", dirty.artifacts)
+    result = release.verify_release(tmp_path / "dirty", side / "inventory")
+    assert not result.ok and "is not a clean commit" in result.problems[0]
 
 
 def _no_manifest(out: Path) -> None:
@@ -394,18 +640,24 @@ def _extra_file(out: Path) -> None:
 
 
 def _missing_file(out: Path) -> None:
-    (out / "postfix" / "sender_login").unlink()
+    (out / "postfix" / "refused_clients").unlink()
 
 
 def _symlink(out: Path) -> None:
-    target = out / "postfix" / "refused_logins"
+    target = out / "postfix" / "refused_clients"
     target.unlink()
-    target.symlink_to(out / "postfix" / "sender_login")
+    target.symlink_to(out / "postfix" / "legacy_clients")
 
 
 def _one_byte(out: Path) -> None:
     target = out / "nftables" / "relay.nft"
     target.write_bytes(target.read_bytes().replace(b"drop", b"DROP", 1))
+
+
+def _permit_all_rehashed(out: Path) -> None:
+    target = out / "postfix" / "legacy_clients.cidr"
+    target.write_text(target.read_text() + "10.0.0.0/8\tOK\n")
+    remanifest(out, "postfix/legacy_clients.cidr")
 
 
 @pytest.mark.parametrize(
@@ -415,48 +667,321 @@ def _one_byte(out: Path) -> None:
         (_not_relaygate, "not written by relaygate"),
         (_invalid_manifest, "manifest.json: not valid JSON"),
         (_extra_file, "postfix/senders/relaygate_s_000000000000: not in the manifest"),
-        (_missing_file, "postfix/sender_login: listed in the manifest but missing"),
-        (_symlink, "postfix/refused_logins: a symlink"),
+        (_missing_file, "postfix/refused_clients: listed in the manifest but missing"),
+        (_symlink, "postfix/refused_clients: a symlink"),
         (_one_byte, "nftables/relay.nft: changed after compiling"),
+        (_permit_all_rehashed, "10.0.0.0/8 maps to 'OK', not a class the fragment defines"),
     ],
-    ids=["no-manifest", "not-relaygate", "invalid-json", "extra", "missing", "symlink", "byte"],
+    ids=[
+        "no-manifest",
+        "not-relaygate",
+        "invalid-json",
+        "extra",
+        "missing",
+        "symlink",
+        "byte",
+        "rehashed-ok",
+    ],
 )
 def test_release_check_refuses_folders_the_compiler_did_not_write(
-    outputs: Outputs, tmp_path: Path, mutate: Callable[[Path], None], expected: str
+    outputs: Outputs, tmp_path: Path, mutate: object, expected: str
 ) -> None:
     out = tmp_path / "out"
     shutil.copytree(outputs.base, out)
-    release = load_release()
-    assert release.verify(out)["ok"] is True
+    assert release.verify_release(out, outputs.inventory).ok
+    assert callable(mutate)
     mutate(out)
-    result = release.verify(out)
-    assert result["ok"] is False
-    assert any(expected in problem for problem in result["problems"]), result["problems"]
+    result = release.verify_release(out, outputs.inventory)
+    assert not result.ok
+    assert any(expected in problem for problem in result.problems), result.problems
 
 
-def test_release_check_extracts_allow_entries_and_probe_cases(outputs: Outputs) -> None:
-    release = load_release()
-    result = release.verify(outputs.base)
-    entries = result["allow_entries"]
+def test_release_facts_hold_the_allow_entries_and_the_probe(outputs: Outputs) -> None:
+    result = release.verify_release(outputs.base, outputs.inventory, probe_login=PROBE_LOGIN)
+    facts = result.facts
+    entries = facts["allow_entries"]
     assert sum(e.startswith("legacy\t") for e in entries) == 14
-    assert sum(e.startswith("sender\t") for e in entries) == 19
-    assert f"legacy\t{HODGES[0]}\trelaygate_s_0ac233217595" in entries
-    probe = result["probe"]
-    assert {"client": HODGES[0], "sender": HODGES[1], "expect": "accept"} in probe
-    assert {"client": HODGES[0], "sender": release.PROBE_SENDER, "expect": "refuse"} in probe
-    assert {"client": "192.0.2.1", "sender": HODGES[1], "expect": "refuse"} in probe
-    assert {"client": RHODES, "sender": HODGES[1], "expect": "refuse"} in probe
-    assert [case["client"] for case in result["revoke_probe"]] == [RHODES, "2001:db8:1060:330::2a"]
-    assert set(result["bundle"]["files"]) >= {"main.cf.fragment", "relay.nft", "legacy_clients"}
+    # Logins: sender -> login (sender_login) or login -> its class (logins), as compiled.
+    assert sum(e.startswith(("sender\t", "login\t")) for e in entries) >= 17
+    assert any(e.startswith(f"legacy\t{HODGES[0]}\trelaygate_s_") for e in entries)
+    probe = facts["probe"]
+    assert probe["ports"] == {"relay": 25, "submission": 587}
+    whys = {(c["why"], c["source"], c["expect"]) for c in probe["full"]}
+    assert ("legacy device, its own sender", HODGES[0], "accept") in whys
+    assert ("legacy device, a foreign sender", HODGES[0], "refuse") in whys
+    assert ("legacy device, the null sender", HODGES[0], "refuse") in whys
+    assert ("unknown campus client", UNKNOWN, "refuse") in whys
+    assert ("campus client reaches submission", UNKNOWN, "greet") in whys
+    assert ("revoked or suspended client", RHODES, "refuse") in whys
+    assert [c["source"] for c in probe["revoke"]] == [RHODES]
+    assert {HODGES[0], UNKNOWN, RHODES} <= set(probe["sources"])
     # Same files, same generation: the compile date is not part of the identity.
-    assert result["generation"] == release.verify(outputs.base)["generation"]
-    assert result["generation"] != release.verify(outputs.revoked)["generation"]
+    again = release.verify_release(outputs.base, None).facts["generation"]
+    assert facts["generation"] == again
+    assert facts["generation"] != release.verify_release(outputs.revoked, None).facts["generation"]
 
 
-# --- the MOD ACL change package ------------------------------------------------------------------
+# --- 4. drift --------------------------------------------------------------------------------
 
 
-def acl_package(out: Path, package: Path, work: Path, *args: str) -> PlaybookRun:
+@pytest.mark.integration
+def test_an_entry_added_to_a_live_lmdb_map_is_detected_and_repaired(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    ensure(lab, first_deploy, outputs, outputs.base)
+    relay = lab.relays[0]
+    intruder = "10.0.0.99"
+    live = relay.config / "relaygate.generations" / relay.live() / "legacy_clients"
+    klass = (live.read_text().split(f"{HODGES[0]}\t")[1]).split("\n")[0]
+    subprocess.run(
+        ["postmap", "-c", str(relay.config), "-i", f"lmdb:{live}"],
+        input=f"{intruder} {klass}\n",
+        text=True,
+        check=True,
+    )
+    assert relay.xclient(intruder, HODGES[1])[0] == 250  # the drift is live
+    dry = deploy(lab, outputs, outputs.base, "--check", relays=[relay])
+    assert dry.code == 0 and dry.recap[relay.name]["changed"] == 1, str(dry)
+    assert "legacy_clients.lmdb: entry '10.0.0.99" in dry.stdout
+    repaired = deploy(lab, outputs, outputs.base, relays=[relay])
+    assert repaired.code == 0 and repaired.recap[relay.name]["changed"] == 1, str(repaired)
+    assert relay.xclient(intruder, HODGES[1])[0] == 554
+    assert relay.xclient(*HODGES)[0] == 250
+    again = deploy(lab, outputs, outputs.base, relays=[relay])
+    assert again.recap[relay.name]["changed"] == 0, str(again)
+
+
+# --- 5. the fast revoke ------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_revoke_refuses_extra_changes_unless_allowed(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    ensure(lab, first_deploy, outputs, outputs.base)
+    before = hashes(lab)
+    refused = deploy(lab, outputs, outputs.revoke_extra, "--tags", "revoke")
+    assert refused.code != 0, str(refused)
+    assert "the release changes more than refusals" in refused.stdout
+    assert "legacy allow entry" in refused.stdout and "nft set legacy_v4" in refused.stdout
+    assert hashes(lab) == before
+    for relay in lab.relays:
+        assert len(relay.nft_set("legacy_v4")) == 13  # the allow set was not cut
+    allowed = deploy(
+        lab,
+        outputs,
+        outputs.revoke_extra,
+        "--tags",
+        "revoke",
+        "-e",
+        "relaygate_allow_revoke_extra=true",
+    )
+    lab.deployed = None
+    assert allowed.code == 0, str(allowed)
+    for relay in lab.relays:
+        assert relay.outside(SCANNER[0], RELAY_PORT, SCANNER[1])[0] == DROPPED
+        assert len(relay.nft_set("legacy_v4")) == 13  # still only the refusal was applied
+        assert relay.outside(*HODGES[:1], RELAY_PORT, HODGES[1])[0] == 250
+
+
+@pytest.mark.integration
+def test_revoke_adds_elements_swaps_refused_maps_and_is_fast_on_three_relays(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    ensure(lab, first_deploy, outputs, outputs.base)
+    tables = {r.name: r.in_namespace("nft", "-a", "list", "tables").stdout for r in lab.relays}
+    handles = {
+        r.name: r.in_namespace("nft", "-a", "list", "chain", "inet", "relaygate", "input").stdout
+        for r in lab.relays
+    }
+    classes = {r.name: r.postconf("smtpd_restriction_classes") for r in lab.relays}
+    started = time.monotonic()
+    process = start_playbook(
+        "deploy.yml",
+        lab.inventory(relaygate_release_inventory=str(outputs.inventory)),
+        lab.root / "ansible",
+        "-e",
+        f"relaygate_out={outputs.revoked}",
+        "--tags",
+        "revoke",
+    )
+    refused_at: dict[str, float] = {}
+    while len(refused_at) < len(lab.relays) and time.monotonic() - started < 60:
+        for relay in lab.relays:
+            if relay.name not in refused_at and relay.nft_set("revoked_v4") >= {SCANNER[0]}:
+                refused_at[relay.name] = time.monotonic() - started
+        time.sleep(0.05)
+    done = finish(process)
+    lab.deployed = f"revoke:{outputs.revoked}" if done.code == 0 else None
+    assert done.code == 0, str(done)
+    print(f"time to refused on every relay: {max(refused_at.values()):.2f} s")
+    assert max(refused_at.values()) < 10.0, refused_at
+    for relay in lab.relays:
+        assert done.recap[relay.name]["changed"] == 1, done.recap
+        code, text = relay.xclient(*SCANNER)
+        assert code == 554 and "relay access revoked: sent spam (SEC-5001)" in text
+        assert relay.outside(SCANNER[0], RELAY_PORT, SCANNER[1])[0] == DROPPED
+        assert relay.outside(*HODGES[:1], RELAY_PORT, HODGES[1])[0] == 250
+        # No full reload: the table and its rules keep their handles; the allow set is
+        # untouched; main.cf's classes are the live ones.
+        assert relay.in_namespace("nft", "-a", "list", "tables").stdout == tables[relay.name]
+        chain = relay.in_namespace("nft", "-a", "list", "chain", "inet", "relaygate", "input")
+        assert chain.stdout == handles[relay.name]
+        assert SCANNER[0] in relay.nft_set("legacy_v4")
+        assert relay.postconf("smtpd_restriction_classes") == classes[relay.name]
+
+
+# --- 7. pre-flight ---------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_preflight_refuses_a_relay_that_is_down_short_of_disk_or_already_warning(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    ensure(lab, first_deploy, outputs, outputs.base)
+    relay = lab.relays[2]
+    before = relay.state_hash()
+    short = deploy(lab, outputs, outputs.revoked, relays=[relay], relaygate_min_free_mb=10**9)
+    assert short.code != 0 and "less than min_free_mb=1000000000" in short.stdout, str(short)
+    main_cf = relay.config / "main.cf"
+    original = main_cf.read_text()
+    main_cf.write_text(original + "relaygate_leftover = 1\n")
+    try:
+        warned = deploy(lab, outputs, outputs.revoked, relays=[relay])
+        assert warned.code != 0, str(warned)
+        assert "postfix check already warns before any change" in warned.stdout
+        assert "unused parameter: relaygate_leftover=1" in warned.stdout
+        assert "Rolled back" not in warned.stdout  # refused before, not undone after
+    finally:
+        main_cf.write_text(original)
+    assert relay.state_hash() == before
+    relay.in_namespace("postfix", "-c", str(relay.config), "stop")
+    try:
+        down = deploy(lab, outputs, outputs.revoked, relays=[relay])
+        assert down.code != 0 and "Postfix is not running" in down.stdout, str(down)
+        assert relay.state_hash() == before
+    finally:
+        relay.in_namespace("postfix", "-c", str(relay.config), "start")
+    # Positive control, and no warning of relaygate's in postfix check or the mail log.
+    log_size = relay.maillog.stat().st_size
+    good = deploy(lab, outputs, outputs.revoked, relays=[relay])
+    lab.deployed = None
+    assert good.code == 0, str(good)
+    assert postfix_instance.check(relay.config) == ""
+    new_lines = relay.maillog.read_bytes()[log_size:].decode(errors="replace")
+    assert "warning" not in new_lines and "fatal" not in new_lines, new_lines
+
+
+# --- 10 (issue 12). STARTTLS needs a certificate ------------------------------------------------
+
+
+@pytest.mark.integration
+def test_auth_only_after_starttls_without_a_certificate_is_refused(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    ensure(lab, first_deploy, outputs, outputs.base)
+    relay = lab.relays[1]
+    subprocess.run(
+        [
+            "postconf",
+            "-c",
+            str(relay.config),
+            "-P",
+            "submission/inet/smtpd_tls_auth_only=yes",
+        ],
+        check=True,
+    )
+    certificate = relay.root / "tls" / "relay.pem"
+    kept = certificate.read_bytes()
+    certificate.unlink()
+    try:
+        before = relay.state_hash()
+        done = deploy(lab, outputs, outputs.revoked, relays=[relay])
+        assert done.code != 0, str(done)
+        assert "offers AUTH only after STARTTLS but has no certificate" in done.stdout
+        assert relay.state_hash() == before
+    finally:
+        certificate.write_bytes(kept)
+    done = deploy(lab, outputs, outputs.revoked, relays=[relay])
+    lab.deployed = None
+    assert done.code == 0, str(done)
+    subprocess.run(
+        ["postconf", "-c", str(relay.config), "-PX", "submission/inet/smtpd_tls_auth_only"],
+        check=True,
+    )
+    subprocess.run(["postfix", "-c", str(relay.config), "reload"], check=True)
+
+
+# --- the mass-change guard ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_mass_change_guard_stops_before_any_relay_changes_unless_allowed(
+    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
+) -> None:
+    ensure(lab, first_deploy, outputs, outputs.base)
+    before = hashes(lab)
+    stopped = deploy(lab, outputs, outputs.mass)
+    assert stopped.code != 0, str(stopped)
+    now = set(release.verify_release(outputs.base, None).facts["allow_entries"])
+    after = set(release.verify_release(outputs.mass, None).facts["allow_entries"])
+    lost = len(now - after)
+    assert lost / len(now) > 0.3  # the five-device folder drops most of the allow entries
+    assert f"Mass change refused: {lost} of {len(now)} allow entries" in stopped.stdout
+    assert hashes(lab) == before
+    allowed = deploy(
+        lab,
+        outputs,
+        outputs.mass,
+        "-e",
+        "relaygate_allow_mass_change=true",
+        "-e",
+        "relaygate_serial=3",
+    )
+    lab.deployed = str(outputs.mass) if allowed.code == 0 else None
+    assert allowed.code == 0, str(allowed)
+    survivor = "10.80.34.17"  # bus-ap-mfd, one of the five records left
+    for relay in lab.relays:
+        assert relay.xclient(*HODGES)[0] == 554
+        assert relay.xclient(survivor, senders_of(outputs.mass, survivor)[0])[0] == 250
+
+
+# --- 10. CI jobs and routers ---------------------------------------------------------------------
+
+
+def test_deploy_fails_when_the_relays_group_matches_no_host(
+    outputs: Outputs, tmp_path: Path
+) -> None:
+    require(Path(ansible_bin("ansible-playbook")).exists(), "ansible-playbook is not installed")
+    relaygate = str(Path(sys.executable).parent / "relaygate")
+    settings = {
+        "relaygate_out": str(outputs.base),
+        "relaygate_release_cmd": [relaygate],
+        "relaygate_release_inventory": str(outputs.inventory),
+    }
+    done = playbook("deploy.yml", None, tmp_path, "-e", json.dumps(settings))
+    assert done.code != 0, str(done)
+    assert "The inventory has no host in the relays group" in done.stdout
+    assert "recompiled and identical" in done.stdout  # the folder was verified first
+
+
+def test_ci_deploy_jobs_pass_an_inventory_with_relays() -> None:
+    github = yaml.safe_load((ROOT / ".github" / "workflows" / "relaygate-deploy.yml").read_text())
+    gitlab = yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())
+    (job,) = github["jobs"].values()
+    (step,) = [s for s in job["steps"] if "ansible-playbook" in s.get("run", "")]
+    named = {step["env"]["ANSIBLE_INVENTORY"], gitlab["deploy"]["variables"]["ANSIBLE_INVENTORY"]}
+    assert named == {"playbooks/inventory/example.yml"}
+    inventory = yaml.safe_load((ROOT / named.pop()).read_text())
+    assert inventory["all"]["children"]["relays"]["hosts"]
+
+
+# --- the MOD ACL change package and the IOS playbook ---------------------------------------------
+
+
+def acl_package(out: Path, package: str, work: Path, *args: str) -> PlaybookRun:
+    inventory = str(out.parent / "repo" / "inventory")
+    relaygate = str(Path(sys.executable).parent / "relaygate")
     return playbook(
         "mod_acl_package.yml",
         None,
@@ -465,6 +990,10 @@ def acl_package(out: Path, package: Path, work: Path, *args: str) -> PlaybookRun
         f"relaygate_out={out}",
         "-e",
         f"relaygate_acl_package_dir={package}",
+        "-e",
+        json.dumps(
+            {"relaygate_release_cmd": [relaygate], "relaygate_release_inventory": inventory}
+        ),
         *args,
     )
 
@@ -473,52 +1002,153 @@ def test_mod_acl_change_package_holds_the_new_acl_the_previous_one_and_their_dif
     outputs: Outputs, tmp_path: Path
 ) -> None:
     require(Path(ansible_bin("ansible-playbook")).exists(), "ansible-playbook is not installed")
-    package = tmp_path / "package"
     work = tmp_path / "ansible"
-    first = acl_package(outputs.base, package, work)
+    package = work / "package"  # relative to the folder ansible-playbook runs in
+    first = acl_package(outputs.base, "package", work)
     assert first.code == 0, str(first)
     assert first.recap["localhost"]["changed"] == 1
     libraries = package / "mod-libraries"
     assert (libraries / "ios" / "mod-libraries-v4.acl").read_bytes() == (
         outputs.base / "acl" / "ios" / "mod-libraries-v4.acl"
     ).read_bytes()
-    assert (libraries / "junos" / "mod-libraries-v4.conf").is_file()
-    assert sorted(p.name for p in package.iterdir()) == [
-        "mod-admin",
-        "mod-engineering",
-        "mod-facilities",
-        "mod-libraries",
-        "mod-medicine",
-    ]
-    again = acl_package(outputs.base, package, work)
+    again = acl_package(outputs.base, "package", work)
     assert again.recap["localhost"]["changed"] == 0, str(again)
-    medicine_diff = (package / "mod-medicine" / "CHANGE.diff").read_text()
-    dry = acl_package(outputs.revoked, package, work, "--check", "--diff")
+    dry = acl_package(outputs.revoked, "package", work, "--check", "--diff")
     assert dry.recap["localhost"]["changed"] == 1, str(dry)
     assert "host 10.20.30.57" in dry.stdout
-    assert (libraries / "ios" / "mod-libraries-v4.acl").read_bytes() == (
-        outputs.base / "acl" / "ios" / "mod-libraries-v4.acl"
-    ).read_bytes()
-    changed = acl_package(outputs.revoked, package, work)
+    changed = acl_package(outputs.revoked, "package", work)
     assert changed.code == 0, str(changed)
     diff = (libraries / "CHANGE.diff").read_text()
-    assert "-- previous/ios/mod-libraries-v4.acl" in diff
     assert "- permit tcp host 10.20.30.57 host 10.1.0.25 eq 25" in diff
-    assert "+ permit" not in diff
     assert (libraries / "previous" / "ios" / "mod-libraries-v4.acl").read_bytes() == (
         outputs.base / "acl" / "ios" / "mod-libraries-v4.acl"
     ).read_bytes()
-    assert "10.20.30.57" not in (libraries / "ios" / "mod-libraries-v4.acl").read_text()
-    # A segment the change did not touch keeps its package as it was.
-    assert (package / "mod-medicine" / "CHANGE.diff").read_text() == medicine_diff
 
 
-# --- syntax and lint -----------------------------------------------------------------------------
+def cisco_env(tmp_path: Path) -> dict[str, str] | None:
+    env = ansible_env(tmp_path)
+    done = subprocess.run(
+        [ansible_bin("ansible-galaxy"), "collection", "list", "cisco.ios"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    return env if done.returncode == 0 and "cisco.ios" in done.stdout else None
 
 
-@pytest.mark.parametrize("name", ["deploy.yml", "mod_acl_package.yml"])
+def ios_commands(want: list[dict[str, object]], running: str) -> list[str]:
+    """The commands cisco.ios.ios_acls state replaced sends to a router showing ``running``.
+
+    No router exists here (the one mock of this module): the collection's own comparison
+    runs with the router's answer to ``show running-config`` given as text.
+    """
+    from ansible_collections.cisco.ios.plugins.module_utils.network.ios.argspec.acls import (  # noqa: PLC0415
+        acls as argspec,
+    )
+    from ansible_collections.cisco.ios.plugins.module_utils.network.ios.config.acls import (  # noqa: PLC0415
+        acls as config,
+    )
+
+    class Module:
+        def __init__(self, params: dict[str, object]) -> None:
+            defaults = {k: v.get("default") for k, v in argspec.AclsArgs.argument_spec.items()}
+            self.params = {**defaults, **params}
+            self.check_mode = False
+            self._diff = False
+
+        def fail_json(self, **result: object) -> None:
+            raise AssertionError(result)
+
+    have = config.Acls(Module({"state": "parsed", "running_config": running})).before
+
+    class Offline(config.Acls):  # type: ignore[misc]
+        def gather_current(self) -> object:
+            return have
+
+        def _get_connection(self) -> None:
+            return None
+
+    facts = config.Facts
+    config.Facts = lambda module: None
+    try:
+        acls = Offline(Module({"state": "replaced", "config": want}))
+    finally:
+        config.Facts = facts
+    acls.generate_commands()
+    return list(acls.commands)
+
+
+def shown_by_ios(acl: str) -> str:
+    """An ACL as IOS shows it: entries numbered, well-known ports by name."""
+    lines, sequence = [], 0
+    for line in acl.splitlines():
+        if line.startswith("!"):
+            continue
+        if line.startswith(" ") and not line.startswith(" remark"):
+            sequence += 10
+            lines.append(f" {sequence}{line}".replace(" eq 25", " eq smtp"))
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def test_ios_playbook_replaces_acls_idempotently_from_a_relative_package(
+    outputs: Outputs, tmp_path: Path
+) -> None:
+    require(Path(ansible_bin("ansible-playbook")).exists(), "ansible-playbook is not installed")
+    env = cisco_env(tmp_path)
+    if env is None:
+        # The one skip allowed in CI: the relay deploy needs no collection.
+        pytest.skip("cisco.ios collection not installed; mod_acl_ios.yml not run")
+    work = tmp_path / "work"
+    made = acl_package(outputs.base, "package", work)
+    assert made.code == 0, str(made)
+    # The playbook's read stage needs no device: it numbers and parses the package found
+    # through a relative path, and shows the config that state replaced will send.
+    done = playbook(
+        "mod_acl_ios.yml",
+        PLAYBOOKS / "inventory" / "example.yml",
+        work,
+        "-e",
+        "relaygate_acl_package_dir=package",
+        "--tags",
+        "parse",
+        env=env,
+    )
+    assert done.code == 0, str(done)
+    head = "ok: [mod-rtr-1.example.edu] => {"
+    block = done.stdout[done.stdout.index(head) + len(head) - 1 :]
+    want = json.loads(block[: block.index("\n}\n") + 2])["relaygate_acl_config"]
+    names = [acl["name"] for family in want for acl in family["acls"]]
+    assert "RELAYGATE-MOD-LIBRARIES-V4" in names and "RELAYGATE-MOD-MEDICINE-V6" in names
+    running = "".join(
+        shown_by_ios(
+            (
+                outputs.base / "acl" / "ios" / f"{name.lower().removeprefix('relaygate-')}.acl"
+            ).read_text()
+        )
+        for name in names
+    )
+    # A router that holds the package: a second run sends nothing.
+    assert ios_commands(want, running) == []
+    # Positive control: a router whose ACL differs gets exactly the differing entries.
+    stale = running.replace("host 10.20.30.41", "host 10.20.30.42")
+    commands = ios_commands(want, stale)
+    assert "10 permit tcp host 10.20.30.41 host 10.1.0.25 eq smtp" in commands, commands
+    assert "no 10 permit tcp host 10.20.30.42 host 10.1.0.25 eq smtp" in commands, commands
+    assert not any(c.startswith("no ip access-list") for c in commands), commands
+
+
+# --- syntax and lint ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["deploy.yml", "mod_acl_package.yml", "mod_acl_ios.yml"])
 def test_playbooks_pass_the_syntax_check(name: str, tmp_path: Path) -> None:
     require(Path(ansible_bin("ansible-playbook")).exists(), "ansible-playbook is not installed")
+    env = ansible_env(tmp_path)
+    if name == "mod_acl_ios.yml" and cisco_env(tmp_path) is None:
+        pytest.skip("cisco.ios collection not installed; mod_acl_ios.yml not syntax-checked")
     done = subprocess.run(
         [
             ansible_bin("ansible-playbook"),
@@ -530,52 +1160,34 @@ def test_playbooks_pass_the_syntax_check(name: str, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
-        env=ansible_env(tmp_path),
+        env=env,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"playbook: {PLAYBOOKS / name}" in done.stdout
 
 
-def cisco_ios_installed(env: dict[str, str]) -> bool:
+def test_roles_declare_their_arguments() -> None:
+    for role in ("relaygate", "relaygate_release"):
+        spec = PLAYBOOKS / "roles" / role / "meta" / "argument_specs.yml"
+        assert "argument_specs:" in spec.read_text() and "main:" in spec.read_text()
+
+
+def test_the_module_documents_every_argument_it_takes(tmp_path: Path) -> None:
+    require(Path(ansible_bin("ansible-doc")).exists(), "ansible-doc is not installed")
+    library = PLAYBOOKS / "roles" / "relaygate" / "library"
     done = subprocess.run(
-        [ansible_bin("ansible-galaxy"), "collection", "list", "cisco.ios"],
+        [ansible_bin("ansible-doc"), "--json", "-M", str(library), "relaygate_relay"],
         capture_output=True,
         text=True,
         check=False,
-        env=env,
-    )
-    return done.returncode == 0 and "cisco.ios" in done.stdout
-
-
-def test_cisco_ios_playbook_passes_the_syntax_check(tmp_path: Path) -> None:
-    require(Path(ansible_bin("ansible-playbook")).exists(), "ansible-playbook is not installed")
-    env = ansible_env(tmp_path)
-    # Keep the machine's collection paths: the network team installs cisco.ios there.
-    env.pop("ANSIBLE_HOME")
-    for key in ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    if not cisco_ios_installed(env):
-        # The one skip allowed in CI: the relay deploy needs no collection, and CI has no
-        # Galaxy access. ansible-lint still lints this playbook (with a mocked module).
-        pytest.skip(
-            "cisco.ios collection not installed (ansible-galaxy collection install -r "
-            "playbooks/collections/requirements.yml); mod_acl_ios.yml not syntax-checked"
-        )
-    done = subprocess.run(
-        [
-            ansible_bin("ansible-playbook"),
-            "--syntax-check",
-            "-i",
-            str(PLAYBOOKS / "inventory" / "example.yml"),
-            str(PLAYBOOKS / "mod_acl_ios.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
+        env=ansible_env(tmp_path),
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    documented = set(json.loads(done.stdout)["relaygate_relay"]["doc"]["options"])
+    source = (library / "relaygate_relay.py").read_text()
+    spec = source[source.index("argument_spec={") : source.index("required_if=")]
+    taken = set(re.findall(r'^\s+"([a-z_]+)": \{"type"', spec, re.M))
+    assert taken and documented == taken, documented ^ taken
 
 
 def test_ansible_lint_production_profile_passes(tmp_path: Path) -> None:

@@ -201,6 +201,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "relaygate.commands_review",
     "relaygate.lifecycle.commands",
     "relaygate.commands_repo",
+    "relaygate.release",
 )
 
 
