@@ -98,14 +98,17 @@ def sandbox(tmp_path: Path) -> Path:
     examples = ROOT / "docs" / "examples"
     if examples.is_dir():
         shutil.copytree(examples, root, dirs_exist_ok=True)
-    # A policy repository is a git repository: `plan --base main` needs one.
+    # A policy repository is a git repository (`plan --base main` needs one) whose records
+    # were committed long ago (the review dates records by their history).
     git = ["git", "-c", "user.name=Docs", "-c", "user.email=docs@example.edu"]
+    dated = {**os.environ, "GIT_AUTHOR_DATE": "2025-06-01T12:00:00Z"}
+    dated["GIT_COMMITTER_DATE"] = dated["GIT_AUTHOR_DATE"]
     for argv in (
         ["git", "init", "-q", "-b", "main"],
         [*git, "add", "-A"],
         [*git, "commit", "-qm", "example"],
     ):
-        subprocess.run(argv, cwd=root, check=True, capture_output=True)
+        subprocess.run(argv, cwd=root, check=True, capture_output=True, env=dated)
     return root
 
 
