@@ -124,10 +124,13 @@ def run(step: Step, cwd: Path) -> list[str]:
     # The transcripts are as of the example's day; faketime makes "today" that day for
     # the commands that default to it, whatever day the test runs.
     done = subprocess.run(
-        ["faketime", "-f", f"@{AS_OF} 12:00:00", "bash", "-c", f"{step.command} 2>&1"],
+        # Standard error joins standard output for the whole command line (a `2>&1` after
+        # it would only cover the last command of a list such as `a; echo $?`).
+        ["faketime", "-f", f"@{AS_OF} 12:00:00", "bash", "-c", step.command],
         cwd=cwd,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         timeout=120,
         check=False,
