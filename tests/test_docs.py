@@ -2,7 +2,8 @@
 
 A fenced block whose lines start with ``$ `` is a transcript: each ``$ COMMAND`` runs
 (bash, standard error merged into standard output) and the lines up to the next ``$ ``
-are what it must print. A line ``...`` stands for any number of lines (zero included).
+are what it must print. A line ``...`` stands for any number of lines (zero included),
+and ``...`` inside a line for any text (a commit id, say).
 The transcripts of one document share one sandbox: a copy of the example inventory,
 its schemas and the sample logs in ``docs/examples/``, so a later block sees what an
 earlier one changed, as a reader following the page would.
@@ -82,13 +83,21 @@ def blocks(path: Path) -> list[Block]:
     return found
 
 
+def same_line(expected: str, actual: str) -> bool:
+    """Equal, where ``...`` inside a shown line stands for any text (a commit id, say)."""
+    if "..." not in expected:
+        return expected == actual
+    pattern = ".*".join(re.escape(part) for part in expected.split("..."))
+    return re.fullmatch(pattern, actual) is not None
+
+
 def matches(expected: tuple[str, ...], actual: list[str]) -> bool:
     """Line-by-line equality where an expected ``...`` line matches any run of lines."""
     if not expected:
         return not actual
     if expected[0] == "...":
         return any(matches(expected[1:], actual[i:]) for i in range(len(actual) + 1))
-    return bool(actual) and actual[0] == expected[0] and matches(expected[1:], actual[1:])
+    return bool(actual) and same_line(expected[0], actual[0]) and matches(expected[1:], actual[1:])
 
 
 def sandbox(tmp_path: Path) -> Path:
@@ -195,3 +204,7 @@ def test_the_matcher() -> None:
     assert not matches(("a", "...", "d"), ["a", "b", "c"])
     assert not matches(("a",), ["a", "b"])
     assert matches(("...",), [])
+    assert matches(
+        ("plan: main (...) -> working tree",), ["plan: main (d09f83134b1e) -> working tree"]
+    )
+    assert not matches(("plan: main (...) -> working tree",), ["plan: main (d09f) -> index"])
