@@ -373,6 +373,22 @@ def _date_option(function: Any) -> Any:
     )(function)
 
 
+Refusal = Callable[[str, str, str, dt.date], str]
+
+
+def _refuse(
+    what: str, operation: Refusal, name: str, inventory: Path, as_of: dt.date | None,
+    reason: str, ticket: str, day: dt.date | None,
+) -> None:  # fmt: skip
+    """Revoke or suspend: set the status with its reason, ticket and day, then re-validate."""
+    today = as_of or dt.date.today()
+    when = day or today
+    command = EditCommand(
+        inventory_root(inventory), name, today, f"{what} ({reason}, {ticket}, {when})"
+    )
+    _run_edit(command, lambda text: operation(text, reason, ticket, when))
+
+
 @click.command("revoke")
 @click.argument("name")
 @inventory_option
@@ -389,12 +405,7 @@ def revoke_command(
     day: dt.date | None,
 ) -> None:
     """Revoke a device: it compiles to an explicit reject and a firewall drop."""
-    today = as_of or dt.date.today()
-    when = day or today
-    command = EditCommand(
-        inventory_root(inventory), name, today, f"revoked ({reason}, {ticket}, {when})"
-    )
-    _run_edit(command, lambda text: edit.revoke(text, reason, ticket, when))
+    _refuse("revoked", edit.revoke, name, inventory, as_of, reason, ticket, day)
 
 
 @click.command("suspend")
@@ -413,12 +424,7 @@ def suspend_command(
     day: dt.date | None,
 ) -> None:
     """Suspend a device: refused with its reason until reinstated (the fast revoke path)."""
-    today = as_of or dt.date.today()
-    when = day or today
-    command = EditCommand(
-        inventory_root(inventory), name, today, f"suspended ({reason}, {ticket}, {when})"
-    )
-    _run_edit(command, lambda text: edit.suspend(text, reason, ticket, when))
+    _refuse("suspended", edit.suspend, name, inventory, as_of, reason, ticket, day)
 
 
 @click.command("reinstate")

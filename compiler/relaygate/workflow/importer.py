@@ -223,7 +223,9 @@ def _ordered(data: dict[str, Any]) -> dict[str, Any]:
     return ordered
 
 
-def _rows(path: Path, known: Mapping[str, str]) -> tuple[list[str], list[Row], list[RowProblem]]:
+def read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A CSV export's header and its non-blank rows, each with its row number (the header
+    is row 1). A file that cannot be read as UTF-8 CSV is a usage error."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             table = list(csv.reader(handle, strict=True))
@@ -233,12 +235,19 @@ def _rows(path: Path, known: Mapping[str, str]) -> tuple[list[str], list[Row], l
         raise UsageError(f"{path}: not a readable UTF-8 CSV file: {error}") from error
     if not table:
         raise UsageError(f"{path}: empty, not even a header")
-    header = [name.strip() for name in table[0]]
+    body = [
+        (number, cells)
+        for number, cells in enumerate(table[1:], start=2)
+        if any(cell.strip() for cell in cells)  # a blank line carries nothing to lose
+    ]
+    return [name.strip() for name in table[0]], body
+
+
+def _rows(path: Path, known: Mapping[str, str]) -> tuple[list[str], list[Row], list[RowProblem]]:
+    header, body = read_table(path)
     problems = _header_problems(header, known)
     rows: list[Row] = []
-    for number, cells in enumerate(table[1:], start=2):
-        if not any(cell.strip() for cell in cells):
-            continue  # a blank line carries nothing to lose
+    for number, cells in body:
         if len(cells) != len(header):
             problems.append(
                 problem(

@@ -14,7 +14,6 @@ partial export would silently take reservations, and so relay access, away).
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import os
@@ -29,7 +28,7 @@ from relaygate.load import parse_text
 from relaygate.pipeline import NETREG_FILE
 from relaygate.plan import site_and_units
 from relaygate.scaffold import scalar
-from relaygate.workflow.importer import RowProblem, problem
+from relaygate.workflow.importer import RowProblem, problem, read_table
 
 HEADER = (
     "# yaml-language-server: $schema=../schemas/netreg.schema.json\n"
@@ -67,24 +66,6 @@ def _text(rows: list[dict[str, str]], exported_on: dt.date) -> str:
         inner = ", ".join(f"{key}: {scalar(value, key, flow=True)}" for key, value in row.items())
         lines.append(f"  - {{{inner}}}")
     return "\n".join(lines) + "\n"
-
-
-def _read(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            table = list(csv.reader(handle, strict=True))
-    except FileNotFoundError as error:
-        raise UsageError(f"{path}: no such file") from error
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise UsageError(f"{path}: not a readable UTF-8 CSV file: {error}") from error
-    if not table:
-        raise UsageError(f"{path}: empty, not even a header")
-    body = [
-        (number, cells)
-        for number, cells in enumerate(table[1:], start=2)
-        if any(cell.strip() for cell in cells)
-    ]
-    return [name.strip() for name in table[0]], body
 
 
 def _old(path: Path) -> dict[str, dict[str, Any]]:
@@ -127,7 +108,7 @@ def run(
     allow_removals: bool = False,
 ) -> NetregImport:
     known = fields()
-    header, body = _read(csv_path)
+    header, body = read_table(csv_path)
     problems: list[RowProblem] = []
     for index, name in enumerate(header, start=1):
         if name not in known:
