@@ -1,8 +1,11 @@
 """Stage 4: every rule of the procedure, as checks over the typed model.
 
 Input: the site, units and NetReg models (each may be missing when its file
-was invalid), the devices that passed their schema, their documents (for
-positions) and the as-of date. Output: findings. A check never raises for
+was invalid), the devices, their documents (for positions) and the as-of
+date. A device whose record failed its schema in some top-level fields
+(``Context.invalid``) holds stand-ins there: no record check that reads such a
+field sees it (each check declares what it reads), and no cross-record rule
+compares it by such a field. Output: findings. A check never raises for
 bad data; an exception escaping a check is a bug and fails the run closed.
 
 Record checks look at one device; inventory checks compare devices with each
