@@ -120,3 +120,23 @@ def test_a_share_with_a_record_of_unknown_status_is_not_called_missing(inventory
     (inventory / HODGES).unlink()
     loaded = pipeline.load(inventory, DAY)
     assert _rules(loaded, "lib-gate-counter.yaml") == ["sender.share-not-mutual"]
+
+
+def test_a_record_whose_name_fails_is_named_by_no_cross_record_finding(inventory: Path) -> None:
+    _edit(inventory, GATE, "name: lib-gate-counter", "name: lib_gate_counter")
+    _edit(
+        inventory,
+        GATE,
+        "fqdn: lib-gate-counter.lib.example.edu",
+        "fqdn: lib-hodges-3f-copier.lib.example.edu",
+    )
+    loaded = pipeline.load(inventory, DAY)
+    # Its own NetReg finding is true and reported; the FQDN it shares is not, since
+    # that finding would name the record by a name it does not validly have.
+    assert _rules(loaded, "lib-gate-counter.yaml") == ["legacy.netreg-mismatch", "schema.pattern"]
+    assert _rules(loaded, "lib-hodges-3f-copier.yaml") == []
+    assert not [f for f in loaded.findings if "(invalid)" in f.message]
+    # Positive control: with a valid name, both records are told of the shared FQDN.
+    _edit(inventory, GATE, "name: lib_gate_counter", "name: lib-gate-counter")
+    loaded = pipeline.load(inventory, DAY)
+    assert _rules(loaded, "lib-hodges-3f-copier.yaml") == ["identity.duplicate-fqdn"]

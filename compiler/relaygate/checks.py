@@ -524,7 +524,8 @@ def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
     """Uniqueness and cross-record rules; ``devices`` is in a stable order.
 
     A record's field that failed its schema takes part in none of them (see
-    ``Context.usable``); a record whose status failed it is in no rule of live records.
+    ``Context.usable``); a record whose status failed it is in no rule of live records,
+    and one whose name failed it in no rule whose message names the other record.
     """
     yield from _shared(
         ctx.usable(devices, "name"),
@@ -536,7 +537,7 @@ def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
     )
     live = [d for d in ctx.usable(devices, "status") if d.status is not Status.RETIRED]
     yield from _shared(
-        ctx.usable(live, "fqdn"),
+        ctx.usable(live, "fqdn", "name"),
         lambda d: d.fqdn,
         ctx,
         "identity.duplicate-fqdn",
@@ -544,7 +545,7 @@ def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
         "FQDN",
     )
     yield from _shared(
-        ctx.usable(live, "address"),
+        ctx.usable(live, "address", "name"),
         lambda d: addresses.canonical_text(d.network),
         ctx,
         "identity.duplicate-address",
@@ -552,14 +553,14 @@ def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
         "address",
     )
     yield from _shared(
-        [d for d in ctx.usable(live, "auth", "account") if not d.is_legacy],
+        [d for d in ctx.usable(live, "auth", "account", "name") if not d.is_legacy],
         lambda d: d.account,
         ctx,
         "auth.shared-account",
         ("account",),
         "account",
     )
-    yield from _overlapping(ctx.usable(live, "address"), ctx)
+    yield from _overlapping(ctx.usable(live, "address", "name"), ctx)
     owners: dict[str, Device] = {}
     for device in ctx.usable(live, "auth", "senders", "account", "name"):
         if not device.is_legacy:
