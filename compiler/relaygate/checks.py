@@ -1,8 +1,11 @@
 """Stage 4: every rule of the procedure, as checks over the typed model.
 
 Input: the site, units and NetReg models (each may be missing when its file
-was invalid), the devices that passed their schema, their documents (for
-positions) and the as-of date. Output: findings. A check never raises for
+was invalid), the devices, their documents (for positions) and the as-of
+date. A device whose record failed its schema in some top-level fields
+(``Context.invalid``) holds stand-ins there: no record check that reads such a
+field sees it (each check declares what it reads), and no cross-record rule
+compares it by such a field. Output: findings. A check never raises for
 bad data; an exception escaping a check is a bug and fails the run closed.
 
 Record checks look at one device; inventory checks compare devices with each
@@ -16,7 +19,7 @@ import datetime as dt
 import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import netaddr
@@ -26,6 +29,7 @@ from relaygate.findings import Finding
 from relaygate.load import FORBIDDEN_CHARACTERS, Document, Pointer
 from relaygate.model import (
     ACKNOWLEDGMENTS,
+    DEVICE_FIELDS,
     PREFIX_KINDS,
     Device,
     Reservation,
@@ -43,6 +47,18 @@ class Context:
     reservations: dict[str, Reservation] | None
     site_doc: Document | None
     docs: dict[str, Document]  # device documents by display path
+    #: The top-level fields with a schema error, by display path, of the records
+    #: that have some (they are checked without those fields).
+    invalid: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def invalid_of(self, device: Device) -> frozenset[str]:
+        """The fields of ``device`` that failed their schema (none for most records)."""
+        return self.invalid.get(device.source, frozenset())
+
+    def usable(self, devices: Iterable[Device], *reads: str) -> list[Device]:
+        """The ``devices`` whose fields ``reads`` all passed their schema."""
+        wanted = frozenset(reads)
+        return [d for d in devices if not self.invalid_of(d) & wanted]
 
 
 _KIND_LABEL = {
@@ -58,13 +74,25 @@ _KIND_LABEL = {
 MULTILINE_FIELDS = frozenset({"justification", "description", "note"})
 
 RecordCheck = Callable[[Device, Document, Context], Iterator[Finding]]
-_RECORD_CHECKS: list[RecordCheck] = []
+#: Each record check with the top-level record fields it reads.
+_RECORD_CHECKS: list[tuple[frozenset[str], RecordCheck]] = []
 
 
-def record_check(function: RecordCheck) -> RecordCheck:
-    """Register a check that looks at one device record."""
-    _RECORD_CHECKS.append(function)
-    return function
+def record_check(*reads: str) -> Callable[[RecordCheck], RecordCheck]:
+    """Register a check that looks at one device record and reads the fields ``reads``.
+
+    A record with a schema error in one of those fields is not given to the check:
+    its value there is a stand-in, and a finding about it would be false.
+    """
+    unknown = set(reads) - DEVICE_FIELDS
+    if unknown:  # pragma: no cover - a typo in a declaration, caught at import
+        raise ValueError(f"record check reads unknown fields {sorted(unknown)}")
+
+    def register(function: RecordCheck) -> RecordCheck:
+        _RECORD_CHECKS.append((frozenset(reads), function))
+        return function
+
+    return register
 
 
 # --- text ---------------------------------------------------------------------
@@ -118,7 +146,7 @@ def text_checks(document: Document) -> Iterator[Finding]:
 # --- identity -----------------------------------------------------------------
 
 
-@record_check
+@record_check("name", "unit")
 def _identity(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
     stem = doc.path.name.removesuffix(".yaml")
     if device.name != stem:
@@ -153,7 +181,7 @@ def _overlaps(network: netaddr.IPNetwork, other: netaddr.IPNetwork) -> bool:
     )
 
 
-@record_check
+@record_check("address", "kind", "auth", "status")
 def _addressing(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
     parsed = addresses.parse(device.address)
     if isinstance(parsed, str):  # pragma: no cover - refused by the schema format
@@ -226,7 +254,7 @@ def _addressing(device: Device, doc: Document, ctx: Context) -> Iterator[Finding
 # --- authentication and legacy access -------------------------------------------
 
 
-@record_check
+@record_check("auth", "account", "exception")
 def _authentication(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
     if device.is_legacy:
         if device.exception is None:
@@ -271,7 +299,7 @@ def justification_shortfall(text: str, minimum: int) -> str | None:
     )
 
 
-@record_check
+@record_check("auth", "exception", "status", "unit")
 def _legacy(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
     exception = device.exception
     if not device.is_legacy or exception is None or device.status is Status.RETIRED:
@@ -310,12 +338,29 @@ def _legacy(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
                 f"units.yaml lists {known.email} as {known.name!r} ({known.role}), "
                 f"the record says {approver.name!r} ({approver.role})",
             )
+
+
+def _live_legacy(device: Device) -> bool:
+    """A legacy record with an exception that is not history (see ``_legacy``)."""
+    return device.is_legacy and device.exception is not None and device.status is not Status.RETIRED
+
+
+@record_check("auth", "exception", "status", "address")
+def _legacy_placement(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
+    if not _live_legacy(device):
+        return
     if ctx.site is not None and not any(
         addresses.inside(device.network, segment.prefixes) for segment in ctx.site.mod_segments
     ):
         yield doc.finding(
             "legacy.outside-mod", ("address",), f"{device.address} is in no MOD segment"
         )
+
+
+@record_check("auth", "exception", "status", "address", "fqdn", "netreg")
+def _legacy_netreg(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
+    if not _live_legacy(device):
+        return
     if device.netreg is None:
         yield doc.finding("legacy.netreg-missing", ("auth",), "netreg is not given")
     if ctx.reservations is not None and device.is_host:  # a prefix: legacy.prefix-not-allowed
@@ -342,7 +387,7 @@ def _legacy(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
                 )
 
 
-@record_check
+@record_check("auth", "exception", "status")
 def _exception_dates(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
     exception = device.exception
     if exception is None or not device.is_legacy:
@@ -389,7 +434,7 @@ def _exception_dates(device: Device, doc: Document, ctx: Context) -> Iterator[Fi
 # --- senders ----------------------------------------------------------------------
 
 
-@record_check
+@record_check("senders", "unit", "status")
 def _senders(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
     unit = ctx.units.get(device.unit) if ctx.units is not None else None
     own_domains = unit.sender_domains if unit is not None else frozenset()
@@ -412,13 +457,13 @@ def _senders(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
 # --- status -------------------------------------------------------------------------
 
 
-@record_check
+@record_check("status", "status_reason", "status_date")
 def _status(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
     if device.status is Status.ACTIVE:
-        for field in ("status_reason", "status_date"):
-            if field in doc.data:
+        for name in ("status_reason", "status_date"):
+            if name in doc.data:
                 yield doc.finding(
-                    "status.stale-fields", (field,), f"active record with {field}", key=True
+                    "status.stale-fields", (name,), f"active record with {name}", key=True
                 )
         return
     if device.status_reason is None:
@@ -476,12 +521,31 @@ def _shared(
 
 
 def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
-    """Uniqueness and cross-record rules; ``devices`` is in a stable order."""
-    yield from _shared(devices, lambda d: d.name, ctx, "identity.duplicate-name", ("name",), "name")
-    live = [d for d in devices if d.status is not Status.RETIRED]
-    yield from _shared(live, lambda d: d.fqdn, ctx, "identity.duplicate-fqdn", ("fqdn",), "FQDN")
+    """Uniqueness and cross-record rules; ``devices`` is in a stable order.
+
+    A record's field that failed its schema takes part in none of them (see
+    ``Context.usable``); a record whose status failed it is in no rule of live records,
+    and one whose name failed it in no rule whose message names the other record.
+    """
     yield from _shared(
-        live,
+        ctx.usable(devices, "name"),
+        lambda d: d.name,
+        ctx,
+        "identity.duplicate-name",
+        ("name",),
+        "name",
+    )
+    live = [d for d in ctx.usable(devices, "status") if d.status is not Status.RETIRED]
+    yield from _shared(
+        ctx.usable(live, "fqdn", "name"),
+        lambda d: d.fqdn,
+        ctx,
+        "identity.duplicate-fqdn",
+        ("fqdn",),
+        "FQDN",
+    )
+    yield from _shared(
+        ctx.usable(live, "address", "name"),
         lambda d: addresses.canonical_text(d.network),
         ctx,
         "identity.duplicate-address",
@@ -489,20 +553,20 @@ def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
         "address",
     )
     yield from _shared(
-        [d for d in live if not d.is_legacy],
+        [d for d in ctx.usable(live, "auth", "account", "name") if not d.is_legacy],
         lambda d: d.account,
         ctx,
         "auth.shared-account",
         ("account",),
         "account",
     )
-    yield from _overlapping(live, ctx)
+    yield from _overlapping(ctx.usable(live, "address", "name"), ctx)
     owners: dict[str, Device] = {}
-    for device in live:
+    for device in ctx.usable(live, "auth", "senders", "account", "name"):
         if not device.is_legacy:
             for sender in device.senders:
                 owners.setdefault(sender_key(sender), device)
-    for device in live:
+    for device in ctx.usable(live, "auth", "senders"):
         if device.is_legacy:
             for index, sender in enumerate(device.senders):
                 owner = owners.get(sender_key(sender))
@@ -512,8 +576,10 @@ def inventory_checks(devices: list[Device], ctx: Context) -> Iterator[Finding]:
                         ("senders", index),
                         f"{sender} belongs to account {owner.account} ({owner.name})",
                     )
-    yield from _sender_ownership(live, ctx)
-    yield from _share_declarations(live, ctx)
+    yield from _sender_ownership(ctx.usable(live, "senders", "name", "shares_senders_with"), ctx)
+    # "No live record" is only said when every record's name and status are known.
+    names_known = len(ctx.usable(devices, "name", "status")) == len(devices)
+    yield from _share_declarations(live, ctx, names_known)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -584,9 +650,17 @@ def _sender_ownership(live: list[Device], ctx: Context) -> Iterator[Finding]:
             )
 
 
-def _share_declarations(live: list[Device], ctx: Context) -> Iterator[Finding]:
-    by_name = {d.name: d for d in live}
-    for device in live:
+def _share_declarations(
+    live: list[Device], ctx: Context, names_known: bool = True
+) -> Iterator[Finding]:
+    """Each name in a live record's shares_senders_with is another live record naming it back.
+
+    ``live`` may hold records with fields that failed their schema: a record is
+    only compared by the fields that passed, and "no live record" is only said
+    when ``names_known`` (every record's name and status passed their schema).
+    """
+    by_name = {d.name: d for d in ctx.usable(live, "name")}
+    for device in ctx.usable(live, "name", "shares_senders_with", "senders"):
         keys = {sender_key(s) for s in device.senders}
         for index, name in enumerate(device.shares_senders_with):
             pointer: Pointer = ("shares_senders_with", index)
@@ -595,7 +669,12 @@ def _share_declarations(live: list[Device], ctx: Context) -> Iterator[Finding]:
             if other is device:
                 yield doc.finding("sender.share-unused", pointer, f"{name} is this record")
             elif other is None:
-                yield doc.finding("sender.share-not-mutual", pointer, f"{name} is no live record")
+                if names_known:
+                    yield doc.finding(
+                        "sender.share-not-mutual", pointer, f"{name} is no live record"
+                    )
+            elif "shares_senders_with" in ctx.invalid_of(other):
+                continue
             elif device.name not in other.shares_senders_with:
                 yield doc.finding(
                     "sender.share-not-mutual",
@@ -603,7 +682,9 @@ def _share_declarations(live: list[Device], ctx: Context) -> Iterator[Finding]:
                     f"{name} ({other.source}) does not name {device.name} in its"
                     " shares_senders_with",
                 )
-            elif not keys & {sender_key(s) for s in other.senders}:
+            elif "senders" not in ctx.invalid_of(other) and not keys & {
+                sender_key(s) for s in other.senders
+            }:
                 yield doc.finding(
                     "sender.share-unused", pointer, f"{name} shares no sender with this record"
                 )
@@ -637,9 +718,13 @@ def _overlapping(devices: list[Device], ctx: Context) -> Iterator[Finding]:
             open_range = device
 
 
-def record_checks(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
-    for check in _RECORD_CHECKS:
-        yield from check(device, doc, ctx)
+def record_checks(
+    device: Device, doc: Document, ctx: Context, invalid: frozenset[str] = frozenset()
+) -> Iterator[Finding]:
+    """Every record check of ``device`` that reads none of its ``invalid`` fields."""
+    for reads, check in _RECORD_CHECKS:
+        if not reads & invalid:
+            yield from check(device, doc, ctx)
 
 
 # --- site, units and NetReg -------------------------------------------------------------

@@ -347,6 +347,65 @@ def build_device(data: dict[str, Any], source: str) -> Device:
     )
 
 
+#: The top-level fields of a device record (its schema's ``properties``).
+DEVICE_FIELDS = frozenset(
+    {
+        "name",
+        "unit",
+        "kind",
+        "model",
+        "fqdn",
+        "address",
+        "auth",
+        "account",
+        "senders",
+        "shares_senders_with",
+        "volume_per_day",
+        "requestor",
+        "technical_contact",
+        "netreg",
+        "exception",
+        "status",
+        "status_reason",
+        "status_date",
+        "status_ticket",
+        "allow_null_sender",
+    }
+)
+
+#: Stand-ins for required fields with a schema error, so the rest of the record can
+#: be built and checked. No check that reads such a field sees the record, no
+#: cross-record rule compares it, and the record never reaches a compiled model.
+_STAND_INS: dict[str, Any] = {
+    "name": "(invalid)",
+    "unit": "(invalid)",
+    "kind": "server",
+    "model": "(invalid)",
+    "fqdn": "invalid.invalid",
+    "address": "192.0.2.0/32",
+    "auth": "oauth2",
+    "senders": [],
+    "volume_per_day": 0,
+    "requestor": {"name": "(invalid)", "email": "invalid@invalid.invalid"},
+    "technical_contact": {"name": "(invalid)", "email": "invalid@invalid.invalid"},
+    "status": "active",
+}
+
+
+def build_partial_device(data: dict[str, Any], invalid: frozenset[str], source: str) -> Device:
+    """A device from a record whose ``invalid`` top-level fields failed their schema.
+
+    The other fields passed theirs and are taken as written; an ``invalid`` field
+    holds a stand-in (a required one) or is left out (an optional one). Only for
+    checks that read none of the ``invalid`` fields.
+    """
+    partial = {k: v for k, v in data.items() if k not in invalid}
+    for name in invalid:
+        if name in _STAND_INS:
+            partial[name] = _STAND_INS[name]
+    return build_device(partial, source)
+
+
 def build_site(data: dict[str, Any]) -> Site:
     policy = data["policy"]
     relay = data["relay"]

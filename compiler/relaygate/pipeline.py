@@ -50,6 +50,10 @@ class LoadedFile:
     clean: bool
     #: The key of this file's cached result (a hash of its bytes and schema), if it was read.
     key: str | None = None
+    #: A device record with schema errors in some top-level fields (``invalid``): the
+    #: rest of it, for the checks that read none of them. Never part of a model.
+    partial: Document | None = None
+    invalid: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -258,6 +262,8 @@ def _resolve(
                 "data": None if document is None or document.data is loaded.raw else document.data,
                 "same": document is not None and document.data is loaded.raw,
                 "clean": loaded.clean,
+                "partial": None if loaded.partial is None else loaded.partial.data,
+                "invalid": sorted(loaded.invalid),
             },
         )
         loaded.key = key
@@ -273,20 +279,29 @@ def _from_entry(
     findings: list[Finding],
 ) -> LoadedFile | None:
     raw, checked, clean = entry["raw"], entry["data"], entry["clean"]
+    partial_data, invalid = entry["partial"], entry["invalid"]
     if entry["same"] is True:
         checked = raw
-    if not (raw is None or isinstance(raw, dict)) or not (
-        checked is None or isinstance(checked, dict)
+    if (
+        not (raw is None or isinstance(raw, dict))
+        or not (checked is None or isinstance(checked, dict))
+        or not (partial_data is None or isinstance(partial_data, dict))
+        or not isinstance(invalid, list)
     ):
         return None
-    document = None
-    if checked is not None:
+    document = partial = None
+    if checked is not None or partial_data is not None:
         text, _ = decode_text(data, display)
         if text is None:
             return None
-        document = Document(path=path, display=display, data=checked, text=text)
+        if checked is not None:
+            document = Document(path=path, display=display, data=checked, text=text)
+        if partial_data is not None:
+            partial = Document(path=path, display=display, data=partial_data, text=text)
     findings.extend(_unrow(entry["findings"], display))
-    return LoadedFile(relative, raw, document, bool(clean))
+    return LoadedFile(
+        relative, raw, document, bool(clean), partial=partial, invalid=frozenset(invalid)
+    )
 
 
 def _check_file(
@@ -315,6 +330,17 @@ def _check_file(
         raw = copy.deepcopy(raw)
         if schema.strip_unknown_fields(document.data, kind):
             return LoadedFile(relative, raw, document, False)
+    if kind == "device":
+        # The fields that passed their schema are still checked, by the checks
+        # that read none of the others; the record never reaches the model.
+        invalid = schema.invalid_fields(raw, kind)
+        if invalid is not None:
+            rest = copy.deepcopy(raw)
+            schema.drop_unknown_fields(rest, kind)
+            for name in invalid:
+                rest.pop(name, None)
+            partial = Document(path=path, display=display, data=rest, text=document.text)
+            return LoadedFile(relative, raw, None, False, partial=partial, invalid=invalid)
     return LoadedFile(relative, raw, None, False)
 
 
@@ -560,6 +586,9 @@ def load(
     findings.extend(structure)
     documents: dict[str, Document] = {}
     devices: list[model.Device] = []
+    partial_docs: dict[str, Document] = {}
+    partial: list[model.Device] = []
+    invalid: dict[str, frozenset[str]] = {}
     read: list[tuple[str, str, bytes | None, str | None]] = []
     for relative in record_paths:
         display = join_shown(shown, relative)
@@ -585,17 +614,27 @@ def load(
             entry = entries.get(key) if key is not None else None
             loaded = _resolve(root, relative, display, data, "device", own, store, key, entry)
             document = loaded.document
-            device = None if document is None else model.build_device(document.data, display)
+            if document is not None:
+                device: model.Device | None = model.build_device(document.data, display)
+            elif loaded.partial is not None:
+                device = model.build_partial_device(loaded.partial.data, loaded.invalid, display)
+            else:
+                device = None
             built = (loaded, device, own)
             if store is not None and memo is not None:
                 store.objects[memo] = built
         loaded, device, own = built
         findings.extend(own)
         files[relative] = loaded
-        if device is None or loaded.document is None:
+        if device is None:
             continue
-        documents[display] = loaded.document
-        devices.append(device)
+        if loaded.document is not None:
+            documents[display] = loaded.document
+            devices.append(device)
+        elif loaded.partial is not None:
+            partial_docs[display] = loaded.partial
+            partial.append(device)
+            invalid[display] = loaded.invalid
 
     context = checks.Context(
         as_of=as_of,
@@ -603,11 +642,16 @@ def load(
         units=units,
         reservations=reservations,
         site_doc=site_doc,
-        docs=documents,
+        docs={**documents, **partial_docs},
+        invalid=invalid,
     )
-    findings.extend(_record_checks(root, devices, files, context, units_doc, store))
+    # Records with schema errors take part in the checks (of their valid fields
+    # only) and in nothing else: not in ``devices``, never in the model.
+    checked = devices + partial
+    findings.extend(_record_checks(root, checked, files, context, units_doc, store))
     devices.sort(key=lambda d: (d.name, d.source))
-    findings.extend(checks.inventory_checks(devices, context))
+    checked.sort(key=lambda d: (d.name, d.source))
+    findings.extend(checks.inventory_checks(checked, context))
 
     if not isinstance(files_from, TreeSource):  # editor schemas are a working-tree matter
         findings.extend(schema_files.stale_findings(root, shown))
@@ -658,7 +702,11 @@ def _record_checks(
     found: list[Finding] = []
     if store is None:
         for device in devices:
-            found.extend(checks.record_checks(device, context.docs[device.source], context))
+            found.extend(
+                checks.record_checks(
+                    device, context.docs[device.source], context, context.invalid_of(device)
+                )
+            )
         return found
     _, facts_of = _facts(
         context.site_doc, units_doc, context.units, context.reservations, context.as_of
@@ -681,7 +729,7 @@ def _record_checks(
                 continue
             except (TypeError, ValueError):
                 pass
-        own = list(checks.record_checks(device, document, context))
+        own = list(checks.record_checks(device, document, context, context.invalid_of(device)))
         found.extend(own)
         if key is not None:
             store.put(key, _rows(own))

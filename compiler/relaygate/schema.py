@@ -353,6 +353,41 @@ def strip_unknown_fields(data: dict[str, Any], name: SchemaName) -> bool:
     return True
 
 
+def invalid_fields(data: dict[str, Any], name: SchemaName) -> frozenset[str] | None:
+    """The top-level fields of ``data`` with a schema problem other than an unknown field.
+
+    A missing required field counts as a field with a problem. None when a problem
+    belongs to no single field (the document is not an object, say): nothing of it
+    can then be checked. Unknown fields are not listed; ``strip_unknown_fields``
+    sets them aside.
+    """
+    if not isinstance(data, dict):
+        return None
+    fields: set[str] = set()
+    for error in validator(name).iter_errors(data):
+        if error.validator == "additionalProperties":
+            continue  # set aside by drop_unknown_fields, wherever it is
+        path = tuple(error.absolute_path)
+        if path:
+            fields.add(str(path[0]))
+        elif error.validator == "required" and isinstance(error.validator_value, list):
+            fields.update(str(k) for k in error.validator_value if k not in data)
+        else:
+            return None
+    return frozenset(fields)
+
+
+def drop_unknown_fields(data: dict[str, Any], name: SchemaName) -> None:
+    """Delete the unknown fields of ``data`` in place, whatever else is wrong with it."""
+    for error in validator(name).iter_errors(data):
+        if error.validator != "additionalProperties":
+            continue
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        if isinstance(error.instance, dict):
+            for key in [k for k in error.instance if k not in known]:
+                del error.instance[key]
+
+
 @cache
 def values(name: SchemaName, *pointer: str) -> tuple[str, ...]:
     """The closed set (``enum``) at ``pointer`` in a bundled schema, in schema order.

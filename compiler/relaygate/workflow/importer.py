@@ -37,7 +37,7 @@ from relaygate import model
 from relaygate.errors import InternalError, UsageError
 from relaygate.findings import Finding, Severity
 from relaygate.load import parse_text
-from relaygate.pipeline import DEVICES_DIR, display_path, touched, validate
+from relaygate.pipeline import DEVICES_DIR, LoadedFile, display_path, touched, validate
 from relaygate.rules import rule
 from relaygate.scaffold import ID, render
 from relaygate.schema import schema_text
@@ -365,12 +365,19 @@ def _validate(
             by_file: dict[str, list[Finding]] = {}
             for finding in findings:
                 by_file.setdefault(_key(finding, copy)[0], []).append(finding)
+            # A row whose record fails its schema fails on its own; it is dropped first
+            # and the others judged again without it, since its valid fields still take
+            # part in the cross-record rules (a duplicate of it is not theirs to pay).
             failing = [
+                row
+                for row in accepted
+                if row.cell_failed or _fails_schema(result.files.get(row.relative))
+            ] or [
                 row
                 for row in accepted
                 if row.cell_failed or any(f.is_error for f in by_file.get(row.relative, []))
             ]
-            for row in accepted:
+            for row in failing if failing else accepted:
                 for finding in by_file.get(row.relative, []):
                     # Other records are named by their path in the real inventory.
                     message = finding.message.replace(display_path(copy), display_path(inventory))
@@ -392,6 +399,11 @@ def _validate(
                 accepted.remove(row)
             for row in accepted:  # re-judged with the failing rows gone
                 row.warnings = []
+
+
+def _fails_schema(loaded: LoadedFile | None) -> bool:
+    """True when a row's record is missing or failed its schema (beyond unknown fields)."""
+    return loaded is None or loaded.document is None
 
 
 def _duplicate(row: Row) -> bool:
