@@ -9,16 +9,19 @@ fails here rather than on a campus's machine.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
 import pytest
 
-from relaygate import __version__
-from tests.conftest import AS_OF, ROOT, require
+from relaygate import __version__, release
+from tests.conftest import AS_OF, ROOT, require, require_postfix_lmdb
+from tests.deploy_support import ansible_env, make_lab
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +129,51 @@ def test_the_wheel_serves_a_policy_repository_of_its_own(tmp_path: Path) -> None
         repo,
         env,
     )
+    _deploy_check(repo, relaygate, env)
+
+
+def _deploy_check(repo: Path, relaygate: str, env: dict[str, str]) -> None:
+    """`relaygate deploy --check` from the installed package against a lab relay (a private
+    Postfix in a network namespace this test makes): it verifies the folder against the
+    committed inventory with the installed relaygate, and changes nothing on the relay."""
+    require(os.geteuid() == 0, "a lab relay needs root (network namespaces)")
+    require_postfix_lmdb()
+    for tool in ("ip", "nft", "openssl", "saslpasswd2"):
+        require(shutil.which(tool) is not None, f"{tool} is not installed")
+    out = repo / "build" / "relay"
+    root = Path(tempfile.mkdtemp(prefix="rgwheel-lab-"))
+    root.chmod(0o755)  # the relay's postfix user must reach its data folder
+    try:
+        sources = release.verify_release(out, None).facts["probe"]["sources"]
+        lab = make_lab(root, sorted(sources) or ["10.30.0.15"], count=1)
+        try:
+            (relay,) = lab.relays
+            before = relay.state_hash()
+            inventory = lab.inventory(
+                relaygate_release_inventory=str(repo / "inventory"),
+                relaygate_release_cmd=[relaygate],
+            )
+            deploy_env = {**ansible_env(root / "ansible"), "PATH": env["PATH"]}
+            done = subprocess.run(
+                [relaygate, "deploy", "--out", str(out), "-i", str(inventory), "--check"],
+                cwd=repo,
+                env=deploy_env,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=600,
+            )
+            assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+            # The controller verified the release; the relay would change (a fresh relay)
+            # and nothing failed.
+            assert re.search(
+                r"localhost\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", done.stdout
+            )
+            assert re.search(
+                r"relay-a\s+: ok=\d+\s+changed=[1-9]\d*\s+unreachable=0\s+failed=0", done.stdout
+            ), done.stdout
+            assert relay.state_hash() == before  # --check changed nothing
+        finally:
+            lab.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
