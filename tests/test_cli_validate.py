@@ -112,3 +112,19 @@ def test_a_misspelt_field_gets_a_suggestion(inventory: Path, run_cli) -> None:  
         "unknown field 'volume_per_dya' in (top level) (did you mean 'volume_per_day'?"
         " Otherwise remove it)"
     )
+
+
+def test_a_mistyped_unit_gets_a_suggestion(inventory: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    folder = inventory / "devices" / "librares"
+    (inventory / "devices" / "libraries" / "lib-illiad.yaml").rename(
+        folder.mkdir() or folder / "lib-illiad.yaml"
+    )
+    record = folder / "lib-illiad.yaml"
+    record.write_text(record.read_text().replace("unit: libraries", "unit: librares"))
+    result = run_cli("validate", "--inventory", str(inventory), "--as-of", AS_OF)
+    assert result.code == 1, result
+    (line,) = [x for x in result.stdout.splitlines() if "identity.unit-undeclared" in x]
+    assert line.endswith(
+        "unit 'librares' is not declared in units.yaml (did you mean 'libraries'? Otherwise"
+        " declare the unit in units.yaml)"
+    ), line

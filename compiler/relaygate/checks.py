@@ -16,6 +16,7 @@ address, FQDN and account, so those may be reused.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -163,10 +164,14 @@ def _identity(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
             f"unit {device.unit!r} but the file is in devices/{folder}/",
         )
     if ctx.units is not None and device.unit not in ctx.units:
+        close = difflib.get_close_matches(device.unit, sorted(ctx.units), n=1)
         yield doc.finding(
             "identity.unit-undeclared",
             ("unit",),
             f"unit {device.unit!r} is not declared in units.yaml",
+            hint=f"did you mean {close[0]!r}? Otherwise declare the unit in units.yaml"
+            if close
+            else None,
         )
 
 
