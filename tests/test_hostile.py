@@ -30,6 +30,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -634,7 +635,7 @@ def _tamper_artifact_and_manifest(out: Path) -> None:
     _rewrite_manifest(out, change)
 
 
-def _release_check(out: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _release_check(out: Path, tmp_path: Path, inventory: Path) -> subprocess.CompletedProcess[str]:
     """Only the deploy's verification play: localhost, no relay in the inventory."""
     env = {
         **os.environ,
@@ -652,6 +653,8 @@ def _release_check(out: Path, tmp_path: Path) -> subprocess.CompletedProcess[str
             "local",
             "-e",
             f"relaygate_out={out}",
+            "-e",
+            f"relaygate_release_inventory={inventory}",
             "-e",
             f"ansible_python_interpreter={sys.executable}",
         ],
@@ -699,17 +702,32 @@ def test_deploy_release_check_refuses_tampered_output(
     require(
         ANSIBLE_PLAYBOOK.is_file(), "ansible-playbook is not installed (pip install '.[deploy]')"
     )
+    require(shutil.which("git") is not None, "git is not installed")
+    # The controller recompiles the reviewed inventory at the manifest's commit: the example
+    # is committed to a repository of its own and compiled from there.
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo / "inventory")
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "example"]):
+        subprocess.run(
+            ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.edu", *argv],
+            check=True,
+            capture_output=True,
+        )
+    inventory = repo / "inventory"
     out = tmp_path / "out"
-    result = compile_.build(EXAMPLE, DAY)
+    result = compile_.build(inventory, DAY, compile_.inventory_commit(inventory))
     assert result.artifacts is not None
     compile_.write(out, result.artifacts)
     if tamper is not None:
         tamper(out)
-    run = _release_check(out, tmp_path)
+    run = _release_check(out, tmp_path, inventory)
     transcript = f"exit {run.returncode}\n{run.stdout}\n{run.stderr}"
     if refusal is None:
-        assert run.returncode == 0, transcript
-        assert "generation " in run.stdout and "skipping: no hosts matched" in run.stdout
+        # Verified (recompiled and identical), then refused for want of relays: the
+        # inventory names none, and a deploy that touches nothing is no success.
+        assert "recompiled and identical" in run.stdout, transcript
+        assert "The inventory has no host in the relays group" in run.stdout, transcript
+        assert run.returncode != 0, transcript
         return
     assert run.returncode != 0, transcript
     assert refusal in run.stdout, transcript
