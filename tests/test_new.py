@@ -195,33 +195,39 @@ def test_dry_run_prints_and_writes_nothing(run_cli, inventory: Path) -> None:  #
     assert not path.exists()
 
 
+PLOTTER_JUSTIFICATION = (
+    "The plotter's embedded web server only supports unauthenticated SMTP for"
+    " job-completion notices."
+)
+#: The answers `new --prompt` asks for after the name, for the plotter of PLOTTER.
+PLOTTER_ANSWERS = [
+    "engineering",  # unit (a choice from units.yaml)
+    "appliance",
+    "HP DesignJet T1700",
+    "eng-perkins-plotter.eng.example.edu",
+    "10.40.32.90",
+    "ip",
+    "plotter@eng.example.edu",
+    "3",
+    "Jamie Novak",
+    "jnovak@example.edu",
+    "Kim Tran",
+    "ktran@example.edu",
+    "static-dhcp",
+    "praman@example.edu",
+    PLOTTER_JUSTIFICATION,
+    "2026-11-20",
+    "2027-11-19",
+    "NS-12650",
+    "y",
+    "y",
+    "y",
+    "ACK-2026-0150",
+]
+
+
 def test_prompts_for_what_is_missing(run_cli, inventory: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    answers = [
-        "engineering",  # unit (a choice from units.yaml)
-        "appliance",
-        "HP DesignJet T1700",
-        "eng-perkins-plotter.eng.example.edu",
-        "10.40.32.90",
-        "ip",
-        "plotter@eng.example.edu",
-        "3",
-        "Jamie Novak",
-        "jnovak@example.edu",
-        "Kim Tran",
-        "ktran@example.edu",
-        "static-dhcp",
-        "praman@example.edu",
-        "The plotter's embedded web server only supports unauthenticated SMTP for"
-        " job-completion notices.",
-        "2026-11-20",
-        "2027-11-19",
-        "NS-12650",
-        "y",
-        "y",
-        "y",
-        "ACK-2026-0150",
-    ]
-    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(answers) + "\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(PLOTTER_ANSWERS) + "\n"))
     result = run_cli(
         "new", "--inventory", str(inventory), "--as-of", AS_OF, "--prompt",
         "--name", "eng-perkins-plotter",
@@ -254,36 +260,17 @@ def test_scalars_read_back_exactly(value: str, expected: str) -> None:
 
 
 def test_each_answer_is_checked_as_it_is_typed(run_cli, inventory: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A wrong answer before each of these right ones: it is refused and asked again.
+    wrong = {
+        "10.40.32.90": "10.40.32.300",  # not an address
+        "plotter@eng.example.edu": "Plotter@eng.example.edu",  # upper case
+        PLOTTER_JUSTIFICATION: "Legacy only.",  # a justification too short for a reviewer
+    }
     answers = [
         "eng-perkins-2f-copier",  # taken: asked again
         "eng-perkins-plotter",
         "engineerng",  # not one of the units: asked again
-        "engineering",
-        "appliance",
-        "HP DesignJet T1700",
-        "eng-perkins-plotter.eng.example.edu",
-        "10.40.32.300",  # not an address
-        "10.40.32.90",
-        "ip",
-        "Plotter@eng.example.edu",  # upper case
-        "plotter@eng.example.edu",
-        "3",
-        "Jamie Novak",
-        "jnovak@example.edu",
-        "Kim Tran",
-        "ktran@example.edu",
-        "static-dhcp",
-        "praman@example.edu",
-        "Legacy only.",  # too short for a reviewer
-        "The plotter's embedded web server only supports unauthenticated SMTP for"
-        " job-completion notices.",
-        "2026-11-20",
-        "2027-11-19",
-        "NS-12650",
-        "y",
-        "y",
-        "y",
-        "ACK-2026-0150",
+        *(given for right in PLOTTER_ANSWERS for given in (wrong.get(right), right) if given),
     ]
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(answers) + "\n"))
     result = run_cli("new", "--inventory", str(inventory), "--as-of", AS_OF, "--prompt")
