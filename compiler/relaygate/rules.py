@@ -600,6 +600,26 @@ _ALL: list[Rule] = [
         "give the one host address NetReg reserves for the device (one record per host), or"
         " switch to oauth2/credentials, where an application or server may give a prefix",
     ),
+    # --- activity watch (the abuse fast path) -------------------------------
+    Rule(
+        "watch.policy-service-unreachable",
+        E,
+        "Postfix could not reach the policy service: volume limits were not enforced",
+        "check the policy daemon (postfwd) on that relay: systemctl status postfwd; mail kept"
+        " flowing meanwhile, so run activity watch over that time",
+    ),
+    Rule(
+        "watch.log-unreadable",
+        E,
+        "a log given to activity watch cannot be read",
+        "check the path and permissions; export a binary journal with journalctl -o json",
+    ),
+    Rule(
+        "watch.log-unusable",
+        W,
+        "a log given to activity watch has no Postfix line in a format relaygate reads",
+        "give the relay's mail log (and its last rotation, so the window is never empty)",
+    ),
 ]
 
 RULES: dict[str, Rule] = {rule.id: rule for rule in _ALL}

@@ -11,7 +11,6 @@ json|csv``) goes to stdout alone; progress bars and "wrote" lines go to stderr.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import sys
 import zoneinfo
 from collections.abc import Callable, Iterator
@@ -25,17 +24,18 @@ import click
 from relaygate.cliutil import (
     EXIT_FINDINGS,
     EXIT_OK,
+    EXIT_USAGE,
     DateParam,
     as_of_option,
     inventory_option,
     inventory_root,
 )
-from relaygate.errors import UsageError
-from relaygate.findings import Finding
-from relaygate.lifecycle import edit, ingest, review, store
+from relaygate.errors import RelaygateError, UsageError
+from relaygate.lifecycle import edit, ingest, review, store, watch
 from relaygate.lifecycle import notices as notice_files
+from relaygate.lifecycle.logs import timeline
 from relaygate.lifecycle.logs.files import Source
-from relaygate.pipeline import display_path, validate
+from relaygate.pipeline import SITE_FILE, display_path, validate
 from relaygate.report import FORMATTERS, summary_line
 
 # --- activity ---------------------------------------------------------------------------
@@ -216,6 +216,235 @@ def files_command(inventory: Path, db: Path | None) -> None:
     click.echo(f"{len(stored)} files")
 
 
+# --- activity watch ---------------------------------------------------------------------
+
+
+class WindowParam(click.ParamType):  # type: ignore[type-arg]
+    """Minutes: ``15``, ``15m``, ``2h``."""
+
+    name = "MINUTES"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        factor = 60 if text.endswith("h") else 1
+        digits = text[:-1] if text[-1:] in ("h", "m") else text
+        if not digits.isdigit() or not 1 <= int(digits) * factor <= 1440:
+            self.fail(f"{value!r} is not a window of 1 to 1440 minutes (15m, 2h)", param, ctx)
+        return int(digits) * factor
+
+
+class MomentParam(click.ParamType):  # type: ignore[type-arg]
+    name = "DATETIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value
+        try:
+            moment = dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a time (YYYY-MM-DD HH:MM[:SS])", param, ctx)
+        if moment.tzinfo is not None:
+            self.fail(f"{value!r}: give the relays' local time, without an offset", param, ctx)
+        return moment
+
+
+@dataclass(frozen=True, slots=True)
+class WatchCommand:
+    logs: tuple[Path, ...]
+    inventory: Path
+    inventory_given: str
+    now: dt.datetime | None
+    as_of: dt.date
+    settings: timeline.Settings
+    overrides: dict[str, Any]
+    apply: bool
+    ticket: str | None
+
+
+@activity_group.command("watch")
+@click.argument("logs", nargs=-1, required=True, type=_LOGS)
+@inventory_option
+@click.option(
+    "--window",
+    "window_minutes",
+    type=WindowParam(),
+    default=None,
+    help="How much of the latest logs to look at (15m, 2h); default: site.yaml "
+    "abuse_watch.window_minutes.",
+)
+@click.option(
+    "--now",
+    "now",
+    type=MomentParam(),
+    default=None,
+    help="The end of the window, in the relays' local time (YYYY-MM-DD HH:MM[:SS]); "
+    "default: the latest time in the logs.",
+)
+@as_of_option
+@click.option(
+    "--year",
+    type=click.IntRange(1970, 9999),
+    default=None,
+    help="The year of each classic syslog file's first line (default: from --now, "
+    "else the file's modification time).",
+)
+@click.option(
+    "--tz",
+    "zone",
+    default=None,
+    help="Time zone for journal instants (-o json, json-seq, short-unix).",
+)
+@click.option(
+    "--max-messages",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override abuse_watch.max_messages.",
+)
+@click.option(
+    "--max-rejected-ratio",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Override abuse_watch.max_rejected_ratio.",
+)
+@click.option(
+    "--min-rejected",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override abuse_watch.min_rejected.",
+)
+@click.option(
+    "--max-distinct-recipients",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Override abuse_watch.max_distinct_recipients.",
+)
+@click.option(
+    "--apply",
+    "apply",
+    is_flag=True,
+    help="Suspend each flagged active record (the edit of relaygate suspend); "
+    "never commits or deploys.",
+)
+@click.option(
+    "--ticket", default=None, help="The ticket of the suspension (SEC-1234); required with --apply."
+)
+def watch_command(
+    logs: tuple[Path, ...], inventory: Path, window_minutes: int | None,
+    now: dt.datetime | None, as_of: dt.date | None, year: int | None, zone: str | None,
+    max_messages: int | None, max_rejected_ratio: float | None, min_rejected: int | None,
+    max_distinct_recipients: int | None, apply: bool, ticket: str | None,
+) -> None:  # fmt: skip
+    """The abuse fast path: flag devices over the site's thresholds in the latest minutes.
+
+    Reads the logs as ingest does (no store), looks at the window that ends at
+    the latest log time (or --now), and prints for each client over a threshold
+    what was measured, and the suspend edit and fast revoke that stop it.
+    Exits 0 when nothing is flagged, 1 when something needs action (or the
+    policy service was unreachable), 2 on a usage or input error.
+    """
+    if apply and ticket is None:
+        raise UsageError("--apply needs --ticket, the ticket that records the suspension")
+    day = as_of or (now.date() if now is not None else dt.date.today())
+    command = WatchCommand(
+        logs=logs,
+        inventory=inventory_root(inventory),
+        inventory_given=str(inventory),
+        now=now,
+        as_of=day,
+        settings=timeline.Settings(
+            year=year,
+            reference=now.date() if now is not None else None,
+            today=day,
+            zone=_zone(zone),
+        ),
+        overrides={
+            "window_minutes": window_minutes,
+            "max_messages": max_messages,
+            "max_rejected_ratio": max_rejected_ratio,
+            "min_rejected": min_rejected,
+            "max_distinct_recipients": max_distinct_recipients,
+        },
+        apply=apply,
+        ticket=ticket,
+    )
+    sys.exit(_watch(command))
+
+
+def _watch(command: WatchCommand) -> int:
+    loaded = validate(command.inventory, command.as_of)
+    site_file = loaded.files.get(SITE_FILE)
+    site_document = site_file.document if site_file is not None else None
+    if loaded.site is None or site_document is None:
+        problems = [f for f in loaded.findings if f.is_error and f.path.endswith(SITE_FILE)]
+        click.echo(FORMATTERS["text"](problems, "site.yaml has errors"), nl=False, err=True)
+        click.echo("relaygate: the watch needs the site's thresholds and relays", err=True)
+        return EXIT_USAGE
+    limits = watch.thresholds(site_document.data.get("abuse_watch"), command.overrides)
+    read = timeline.read(command.logs, command.settings)
+    failed = False
+    for item in read.files:
+        finding = watch.file_finding(item)
+        click.echo(finding.as_text() if finding is not None else _file_line(item))
+        failed = failed or item.status == "failed"
+    result = watch.run(read, loaded.devices, loaded.site.relay_hosts, limits, command.now)
+    for line in watch.header(result):
+        click.echo(line)
+    if result.end is None:
+        click.echo("relaygate: no Postfix line in the logs: nothing to watch", err=True)
+        return EXIT_USAGE
+    for finding in watch.trouble_findings(result):
+        click.echo(f"WARNING {finding.as_text()}")
+    steps = watch.Steps(command.as_of, command.ticket, command.inventory_given)
+    edits = 0
+    for flag in result.flagged:
+        click.echo("")
+        applied = command.apply and bool(flag.active)
+        for line in watch.flag_lines(flag, steps, applied):
+            click.echo(line)
+        if applied:
+            edits += _suspend_flagged(command, flag)
+    if any(watch.stop_commands(f, steps, command.apply) for f in result.flagged):
+        click.echo("")
+        click.echo(f"note: {watch.FAST_PATH_NOTE}")
+    if command.apply:
+        click.echo(
+            f"--apply: {edits} records suspended in the working tree; nothing committed or deployed"
+        )
+    click.echo(watch.summary(result))
+    if failed:
+        return EXIT_USAGE
+    return EXIT_FINDINGS if result.needs_action else EXIT_OK
+
+
+def _suspend_flagged(command: WatchCommand, flag: watch.Flagged) -> int:
+    """The edit of ``relaygate suspend`` on each active record of a flagged client."""
+    done = 0
+    ticket = command.ticket or ""
+    for device in flag.active:
+        try:
+            outcome = edit.change_record(
+                command.inventory,
+                device.name,
+                command.as_of,
+                lambda text: edit.suspend(text, watch.SUSPEND_REASON, ticket, command.as_of),
+            )
+        except RelaygateError as error:
+            click.echo(f"  {device.name}: not suspended: {error}")
+            continue
+        print_outcome(outcome, f"suspended ({watch.SUSPEND_REASON}, {ticket}, {command.as_of})")
+        done += 1 if outcome.changed else 0
+    return done
+
+
+def _file_line(item: timeline.FileRead) -> str:
+    years = f"; classic syslog years {item.years}" if item.years else ""
+    return f"{item.path}: read: {item.lines} lines, {item.used} from postfix{years}"
+
+
 # --- review ----------------------------------------------------------------------------
 
 
@@ -317,50 +546,34 @@ class EditCommand:
     what: str  # a past-tense summary for the report line
 
 
-def _key(finding: Finding) -> tuple[str, str]:
-    return (finding.rule, finding.message)
-
-
 def _run_edit(command: EditCommand, operation: Callable[[str], str]) -> None:
     """Edit the record, re-validate, and keep the edit only if it adds no error to it."""
-    path = edit.find_record(command.inventory, command.name)
-    shown = display_path(path)
-    before_text = path.read_text(encoding="utf-8")
-    after_text = operation(before_text)
-    if after_text == before_text:
-        click.echo(f"{shown}: already {command.what}; nothing changed")
-        sys.exit(EXIT_OK)
-    before = validate(command.inventory, command.as_of)
-    edit.write_atomic(path, after_text)
-    after = validate(command.inventory, command.as_of)
-    old = {_key(f) for f in before.findings if f.path == shown and f.is_error}
-    introduced = [
-        f for f in after.findings if f.path == shown and f.is_error and _key(f) not in old
-    ]
-    if introduced:
-        edit.write_atomic(path, before_text)
-        click.echo(FORMATTERS["text"](introduced, f"{shown}: not changed"), nl=False, err=True)
+    outcome = edit.change_record(command.inventory, command.name, command.as_of, operation)
+    sys.exit(print_outcome(outcome, command.what))
+
+
+def print_outcome(outcome: edit.Outcome, what: str) -> int:
+    """Print what an edit did (its diff, the findings after it); the exit code it means."""
+    shown = outcome.path
+    if outcome.introduced:
+        click.echo(
+            FORMATTERS["text"](outcome.introduced, f"{shown}: not changed"), nl=False, err=True
+        )
         click.echo("relaygate: the edit would make the record invalid; it was undone", err=True)
-        sys.exit(EXIT_FINDINGS)
-    click.echo(
-        "".join(
-            difflib.unified_diff(
-                before_text.splitlines(keepends=True),
-                after_text.splitlines(keepends=True),
-                shown if shown.startswith("/") else f"a/{shown}",
-                shown if shown.startswith("/") else f"b/{shown}",
-            )
-        ),
-        nl=False,
-    )
-    click.echo(f"{shown}: {command.what}")
+        return EXIT_FINDINGS
+    after = outcome.after
+    if not outcome.changed or after is None:
+        click.echo(f"{shown}: already {what}; nothing changed")
+        return EXIT_OK
+    click.echo(outcome.diff, nl=False)
+    click.echo(f"{shown}: {what}")
     click.echo(
         FORMATTERS["text"](after.findings, summary_line(after.findings, after.files_checked)),
         nl=False,
     )
     if not after.errors:
         click.echo("next: open a pull request with this change; compile and deploy after review")
-    sys.exit(EXIT_FINDINGS if after.errors else EXIT_OK)
+    return EXIT_FINDINGS if after.errors else EXIT_OK
 
 
 def _date_option(function: Any) -> Any:

@@ -15,18 +15,22 @@ compared with what was intended; any difference (a multi-line scalar, a flow
 mapping) refuses the edit instead of writing something else.
 
 ``find_record`` and ``write_atomic`` do the file work; the operations
-(``revoke``, ``suspend``, ``reinstate``, ``retire``, ``renew``) are pure text -> text.
+(``revoke``, ``suspend``, ``reinstate``, ``retire``, ``renew``) are pure text -> text;
+``change_record`` makes one of them on a record of an inventory, validates the
+inventory again and undoes an edit that adds an error to the record (what the
+commands and ``activity watch --apply`` call).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from relaygate.errors import RelaygateError, UsageError
-from relaygate.pipeline import DEVICES_DIR
+from relaygate.findings import Finding
+from relaygate.pipeline import DEVICES_DIR, LoadedInventory, display_path, validate
 
 REVOKE_REASONS = ("spam", "phishing", "compromised", "request")
 RETIRE_REASONS = ("inactive", "request")
@@ -352,3 +357,60 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+# --- one edit, validated ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What ``change_record`` did: ``changed`` False when the text was already so.
+
+    ``introduced``: errors the edit would have added to the record (it was
+    undone); ``after``: the inventory validated after the edit (None if it was
+    not made or was undone); ``diff``: the unified diff of the record.
+    """
+
+    path: str
+    changed: bool
+    diff: str = ""
+    introduced: list[Finding] = field(default_factory=list)
+    after: LoadedInventory | None = None
+
+
+def _key(finding: Finding) -> tuple[str, str]:
+    return (finding.rule, finding.message)
+
+
+def change_record(
+    root: Path, name: str, as_of: dt.date, operation: Callable[[str], str]
+) -> Outcome:
+    """Edit the record ``name``, re-validate, and keep the edit only if it adds no error to it.
+
+    Raises EditError (the operation refused) or UsageError (no such record).
+    """
+    path = find_record(root, name)
+    shown = display_path(path)
+    before_text = path.read_text(encoding="utf-8")
+    after_text = operation(before_text)
+    if after_text == before_text:
+        return Outcome(shown, changed=False)
+    before = validate(root, as_of)
+    write_atomic(path, after_text)
+    after = validate(root, as_of)
+    old = {_key(f) for f in before.findings if f.path == shown and f.is_error}
+    introduced = [
+        f for f in after.findings if f.path == shown and f.is_error and _key(f) not in old
+    ]
+    if introduced:
+        write_atomic(path, before_text)
+        return Outcome(shown, changed=False, introduced=introduced)
+    diff = "".join(
+        difflib.unified_diff(
+            before_text.splitlines(keepends=True),
+            after_text.splitlines(keepends=True),
+            shown if shown.startswith("/") else f"a/{shown}",
+            shown if shown.startswith("/") else f"b/{shown}",
+        )
+    )
+    return Outcome(shown, changed=True, diff=diff, after=after)

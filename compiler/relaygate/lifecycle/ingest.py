@@ -275,35 +275,10 @@ def _base_year(
     else:
         reference = today
         said = f"from today ({today}; standard input and pipes have no modification time)"
-    last_year = reference.year if years.month <= reference.month else reference.year - 1
-    return last_year - years.rollovers, said, True
+    return years.base_year(reference), said, True
 
 
-_DATES: dict[tuple[int, str], str | None] = {}
-
-
-def resolve(day: postfix.DayKey, base_year: int) -> str | None:
-    """The ISO date of a day key, or None when there is no such day (Feb 29 of 2026)."""
-    if isinstance(day, str):
-        key = (0, day)
-        cached = _DATES.get(key, "")
-        if cached == "":
-            try:
-                cached = dt.date.fromisoformat(day).isoformat()
-            except ValueError:
-                cached = None
-            _DATES[key] = cached
-        return cached
-    rollovers, token = day
-    key = (base_year + rollovers, token)
-    cached = _DATES.get(key, "")
-    if cached == "":
-        try:
-            cached = dt.date(key[0], classic.MONTHS[token[:3]], int(token[4:6])).isoformat()
-        except (ValueError, KeyError):
-            cached = None
-        _DATES[key] = cached
-    return cached
+resolve = postfix.resolve  # the ISO date of a day key (see logs.postfix)
 
 
 def _check_time(

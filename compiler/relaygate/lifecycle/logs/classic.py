@@ -9,6 +9,8 @@ The line carries no year: the day comes back as its ``"Mon dd"`` token
 
 from __future__ import annotations
 
+import datetime as dt
+
 from relaygate.lifecycle.logs import Parts
 
 MONTHS = {
@@ -84,3 +86,14 @@ class Years:
         if month > current:
             self.month = month
         return self.rollovers
+
+    def base_year(self, reference: dt.date) -> int:
+        """The year of rollover 0, the last month read lying on or before ``reference``.
+
+        ``reference`` is when the last line was written (a file's modification
+        time, the watch's "now", or today); a last month after its month is of the
+        year before.
+        """
+        month = self.month if self.month is not None else reference.month
+        last_year = reference.year if month <= reference.month else reference.year - 1
+        return last_year - self.rollovers

@@ -105,6 +105,77 @@ def _bracketed(text: str, start: int) -> str | None:
     return canonical_address(text[left + 1 : right])
 
 
+def is_cleanup_reject(program: str, message: str, split: int) -> bool:
+    """Whether a ``QID: reject:`` line is cleanup's (the whole message) rather than smtpd's.
+
+    ``program`` is the tag without ``[pid]``; when the tag names no daemon
+    (rsyslog's plain ``postfix``) the reason's first words tell.
+    """
+    if "/" in program:
+        return program.endswith("/cleanup")
+    reason = message[message.find("reject: ", split) + 8 :]
+    return reason.startswith(_CLEANUP_REJECTS)
+
+
+def rejected_address(message: str, by_cleanup: bool) -> str | None:
+    """The client address a reject line names, or None."""
+    if by_cleanup:
+        # "reject: header Subject: ... from host[addr]; from=<...>": the
+        # header text may say " from " too, so take the last one.
+        end = message.find("; from=<")
+        start = message.rfind(" from ", 0, end if end >= 0 else len(message))
+    else:
+        start = message.find(" from ")  # "reject: RCPT from host[addr]: 554 ..."
+    return _bracketed(message, start) if start >= 0 else None
+
+
+def client_fields(message: str, start: int) -> tuple[str, str | None] | None:
+    """The address and SASL login of an smtpd ``client=host[addr], sasl_username=x`` text.
+
+    ``start`` is where ``client=`` begins; None when the address is not an IP address.
+    """
+    left = message.find("[", start)
+    right = message.find("]", left)
+    if left < 0 or right < 0:
+        return None
+    address = canonical_address(message[left + 1 : right])
+    if address is None:
+        return None
+    login = None
+    found = message.find("sasl_username=", right)
+    if found >= 0:
+        stop = message.find(", ", found)
+        login = message[found + 14 : stop if stop >= 0 else len(message)] or None
+    return address, login
+
+
+_DATES: dict[tuple[int, str], str | None] = {}
+
+
+def resolve(day: DayKey, base_year: int) -> str | None:
+    """The ISO date of a day key, or None when there is no such day (Feb 29 of 2026)."""
+    if isinstance(day, str):
+        key = (0, day)
+        cached = _DATES.get(key, "")
+        if cached == "":
+            try:
+                cached = dt.date.fromisoformat(day).isoformat()
+            except ValueError:
+                cached = None
+            _DATES[key] = cached
+        return cached
+    rollovers, token = day
+    key = (base_year + rollovers, token)
+    cached = _DATES.get(key, "")
+    if cached == "":
+        try:
+            cached = dt.date(key[0], classic.MONTHS[token[:3]], int(token[4:6])).isoformat()
+        except (ValueError, KeyError):
+            cached = None
+        _DATES[key] = cached
+    return cached
+
+
 class Correlator:
     """Turns the lines of one file into counts; classic syslog days resolve at the end."""
 
@@ -136,7 +207,6 @@ class Correlator:
         pending = self.pending
         messages = self.messages
         last = self.last
-        addresses = _ADDRESSES
         relays = _RELAYS
         parse_classic = classic.parse
         parse_other = formats.parse_other
@@ -217,21 +287,11 @@ class Correlator:
                 if not message.startswith("client=", split + 2) or (named and "/smtpd" not in tag):
                     other += 1
                     continue
-                left = message.find("[", split + 9)
-                right = message.find("]", left)
-                text = message[left + 1 : right]
-                address = addresses.get(text)
-                if address is None:
-                    address = canonical_address(text) or ""
-                if left < 0 or right < 0 or not address:
+                fields = client_fields(message, split + 9)
+                if fields is None:
                     skipped[BAD_ADDRESS] += 1
                     continue
-                login = None
-                start = message.find("sasl_username=", right)
-                if start >= 0:
-                    stop = message.find(", ", start)
-                    login = message[start + 14 : stop if stop >= 0 else len(message)] or None
-                pending[(relay, queue_id)] = (address, login, day)
+                pending[(relay, queue_id)] = (fields[0], fields[1], day)
                 used += 1
             elif kind == 2:
                 if not message.startswith("from=<", split + 2) or (named and "/qmgr" not in tag):
@@ -294,10 +354,7 @@ class Correlator:
     ) -> bool:
         login: str | None = None
         address: str | None = None
-        reason = message[message.find("reject: ", split) + 8 :]
-        by_cleanup = (
-            program.endswith("/cleanup") if "/" in program else reason.startswith(_CLEANUP_REJECTS)
-        )
+        by_cleanup = is_cleanup_reject(program, message, split)
         if queue_id != "NOQUEUE":
             # A cleanup reject drops the message; an smtpd reject of one
             # recipient leaves the others (and the qmgr line) to come.
@@ -306,14 +363,7 @@ class Correlator:
             if waiting is not None:
                 address, login, _ = waiting
         if address is None:
-            if by_cleanup:
-                # "reject: header Subject: ... from host[addr]; from=<...>": the
-                # header text may say " from " too, so take the last one.
-                end = message.find("; from=<")
-                start = message.rfind(" from ", 0, end if end >= 0 else len(message))
-            else:
-                start = message.find(" from ")  # "reject: RCPT from host[addr]: 554 ..."
-            address = _bracketed(message, start) if start >= 0 else None
+            address = rejected_address(message, by_cleanup)
         if address is None:
             self.skipped[BAD_ADDRESS] += 1
             return False
