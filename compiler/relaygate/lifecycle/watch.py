@@ -335,8 +335,9 @@ def header(watch: Watch) -> list[str]:
         f"activity watch: the {limits.window_minutes} minutes up to {_when(watch.end)}"
         f" ({watch.end_from})",
         f"thresholds ({' over '.join(sources)}): more than {limits.max_messages} messages,"
-        f" more than {limits.max_rejected_ratio:.0%} of recipients rejected (from {limits.min_rejected}"
-        f" rejected on), more than {limits.max_distinct_recipients} distinct recipients",
+        f" more than {limits.max_rejected_ratio:.0%} of recipients rejected"
+        f" (from {limits.min_rejected} rejected on),"
+        f" more than {limits.max_distinct_recipients} distinct recipients",
     ]
     return lines
 
