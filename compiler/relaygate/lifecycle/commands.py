@@ -393,7 +393,7 @@ def _watch(command: WatchCommand) -> int:
     result = watch.run(read, loaded.devices, loaded.site.relay_hosts, limits, command.now)
     for line in watch.header(result):
         click.echo(line)
-    if result.end is None:
+    if result.end is None or not any(item.status == "read" for item in read.files):
         click.echo("relaygate: no Postfix line in the logs: nothing to watch", err=True)
         return EXIT_USAGE
     for finding in watch.trouble_findings(result):
