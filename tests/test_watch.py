@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from ruamel.yaml import YAML
 
 from relaygate.lifecycle import watch
 from relaygate.lifecycle.logs import timeline
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, CliResult, require
+
+Cli = Callable[..., CliResult]
 
 DAY = dt.date(2026, 11, 29)
 NOW = "2026-11-29 09:15:00"
@@ -169,16 +172,18 @@ def campus(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def watch_cli(campus: Path, run_cli, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def watch_cli(campus: Path, run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Cli:
     monkeypatch.chdir(campus)
 
-    def run(log: Path, *args: str):  # type: ignore[no-untyped-def]
+    def run(log: Path, *args: str) -> CliResult:
         return run_cli("activity", "watch", str(log.relative_to(campus)), "--now", NOW, *args)
 
     return run
 
 
-def test_a_legacy_burst_is_flagged_with_the_commands_that_stop_it(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_legacy_burst_is_flagged_with_the_commands_that_stop_it(
+    watch_cli: Cli, campus: Path
+) -> None:
     relay = Relay()
     relay.normal_day()
     relay.burst("09:02:00", GATE, 150)
@@ -212,7 +217,7 @@ def test_a_legacy_burst_is_flagged_with_the_commands_that_stop_it(watch_cli, cam
     assert "status: active" in record.read_text()
 
 
-def test_the_same_log_without_the_burst_flags_nothing(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_same_log_without_the_burst_flags_nothing(watch_cli: Cli, campus: Path) -> None:
     relay = Relay()
     relay.normal_day()
     result = watch_cli(relay.write(campus / "mail.log"))
@@ -223,7 +228,7 @@ def test_the_same_log_without_the_burst_flags_nothing(watch_cli, campus: Path) -
     ), result
 
 
-def test_an_account_is_flagged_by_its_login_not_its_address(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_account_is_flagged_by_its_login_not_its_address(watch_cli: Cli, campus: Path) -> None:
     relay = Relay()
     relay.normal_day()
     # The reminders account, from its own prefix and from an address of the copier's: both
@@ -284,7 +289,7 @@ def test_rejects_after_auth_are_the_logins(tmp_path: Path) -> None:
     assert accepted == [("10.9.9.9", REMINDERS, 1)]
 
 
-def test_a_burst_before_the_window_is_not_flagged(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_burst_before_the_window_is_not_flagged(watch_cli: Cli, campus: Path) -> None:
     relay = Relay()
     relay.burst("08:40:00", GATE, 150)  # 08:40:00 .. 08:52:25, ends 22 minutes before NOW
     relay.normal_day()
@@ -307,8 +312,8 @@ def test_a_burst_before_the_window_is_not_flagged(watch_cli, campus: Path) -> No
 
 
 def test_the_window_ends_at_the_latest_log_time_without_now(
-    campus: Path, run_cli, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+    campus: Path, run_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(campus)
     relay = Relay()
     relay.burst("08:40:00", GATE, 150)
@@ -331,8 +336,8 @@ def test_the_window_ends_at_the_latest_log_time_without_now(
     ],
 )
 def test_each_threshold_triggers_on_its_own(
-    watch_cli, campus: Path, threshold: str, over: bool
-) -> None:  # type: ignore[no-untyped-def]
+    watch_cli: Cli, campus: Path, threshold: str, over: bool
+) -> None:
     relay = Relay()
     extra = 1 if over else 0
     if threshold == "max_messages":  # to one recipient: no other threshold moves
@@ -366,7 +371,7 @@ def test_each_threshold_triggers_on_its_own(
     assert flagged == [expected[threshold]], result
 
 
-def test_one_refusal_of_one_is_not_a_ratio(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_one_refusal_of_one_is_not_a_ratio(watch_cli: Cli, campus: Path) -> None:
     relay = Relay()
     relay.normal_day()
     relay.session(at("09:05:00"), GATE, "gate-counts@lib.example.edu", [], ["typo@x.net"])
@@ -385,7 +390,7 @@ def _site_with(campus: Path, block: str) -> None:
     site.write_text(site.read_text() + block)
 
 
-def test_site_thresholds_and_options(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_site_thresholds_and_options(watch_cli: Cli, campus: Path) -> None:
     relay = Relay()
     relay.burst("09:01:00", GATE, 11)
     log = relay.write(campus / "mail.log")
@@ -403,7 +408,7 @@ def test_site_thresholds_and_options(watch_cli, campus: Path) -> None:  # type: 
     assert "(options over site.yaml abuse_watch over defaults)" in option.stdout
 
 
-def test_a_site_block_that_fails_its_schema_is_an_input_error(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_site_block_that_fails_its_schema_is_an_input_error(watch_cli: Cli, campus: Path) -> None:
     relay = Relay()
     relay.burst("09:01:00", GATE, 3)
     _site_with(campus, "abuse_watch: {max_rejected_ratio: 2}\n")
@@ -426,7 +431,7 @@ def _validate(campus: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_apply_suspends_once(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_apply_suspends_once(watch_cli: Cli, campus: Path) -> None:
     relay = Relay()
     relay.normal_day()
     relay.burst("09:02:00", GATE, 150)
@@ -487,7 +492,7 @@ def test_apply_suspends_once(watch_cli, campus: Path) -> None:  # type: ignore[n
     assert not (campus / ".git").exists()
 
 
-def test_a_revoked_device_is_reported_not_suspended(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_revoked_device_is_reported_not_suspended(watch_cli: Cli, campus: Path) -> None:
     relay = Relay()
     relay.normal_day()
     for number in range(30):  # refused: the revocation is deployed
@@ -509,7 +514,7 @@ def test_a_revoked_device_is_reported_not_suspended(watch_cli, campus: Path) -> 
     assert "the refusal has not reached the relay" in accepted.stdout
 
 
-def test_policy_service_unreachable_is_a_loud_warning(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_policy_service_unreachable_is_a_loud_warning(watch_cli: Cli, campus: Path) -> None:
     relay = Relay()
     relay.normal_day()
     relay.policy_down(at("08:30:00"))  # before the window: counted, not an alarm by itself
@@ -534,7 +539,7 @@ def test_policy_service_unreachable_is_a_loud_warning(watch_cli, campus: Path) -
     assert "the policy service was unreachable 2 times" in result.stdout
 
 
-def test_unknown_clients_and_odd_files_are_findings(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_clients_and_odd_files_are_findings(watch_cli: Cli, campus: Path) -> None:
     relay = Relay()
     relay.normal_day()
     relay.burst("09:01:00", "10.99.0.5", 120, sender="x@example.edu")  # no record
@@ -560,7 +565,7 @@ def test_unknown_clients_and_odd_files_are_findings(watch_cli, campus: Path) -> 
     assert "2 clients over a threshold (1 need action) of 4 with mail in the window" in out
 
 
-def test_nothing_readable_is_an_input_error(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_readable_is_an_input_error(watch_cli: Cli, campus: Path) -> None:
     empty = campus / "empty.log"
     empty.write_text("")
     result = watch_cli(empty)
@@ -578,7 +583,7 @@ def test_nothing_readable_is_an_input_error(watch_cli, campus: Path) -> None:  #
     assert "0 clients over a threshold" in both.stdout  # the readable log was still watched
 
 
-def test_a_bad_window_is_a_usage_error(watch_cli, campus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_window_is_a_usage_error(watch_cli: Cli, campus: Path) -> None:
     relay = Relay()
     relay.normal_day()
     log = relay.write(campus / "mail.log")
@@ -606,8 +611,8 @@ def _flags(name: str) -> list[str]:
 
 
 def test_real_logs_are_watched_without_false_flags(
-    campus: Path, run_cli, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+    campus: Path, run_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     require(SHARED_LOGS.is_dir(), f"the real relay logs are not at {SHARED_LOGS}")
     monkeypatch.chdir(campus)
     names = sorted(p.name for p in SHARED_LOGS.iterdir() if p.name != "README.md")
