@@ -407,6 +407,8 @@ def _watch(command: WatchCommand) -> int:
             click.echo(line)
         if applied:
             edits += _suspend_flagged(command, flag)
+            for line in watch.command_lines(flag, steps, applied):
+                click.echo(line)
     if any(watch.stop_commands(f, steps, command.apply) for f in result.flagged):
         click.echo("")
         click.echo(f"note: {watch.FAST_PATH_NOTE}")
@@ -435,7 +437,8 @@ def _suspend_flagged(command: WatchCommand, flag: watch.Flagged) -> int:
         except RelaygateError as error:
             click.echo(f"  {device.name}: not suspended: {error}")
             continue
-        print_outcome(outcome, f"suspended ({watch.SUSPEND_REASON}, {ticket}, {command.as_of})")
+        what = f"suspended ({watch.SUSPEND_REASON}, {ticket}, {command.as_of})"
+        print_outcome(outcome, what, next_step=False)
         done += 1 if outcome.changed else 0
     return done
 
@@ -552,7 +555,7 @@ def _run_edit(command: EditCommand, operation: Callable[[str], str]) -> None:
     sys.exit(print_outcome(outcome, command.what))
 
 
-def print_outcome(outcome: edit.Outcome, what: str) -> int:
+def print_outcome(outcome: edit.Outcome, what: str, next_step: bool = True) -> int:
     """Print what an edit did (its diff, the findings after it); the exit code it means."""
     shown = outcome.path
     if outcome.introduced:
@@ -571,7 +574,7 @@ def print_outcome(outcome: edit.Outcome, what: str) -> int:
         FORMATTERS["text"](after.findings, summary_line(after.findings, after.files_checked)),
         nl=False,
     )
-    if not after.errors:
+    if not after.errors and next_step:
         click.echo("next: open a pull request with this change; compile and deploy after review")
     return EXIT_FINDINGS if after.errors else EXIT_OK
 

@@ -459,11 +459,17 @@ def flag_lines(flag: Flagged, steps: Steps, applied: bool) -> list[str]:
                 f"  {device.name} is already {device.status.value}: every attempt was refused;"
                 " nothing to suspend"
             )
-    commands = stop_commands(flag, steps, applied)
-    if commands:
-        lines.append("  to stop it:" if not applied else "  then:")
-        lines += [f"    {command}" for command in commands]
+    if not applied:
+        lines += command_lines(flag, steps, applied)
     return lines
+
+
+def command_lines(flag: Flagged, steps: Steps, applied: bool) -> list[str]:
+    """The commands that stop a flagged client (after ``--apply``'s edit: what is left)."""
+    commands = stop_commands(flag, steps, applied)
+    if not commands:
+        return []
+    return ["  to stop it:" if not applied else "  then:"] + [f"    {c}" for c in commands]
 
 
 FAST_PATH_NOTE = (
