@@ -23,6 +23,7 @@ STRUCTURAL = {
     "title",
     "description",
     "examples",
+    "default",
     "properties",
     "items",
 }

@@ -632,3 +632,11 @@ def test_real_logs_are_watched_without_false_flags(
     assert "flagged: SASL login vmail@uhu-banane.net (no record has this account)" in day.stdout
     assert "  over: 6 messages accepted in 1440 min (threshold 5)" in day.stdout
     assert "1 clients over a threshold (1 need action) of 62 with mail in the window" in day.stdout
+
+
+def test_the_watch_rule_ids_are_listed(run_cli: Cli) -> None:
+    listed = run_cli("rules")
+    assert listed.code == 0, listed
+    for rule_id in ("watch.policy-service-unreachable", "watch.log-unreadable"):
+        assert f"\n{rule_id} " in listed.stdout, listed
+    assert "\nwatch.log-unusable " in listed.stdout
