@@ -12,6 +12,7 @@ of the threshold, or outside the window, is not flagged.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -640,3 +641,47 @@ def test_the_watch_rule_ids_are_listed(run_cli: Cli) -> None:
     for rule_id in ("watch.policy-service-unreachable", "watch.log-unreadable"):
         assert f"\n{rule_id} " in listed.stdout, listed
     assert "\nwatch.log-unusable " in listed.stdout
+
+
+def _rfc3339(line: str) -> str:
+    """A classic line of DAY as rsyslog's high-precision format writes it."""
+    return f"{DAY}T{line[7:15]}.000000+01:00 {line[16:]}"
+
+
+def _journal_json(line: str) -> str:
+    """A classic line of DAY as ``journalctl -o json`` exports it (the instant in UTC)."""
+    host, rest = line[16:].split(" ", 1)
+    tag, message = rest.split(": ", 1)
+    moment = dt.datetime.fromisoformat(f"{DAY}T{line[7:15]}+00:00")
+    return json.dumps(
+        {
+            "__REALTIME_TIMESTAMP": str(int(moment.timestamp() * 1_000_000)),
+            "_HOSTNAME": host,
+            "SYSLOG_IDENTIFIER": tag.split("[")[0],
+            "MESSAGE": message,
+        }
+    )
+
+
+@pytest.mark.parametrize("style", ["rfc3339", "journal-json"])
+def test_every_format_on_standard_input_gives_the_same_flag(campus: Path, style: str) -> None:
+    relay = Relay()
+    relay.normal_day()
+    relay.burst("09:02:00", GATE, 150)
+    convert = _rfc3339 if style == "rfc3339" else _journal_json
+    text = "".join(convert(line) + "\n" for line in relay.lines)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from relaygate.cli import main; sys.exit(main())",
+         "activity", "watch", "-", "--now", NOW, "--tz", "UTC"],
+        cwd=campus, input=text, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "<stdin>: read: " in done.stdout
+    assert (
+        "flagged: lib-gate-counter (libraries, 10.20.30.88, auth none, active)\n"
+        "  over: 150 messages accepted in 15 min (threshold 100)\n"
+        "  over: 150 distinct recipients (threshold 50)\n"
+        "  measured: 150 messages, 0 of 150 recipients rejected (0%), 150 distinct recipients,"
+        " 2026-11-29 09:02:00 .. 09:14:26 on smtp-relay-1\n"
+    ) in done.stdout, done.stdout
+    assert "lib-hodges-3f-copier" not in done.stdout
