@@ -685,3 +685,19 @@ def test_every_format_on_standard_input_gives_the_same_flag(campus: Path, style:
         " 2026-11-29 09:02:00 .. 09:14:26 on smtp-relay-1\n"
     ) in done.stdout, done.stdout
     assert "lib-hodges-3f-copier" not in done.stdout
+
+
+def test_an_unreadable_record_is_said_and_its_mail_is_unknown(watch_cli: Cli, campus: Path) -> None:
+    record = campus / "inventory/devices/libraries/lib-gate-counter.yaml"
+    record.write_text(record.read_text().replace("status: active", "status: hacked"))
+    relay = Relay()
+    relay.burst("09:02:00", GATE, 150)
+    result = watch_cli(relay.write(campus / "mail.log"))
+    assert result.code == 1, result
+    assert (
+        "note: 1 records cannot be read (run relaygate validate); their mail shows as from"
+        " unknown clients: devices/libraries/lib-gate-counter.yaml\n"
+    ) in result.stdout, result
+    assert "flagged: 10.20.30.88 (no record covers this address; unauthenticated)" in (
+        result.stdout
+    )

@@ -384,6 +384,16 @@ def _watch(command: WatchCommand) -> int:
         click.echo("relaygate: the watch needs the site's thresholds and relays", err=True)
         return EXIT_USAGE
     limits = watch.thresholds(site_document.data.get("abuse_watch"), command.overrides)
+    unread = sorted(
+        relative
+        for relative, item in loaded.files.items()
+        if relative.startswith("devices/") and item.document is None
+    )
+    if unread:
+        click.echo(
+            f"note: {len(unread)} records cannot be read (run relaygate validate); their mail"
+            f" shows as from unknown clients: {', '.join(unread)}"
+        )
     read = timeline.read(command.logs, command.settings)
     failed = False
     for item in read.files:
