@@ -12,6 +12,7 @@ of the threshold, or outside the window, is not flagged.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import shutil
@@ -701,3 +702,44 @@ def test_an_unreadable_record_is_said_and_its_mail_is_unknown(watch_cli: Cli, ca
     assert "flagged: 10.20.30.88 (no record covers this address; unauthenticated)" in (
         result.stdout
     )
+
+
+def _compiled(campus: Path, out: str) -> dict[str, bytes]:
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from relaygate.cli import main; sys.exit(main())",
+         "compile", "--out", out, "--as-of", str(DAY)],
+        cwd=campus, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {p.name: p.read_bytes() for p in (campus / out).rglob("*") if p.is_file()}
+
+
+def test_the_fast_revoke_takes_the_suspension_watch_prints(
+    watch_cli: Cli, campus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the watch says: `--tags revoke` applies a suspension, nothing else is in the way.
+
+    The relay module's own check (``revoke_extras``: changes beyond new refusals refuse a
+    revoke run) compares the release before and after ``--apply``.
+    """
+    library = ROOT / "playbooks/roles/relaygate/library/relaygate_relay.py"
+    spec = importlib.util.spec_from_file_location("relaygate_relay_module", library)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    before = _compiled(campus, "before")
+    relay = Relay()
+    relay.burst("09:02:00", GATE, 150)
+    relay.burst("09:03:00", "10.5.30.7", 60, per_message=2, login=PAPERCUT, tag="p")
+    result = watch_cli(relay.write(campus / "mail.log"), "--apply", "--ticket", "SEC-4702")
+    assert "--apply: 2 records suspended" in result.stdout, result
+    after = _compiled(campus, "after")
+    assert module.revoke_extras(before, after) == []
+    assert (
+        b"10.20.30.88\tREJECT relay access suspended: device compromised (SEC-4702)"
+        in (after["refused_clients"])
+    )
+    assert PAPERCUT.encode() in after["refused_logins"]
+    # Control: a change beyond refusals is one the fast path refuses.
+    widened = dict(after, legacy_clients=after["legacy_clients"] + b"10.99.0.7\tOK\n")
+    assert module.revoke_extras(before, widened) != []
