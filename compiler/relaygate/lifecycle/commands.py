@@ -1,4 +1,4 @@
-"""The lifecycle commands: ``activity ingest``, ``review``, ``revoke``, ``retire``, ``renew``.
+"""The lifecycle commands: ``activity ingest|watch``, ``review``, ``revoke``, ``retire``, ``renew``.
 
 Each command parses its options into a frozen options object, calls the
 lifecycle module that does the work, prints, and exits with the CLI's codes:
@@ -110,7 +110,7 @@ _LOGS = click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True)
 
 @click.group("activity")
 def activity_group() -> None:
-    """Read relay logs into the activity store; list or forget what was read."""
+    """Read relay logs into the activity store, list or forget them; watch for abuse."""
 
 
 @activity_group.command("ingest")
