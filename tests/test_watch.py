@@ -33,7 +33,8 @@ Cli = Callable[..., CliResult]
 
 DAY = dt.date(2026, 11, 29)
 NOW = "2026-11-29 09:15:00"
-GATE = "10.20.30.88"  # lib-gate-counter, auth none, active
+GATE = "10.20.30.88"  # lib-gate-counter, auth none, active, a limit of 50 a day
+BAS = "10.90.35.14"  # fac-bas-controller, auth none, active, a limit of 180 a day
 HODGES = "10.20.30.41"  # lib-hodges-3f-copier, auth ip, active
 RHODES = "10.40.32.77"  # eng-rhodes-lab-mfd, revoked (spam, 2026-10-02, SEC-4412)
 REMINDERS = "svc-med-reminders@example.edu"  # med-appointment-reminders, credentials
@@ -197,8 +198,12 @@ def test_a_legacy_burst_is_flagged_with_the_commands_that_stop_it(
         "flagged: lib-gate-counter (libraries, 10.20.30.88, auth none, active)\n"
         "  over: 150 messages accepted in 15 min (threshold 100)\n"
         "  over: 150 distinct recipients (threshold 50)\n"
+        "  over: 150 messages accepted in 15 min, more than its daily volume limit of 50 (the"
+        " policy service did not refuse them)\n"
         "  measured: 150 messages, 0 of 150 recipients rejected (0%), 150 distinct recipients,"
         " 2026-11-29 09:02:00 .. 09:14:26 on smtp-relay-1\n"
+        "  volume limit: 50 messages a day (site floor 50 (estimate 2 x 3 = 6)); the window's"
+        " 150 are 300% of it\n"
         "  to stop it:\n"
         "    relaygate suspend lib-gate-counter --reason compromised --ticket TICKET"
         " --date 2026-11-29\n"
@@ -247,6 +252,11 @@ def test_an_account_is_flagged_by_its_login_not_its_address(watch_cli: Cli, camp
         "  measured: 40 messages, 0 of 120 recipients rejected (0%), 120 distinct recipients,"
     ) in out, result
     assert "  from: 10.20.30.41, 10.60.50.9\n" in out, result
+    # Its limit is the login's (relaygate.limits): the record's override of 4000 a day.
+    assert (
+        "  volume limit: 4000 messages a day (the login's: the sum of its active records'"
+        " (med-appointment-reminders 4000)); the window's 40 are 1% of it\n"
+    ) in out, result
     assert "relaygate suspend med-appointment-reminders --reason compromised" in out
     assert "lib-hodges-3f-copier" not in out, result
 
@@ -310,7 +320,7 @@ def test_a_burst_before_the_window_is_not_flagged(watch_cli: Cli, campus: Path) 
     assert "  measured: 89 messages, 0 of 89 recipients rejected (0%), 90 distinct" in (
         partial.stdout
     ), partial
-    assert "messages accepted in 30 min" not in partial.stdout, partial
+    assert "messages accepted in 30 min (threshold 100)" not in partial.stdout, partial
 
 
 def test_the_window_ends_at_the_latest_log_time_without_now(
@@ -335,6 +345,8 @@ def test_the_window_ends_at_the_latest_log_time_without_now(
         ("max_rejected_ratio", False),
         ("max_distinct_recipients", True),
         ("max_distinct_recipients", False),
+        ("volume_limit", True),
+        ("volume_limit", False),
     ],
 )
 def test_each_threshold_triggers_on_its_own(
@@ -344,19 +356,23 @@ def test_each_threshold_triggers_on_its_own(
     extra = 1 if over else 0
     if threshold == "max_messages":  # to one recipient: no other threshold moves
         for number in range(100 + extra):
-            relay.session(at("09:01:00") + dt.timedelta(seconds=5 * number), GATE,
+            relay.session(at("09:01:00") + dt.timedelta(seconds=5 * number), BAS,
                           "gate-counts@lib.example.edu", ["counts@lib.example.edu"])  # fmt: skip
     elif threshold == "max_rejected_ratio":  # 10 accepted; 10 (+1) refused: 50% (52%)
         for number in range(10):
-            relay.session(at("09:01:00") + dt.timedelta(seconds=number), GATE,
+            relay.session(at("09:01:00") + dt.timedelta(seconds=number), BAS,
                           "gate-counts@lib.example.edu", ["counts@lib.example.edu"])  # fmt: skip
         for number in range(10 + extra):
-            relay.session(at("09:03:00") + dt.timedelta(seconds=number), GATE,
+            relay.session(at("09:03:00") + dt.timedelta(seconds=number), BAS,
                           "gate-counts@lib.example.edu", [], [f"r{number}@x.net"])  # fmt: skip
+    elif threshold == "volume_limit":  # lib-gate-counter's limit: 50 a day (the site floor)
+        for number in range(50 + extra):
+            relay.session(at("09:01:00") + dt.timedelta(seconds=5 * number), GATE,
+                          "gate-counts@lib.example.edu", ["counts@lib.example.edu"])  # fmt: skip
     else:  # 5 messages to 10 recipients each: 50 (51) distinct
-        relay.burst("09:01:00", GATE, 5, per_message=10)
+        relay.burst("09:01:00", BAS, 5, per_message=10)
         if over:
-            relay.session(at("09:02:00"), GATE, "gate-counts@lib.example.edu", ["one@x.net"])
+            relay.session(at("09:02:00"), BAS, "gate-counts@lib.example.edu", ["one@x.net"])
     result = watch_cli(relay.write(campus / "mail.log"))
     flagged = [line for line in result.stdout.splitlines() if line.startswith("  over: ")]
     if not over:
@@ -369,6 +385,8 @@ def test_each_threshold_triggers_on_its_own(
         "max_rejected_ratio": "  over: 11 of 21 recipients rejected (52%; threshold 50% from 10"
         " rejected on)",
         "max_distinct_recipients": "  over: 51 distinct recipients (threshold 50)",
+        "volume_limit": "  over: 51 messages accepted in 15 min, more than its daily volume"
+        " limit of 50 (the policy service did not refuse them)",
     }
     assert flagged == [expected[threshold]], result
 
@@ -682,6 +700,8 @@ def test_every_format_on_standard_input_gives_the_same_flag(campus: Path, style:
         "flagged: lib-gate-counter (libraries, 10.20.30.88, auth none, active)\n"
         "  over: 150 messages accepted in 15 min (threshold 100)\n"
         "  over: 150 distinct recipients (threshold 50)\n"
+        "  over: 150 messages accepted in 15 min, more than its daily volume limit of 50 (the"
+        " policy service did not refuse them)\n"
         "  measured: 150 messages, 0 of 150 recipients rejected (0%), 150 distinct recipients,"
         " 2026-11-29 09:02:00 .. 09:14:26 on smtp-relay-1\n"
     ) in done.stdout, done.stdout
@@ -743,3 +763,35 @@ def test_the_fast_revoke_takes_the_suspension_watch_prints(
     # Control: a change beyond refusals is one the fast path refuses.
     widened = dict(after, legacy_clients=after["legacy_clients"] + b"10.99.0.7\tOK\n")
     assert module.revoke_extras(before, widened) != []
+
+
+def test_refusals_over_the_volume_limit_are_counted_and_flagged(
+    watch_cli: Cli, campus: Path
+) -> None:
+    relay = Relay()
+    relay.normal_day()
+    for number in range(12):  # accepted: under every threshold and under its limit
+        relay.session(at("09:01:00") + dt.timedelta(seconds=number), GATE,
+                      "gate-counts@lib.example.edu", ["counts@lib.example.edu"])  # fmt: skip
+    log = relay.write(campus / "mail.log")
+    assert watch_cli(log).code == 0  # the control: the same device below its limit
+    for number in range(3):  # then the policy service refuses, after DATA
+        relay.queue += 1
+        queue_id = f"{relay.queue:X}"
+        when = at("09:05:00") + dt.timedelta(seconds=number)
+        relay.log(when, "smtpd", 7500 + number, f"{queue_id}: client=unknown[{GATE}]")
+        relay.log(
+            when, "smtpd", 7500 + number,
+            f"{queue_id}: reject: END-OF-MESSAGE from unknown[{GATE}]: 450 4.7.1"
+            " <END-OF-MESSAGE>: End-of-data rejected: device lib-gate-counter reached its limit"
+            " of 50 messages per day; from=<gate-counts@lib.example.edu>"
+            " to=<counts@lib.example.edu> proto=ESMTP helo=<gate>",
+        )  # fmt: skip
+    result = watch_cli(relay.write(campus / "mail.log"))
+    assert result.code == 1, result
+    assert (
+        "  over: 3 messages refused over its daily volume limit of 50 (it reached the limit:"
+        " the policy service holds it back, 4xx, until the day passes)\n"
+        "  measured: 12 messages, 3 of 15 recipients rejected (3 over the volume limit) (20%),"
+        " 1 distinct recipients,"
+    ) in result.stdout, result

@@ -400,7 +400,7 @@ def _watch(command: WatchCommand) -> int:
         finding = watch.file_finding(item)
         click.echo(finding.as_text() if finding is not None else _file_line(item))
         failed = failed or item.status == "failed"
-    result = watch.run(read, loaded.devices, loaded.site.relay_hosts, limits, command.now)
+    result = watch.run(read, loaded.devices, loaded.site, limits, command.now, loaded.lapsed)
     for line in watch.header(result):
         click.echo(line)
     if result.end is None or not any(item.status == "read" for item in read.files):

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from relaygate import limits as daily
 from relaygate import model, schema
 from relaygate.findings import Finding
 from relaygate.lifecycle import usage
@@ -110,6 +111,7 @@ class Measure:
     messages: int = 0
     accepted_recipients: int = 0
     rejected: int = 0
+    over_limit: int = 0  # refusals of the volume-limit policy service
     recipients: set[str] = field(default_factory=set)
     first: dt.datetime | None = None
     last: dt.datetime | None = None
@@ -122,6 +124,7 @@ class Measure:
             self.accepted_recipients += event.count
         elif event.kind == "rejected":
             self.rejected += 1
+            self.over_limit += event.over_limit
         if event.recipient:
             self.recipients.add(event.recipient)
         self.first = event.at if self.first is None else min(self.first, event.at)
@@ -150,6 +153,9 @@ class Flagged:
     records: list[model.Device]
     measure: Measure
     reasons: list[Reason]
+    #: The client's daily limit (relaygate.limits) and how it was reached; None when no
+    #: record of it relays (refused, lapsed or unknown).
+    limit: tuple[int, str] | None = None
 
     @property
     def active(self) -> list[model.Device]:
@@ -235,8 +241,39 @@ def attribute(
     return found
 
 
-def reasons(measure: Measure, limits: Thresholds) -> list[Reason]:
-    """The thresholds a client's window passes, each with its value and the threshold."""
+def daily_limit(
+    kind: SubjectKind,
+    key: str,
+    records: list[model.Device],
+    site: model.Site,
+    lapsed: Mapping[str, model.Lapse],
+) -> tuple[int, str] | None:
+    """The daily limit the relay enforces for a client, and how it was reached.
+
+    A legacy record's own; a login's, the sum of its active records' (``relaygate.limits``
+    computes both). None when no record of the client relays (refused, lapsed, unknown).
+    """
+    relaying = [d for d in records if d.status is model.Status.ACTIVE and d.source not in lapsed]
+    if not relaying:
+        return None
+    parts = [(d.name, daily.record_limit(d, site.volume_limits)) for d in relaying]
+    if kind == "legacy":
+        limit = parts[0][1]
+        return limit.per_day, limit.explanation
+    login = daily.login_limit(key, parts)
+    shares = ", ".join(f"{name} {limit.per_day}" for name, limit in login.parts)
+    return login.per_day, f"the login's: the sum of its active records' ({shares})"
+
+
+def reasons(
+    measure: Measure, limits: Thresholds, limit: tuple[int, str] | None = None
+) -> list[Reason]:
+    """The thresholds a client's window passes, each with its value and the threshold.
+
+    Beside the site's thresholds, the client's daily volume limit: more accepted messages
+    in the window than the whole limit (the policy service did not refuse them: down, or
+    not deployed), or any message the policy service refused over the limit.
+    """
     found: list[Reason] = []
     minutes = limits.window_minutes
     if measure.messages > limits.max_messages:
@@ -264,15 +301,33 @@ def reasons(measure: Measure, limits: Thresholds) -> list[Reason]:
                 f" (threshold {limits.max_distinct_recipients})",
             )
         )
+    if limit is not None and measure.messages > limit[0]:
+        found.append(
+            Reason(
+                "volume_limit",
+                f"{measure.messages} messages accepted in {minutes} min, more than its daily"
+                f" volume limit of {limit[0]} (the policy service did not refuse them)",
+            )
+        )
+    if measure.over_limit:
+        of = f" of {limit[0]}" if limit is not None else ""
+        found.append(
+            Reason(
+                "volume_limit_reached",
+                f"{measure.over_limit} messages refused over its daily volume limit{of} (it"
+                " reached the limit: the policy service holds it back, 4xx, until the day passes)",
+            )
+        )
     return found
 
 
 def run(
     read: timeline.Timeline,
     devices: list[model.Device],
-    relays: tuple[model.RelayHost, ...],
+    site: model.Site,
     limits: Thresholds,
     now: dt.datetime | None,
+    lapsed: Mapping[str, model.Lapse] | None = None,
 ) -> Watch:
     """Look at the window that ends at ``now`` (default: the latest log time)."""
     end = now if now is not None else read.latest
@@ -282,11 +337,12 @@ def run(
     start = end - limits.window
     inside = [e for e in read.events if start < e.at <= end]
     flagged: list[Flagged] = []
-    subjects = attribute(inside, devices, relays)
+    subjects = attribute(inside, devices, site.relay_hosts)
     for (kind, key), (records, measure) in sorted(subjects.items()):
-        found = reasons(measure, limits)
+        limit = daily_limit(kind, key, records, site, lapsed or {})
+        found = reasons(measure, limits, limit)
         if found:
-            flagged.append(Flagged(kind, key, records, measure, found))
+            flagged.append(Flagged(kind, key, records, measure, found, limit))
     troubles = [t for t in read.troubles if start < t.at <= end]
     earlier = sum(1 for t in read.troubles if t.at <= start)
     return Watch(
@@ -320,9 +376,10 @@ def _span(measure: Measure) -> str:
 
 def measured(measure: Measure) -> str:
     total = measure.rejected + measure.accepted_recipients
+    over = f" ({measure.over_limit} over the volume limit)" if measure.over_limit else ""
     return (
         f"{measure.messages} messages, {measure.rejected} of {total} recipients rejected"
-        f" ({measure.ratio:.0%}), {len(measure.recipients)} distinct recipients"
+        f"{over} ({measure.ratio:.0%}), {len(measure.recipients)} distinct recipients"
     )
 
 
@@ -435,6 +492,14 @@ def flag_lines(flag: Flagged, steps: Steps, applied: bool) -> list[str]:
     lines = [f"flagged: {_who(flag)}"]
     lines += [f"  over: {reason.text}" for reason in flag.reasons]
     lines.append(f"  measured: {measured(measure)}, {_span(measure)}")
+    if flag.limit is not None:
+        per_day, how = flag.limit
+        share = measure.messages / per_day
+        shown = f"{share:.0%}" if share >= 0.01 or not measure.messages else "under 1%"
+        lines.append(
+            f"  volume limit: {per_day} messages a day ({how}); the window's"
+            f" {measure.messages} are {shown} of it"
+        )
     if flag.kind == "login":
         lines.append(f"  from: {', '.join(sorted(measure.addresses))}")
     if flag.kind in ("unknown-address", "unknown-login"):

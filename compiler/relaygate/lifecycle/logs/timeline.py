@@ -50,6 +50,9 @@ from relaygate.lifecycle.logs.files import (
 EventKind = Literal["accepted", "recipient", "rejected"]
 #: What Postfix logs when a check_policy_service server does not answer (attr_clnt.c).
 POLICY_TROUBLE = "warning: problem talking to server "
+#: The words of the volume-limit refusal (render/postfwd.py: "450 4.7.1 device NAME reached its
+#: limit of N messages per day", the same for a login), as smtpd logs it after DATA.
+OVER_LIMIT = " reached its limit of "
 #: Daemons whose ``QID: to=<...>`` lines are deliveries (not cleanup's or smtpd's).
 _NOT_DELIVERY = ("/qmgr", "/cleanup", "/smtpd", "/pickup", "/bounce", "/postsuper")
 
@@ -63,6 +66,7 @@ class Event:
     relay: str
     count: int = 1  # accepted: the message's recipients (nrcpt)
     recipient: str = ""  # lower case; "" when the line names none
+    over_limit: bool = False  # rejected by the volume-limit policy service (see OVER_LIMIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +111,8 @@ class Settings:
 
 #: When a line was written, before its classic year is known: (day key, HH:MM:SS).
 _Raw = tuple[postfix.DayKey, str]
-#: An event's fields after its time: kind, address, login, relay, count, recipient.
-_Fields = tuple[EventKind, str, str | None, str, int, str]
+#: An event's fields after its time: kind, address, login, relay, count, recipient, over limit.
+_Fields = tuple[EventKind, str, str | None, str, int, str, bool]
 
 
 class _Reader:
@@ -263,7 +267,7 @@ class _Reader:
             if client is None:
                 return None  # a retry, or its client= line is in an earlier log
             self.queued[key] = client
-            return ("accepted", client[0], client[1], relay, _nrcpt(body), "")
+            return ("accepted", client[0], client[1], relay, _nrcpt(body), "", False)
         if body == "removed":
             self.queued.pop(key, None)
             return None
@@ -273,7 +277,7 @@ class _Reader:
             client = self.queued.get(key)
             if client is None or ", status=" not in body:
                 return None
-            return ("recipient", client[0], client[1], relay, 1, _address_in(body, 0))
+            return ("recipient", client[0], client[1], relay, 1, _address_in(body, 0), False)
         if body.startswith(("reject: ", "milter-reject: ")):
             return self._rejected(relay, tag, queue_id, message, split)
         return None
@@ -295,7 +299,8 @@ class _Reader:
             client = (address, login)
         start = message.find(" to=<")
         recipient = _address_in(message, start + 1) if start >= 0 else ""
-        return ("rejected", client[0], client[1], relay, 1, recipient)
+        over = OVER_LIMIT in message and " 450 4.7.1 " in message
+        return ("rejected", client[0], client[1], relay, 1, recipient, over)
 
     def _session(self, relay: str, tag: str, message: str) -> None:
         """smtpd's ``connect from`` and ``disconnect from`` start and end a session."""
