@@ -26,7 +26,10 @@ What is measured in the window ``(end - window_minutes, end]``:
 * distinct recipients: the recipient addresses (lower case) of deliveries
   and of rejects.
 
-A client passes a threshold when its value is *above* it.
+A client passes a threshold when its value is *above* it. Beside them the
+client's daily volume limit (``relaygate.limits``; None for a client no
+relaying record covers): more accepted messages in the window than the whole
+limit, or any refusal of the volume-limit policy service, flag it too.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ Events, as the correlation in ``postfix`` attributes them:
   recipient, or a whole message cleanup refused), with its ``to=<r>``. A
   ``NOQUEUE`` reject names only the client's address; when the same smtpd
   process (``tag[pid]``) logged a ``client=... sasl_username=`` line since its
-  ``connect from`` of that address, the reject is that login's.
+  ``connect from`` of that address, the reject is that login's. ``over_limit``:
+  the volume-limit policy service's ``450 4.7.1 ... reached its limit of``
+  refusal after DATA.
 
 Times are the relays' local times as written (journal instants in
 ``zone``). Classic syslog lines carry no year: it comes from ``year`` (the
