@@ -795,3 +795,16 @@ def test_refusals_over_the_volume_limit_are_counted_and_flagged(
         "  measured: 12 messages, 3 of 15 recipients rejected (3 over the volume limit) (20%),"
         " 1 distinct recipients,"
     ) in result.stdout, result
+
+
+def test_apply_with_a_malformed_ticket_leaves_the_record(watch_cli: Cli, campus: Path) -> None:
+    relay = Relay()
+    relay.burst("09:02:00", GATE, 150)
+    log = relay.write(campus / "mail.log")
+    record = campus / "inventory/devices/libraries/lib-gate-counter.yaml"
+    before = record.read_text()
+    result = watch_cli(log, "--apply", "--ticket", "sec 1")
+    assert result.code == 1, result
+    assert record.read_text() == before
+    assert "the edit would make the record invalid; it was undone" in result.stderr, result
+    assert "--apply: 0 records suspended" in result.stdout, result
