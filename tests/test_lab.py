@@ -50,7 +50,11 @@ def lab_runs() -> Iterator[list[Lab]]:
     """Every lab this session built; afterwards none may have left anything behind."""
     runs: list[Lab] = []
     yield runs
-    left = [item for lab in runs for item in leftovers(lab.run_id, lab.root, lab.relay.started)]
+    left = [
+        item
+        for lab in runs
+        for item in leftovers(lab.run_id, lab.root, lab.relay.started, lab.postfwd_started)
+    ]
     assert left == [], "lab leftovers after the session:\n" + "\n".join(left)
 
 
@@ -717,13 +721,15 @@ def test_runner_refuses_namespaces_it_did_not_make(lab: Lab) -> None:
 
 def test_teardown_leaves_no_master_namespace_or_folder(lab: Lab) -> None:
     """Runs last in this file: tear the lab down now and look for anything left."""
-    masters = list(lab.relay.started)
+    masters, daemons = list(lab.relay.started), lab.postfwd_started
     # The leftover check sees a running lab (so an empty answer below means something).
-    running = leftovers(lab.run_id, lab.root, masters)
+    running = leftovers(lab.run_id, lab.root, masters, daemons)
     assert any(item.startswith("namespace ") for item in running), running
     assert any(item.startswith("postfix master ") for item in running), running
     assert any(item.startswith("lab folder ") for item in running), running
+    if daemons:  # the compiled folder has a postfwd ruleset: the lab runs postfwd
+        assert any(item.startswith("postfwd process ") for item in running), running
     lab.close()
-    assert leftovers(lab.run_id, lab.root, masters) == []
+    assert leftovers(lab.run_id, lab.root, masters, daemons) == []
     assert lab_namespaces(lab.run_id) == []
     assert list(TEMP_PARENT.glob(f"rgl-{lab.run_id}-*")) == []

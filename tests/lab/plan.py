@@ -32,6 +32,7 @@ CAMPUS = "campus"
 OUTSIDER = "outsider"
 #: An off-campus address for the outsider (TEST-NET-2, RFC 5737).
 OFF_CAMPUS = ipaddress.ip_address("198.51.100.7")
+DEFAULT_VOLUME_PORT = 10040
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Client:
     senders: tuple[str, ...]
     status_reason: str | None
     status_ticket: str | None
+    #: For a prefix record, a second host inside it (the lab gives it to the
+    #: same namespace): "another of the record's addresses".
+    other_source: Address | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class LabPlan:
     relay_addresses: tuple[Address, ...]
     relay_port: int
     submission_port: int
+    #: Where Postfix asks the volume-limit daemon (127.0.0.1 in the relay namespace).
+    volume_port: int
     clients: tuple[Client, ...]
     accounts: tuple[Account, ...]
     outsider: Outsider
@@ -89,6 +95,8 @@ class LabPlan:
         found: dict[str, list[Address]] = {}
         for client in self.clients:
             found.setdefault(client.namespace_role, []).append(client.source)
+            if client.other_source is not None:
+                found[client.namespace_role].append(client.other_source)
         found[OUTSIDER] = list(self.outsider.all)
         return found
 
@@ -123,10 +131,16 @@ def make_plan(inventory: Inventory) -> LabPlan:
         relay_addresses=relay_addresses,
         relay_port=site.relay_port,
         submission_port=site.submission_port,
+        volume_port=_volume_port(inventory),
         clients=clients,
         accounts=accounts,
         outsider=_outsider(inventory, relay_addresses),
     )
+
+
+def _volume_port(inventory: Inventory) -> int:
+    limits = getattr(inventory.site, "volume_limits", None)
+    return DEFAULT_VOLUME_PORT if limits is None else int(limits.port)
 
 
 def _source(device: Device) -> Address:
@@ -153,7 +167,15 @@ def _client(device: Device, inventory: Inventory) -> Client:
         senders=device.senders,
         status_reason=device.status_reason,
         status_ticket=device.status_ticket,
+        other_source=_other_source(device),
     )
+
+
+def _other_source(device: Device) -> Address | None:
+    network = ipaddress.ip_network(str(device.network))
+    # Not the network address, not the first host (the record's source), and
+    # in IPv4 not the broadcast address.
+    return network.network_address + 2 if network.num_addresses >= 4 else None
 
 
 def _outsider(inventory: Inventory, relay: tuple[Address, ...]) -> Outsider:
