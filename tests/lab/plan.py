@@ -4,11 +4,12 @@ Input: a checked inventory (``relaygate.pipeline.validate``). Output: a
 ``LabPlan``: the relay's addresses (the first relay host's), one segment
 namespace per MOD segment that holds a device plus ``campus`` for the rest,
 the address each device sends from, the SASL accounts with lab passwords,
-and the outsider's addresses.
+the outsider's addresses, and the port of the volume-limit daemon.
 
 Invariants: every record (retired ones too: their address and login may
 linger after retirement) gets a source address equal to its address, or the
-first host inside its prefix; the outsider's addresses are
+first host inside its prefix (a prefix of four or more addresses also gets
+its second host, in the same namespace); the outsider's addresses are
 held by no record and lie in no record's prefix (one in a MOD segment, one on
 campus in IPv6, one off campus), so a test of "no record holds it" is honest.
 Expectations the tests check are derived from the records here, never from
