@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
-from tests.lab import Lab, Result, Session, leftovers
+from tests.lab import Lab, LabError, Result, Session, leftovers
 from tests.lab import postfwd as lab_postfwd
 from tests.lab.netns import Address
 from tests.lab.plan import Client, load
@@ -505,6 +505,25 @@ def test_mail_keeps_flowing_when_the_daemon_is_down(lab: Lab, bursts: dict[str, 
     # Restarted, the daemon answers again (its counts start over: no --save_rates).
     (back,) = lab.send(_messages(lab, hodges, 1, "back"))
     _delivered(lab, [back])
+
+
+# -- the lab checks a ruleset with postfwd before switching ---------------------------------
+
+
+def test_a_ruleset_postfwd_refuses_is_never_switched_in(lab: Lab, tmp_path: Path) -> None:
+    assert lab.postfwd is not None
+    live = lab.postfwd.live.read_text()
+    bad = tmp_path / "compiled"
+    (bad / "postfwd").mkdir(parents=True)
+    # A rule without an action: postfwd warns that it ignores it.
+    (bad / "postfwd" / "postfwd.cf").write_text(live + "id=broken; client_address==10.9.9.9\n")
+    with pytest.raises(LabError, match=r"line \d+\): contains no action and will be ignored"):
+        lab.postfwd.install(bad)
+    assert lab.postfwd.live.read_text() == live
+    # Positive control: the same ruleset without the broken line is taken.
+    (bad / "postfwd" / "postfwd.cf").write_text(live)
+    lab.postfwd.install(bad)
+    assert lab.postfwd.live.read_text() == live
 
 
 # -- the end: nothing left behind ---------------------------------------------------------
