@@ -17,7 +17,6 @@ not take the compiler's word for them.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from relaygate import limits
 from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
 from tests.lab import Lab, LabError, Result, Session, leftovers
 from tests.lab import postfwd as lab_postfwd
@@ -200,10 +200,12 @@ def bursts(lab: Lab) -> dict[str, Burst]:
 
 
 def test_the_lab_limits_are_the_records_overrides(lab: Lab, inventories: tuple[Path, Path]) -> None:
-    limits = importlib.import_module("relaygate.limits")
 
     inventory = load(inventories[0], TODAY)
-    computed = {d.name: limits.limit_of(d, inventory.site) for d in inventory.devices}
+    computed = {
+        d.name: limits.record_limit(d, inventory.site.volume_limits).per_day
+        for d in inventory.devices
+    }
     assert {name: computed[name] for name in LIMITS} == LIMITS
     # The controls' limits (the site's floor or factor) are far above what they send here.
     assert min(computed[n] for n in (CONTROL_LEGACY, CONTROL_LOGIN, STEADY_SENDER)) >= 20
@@ -319,6 +321,7 @@ def test_an_accounts_limit_follows_its_login_not_its_address(lab: Lab) -> None:
     over, *controls, borrowed_result = lab.send([elsewhere, *others, borrowed])
     assert zabbix.account is not None
     _over_limit(over, zabbix.account, limit)
+    assert over.data is not None and zabbix.name in over.data[1], str(over)
     _delivered(lab, controls)
     assert [c for c, _ in borrowed_result.rcpt] == [554], str(borrowed_result)
     assert "login not registered for this client address" in borrowed_result.rcpt[0][1]

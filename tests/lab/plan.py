@@ -33,7 +33,6 @@ CAMPUS = "campus"
 OUTSIDER = "outsider"
 #: An off-campus address for the outsider (TEST-NET-2, RFC 5737).
 OFF_CAMPUS = ipaddress.ip_address("198.51.100.7")
-DEFAULT_VOLUME_PORT = 10040
 
 
 @dataclass(frozen=True)
@@ -132,16 +131,11 @@ def make_plan(inventory: Inventory) -> LabPlan:
         relay_addresses=relay_addresses,
         relay_port=site.relay_port,
         submission_port=site.submission_port,
-        volume_port=_volume_port(inventory),
+        volume_port=site.volume_limits.port,
         clients=clients,
         accounts=accounts,
         outsider=_outsider(inventory, relay_addresses),
     )
-
-
-def _volume_port(inventory: Inventory) -> int:
-    limits = getattr(inventory.site, "volume_limits", None)
-    return DEFAULT_VOLUME_PORT if limits is None else int(limits.port)
 
 
 def _source(device: Device) -> Address:

@@ -6,7 +6,7 @@ Input: the lab folder, the relay namespace, the port Postfix asks
 prefork ``postfwd2`` that Debian installs as ``postfwd``) listening on
 127.0.0.1:PORT inside the relay namespace, started the way the deploy starts
 it: ``--keep_rates`` (a reload keeps the counters), ``--cache=0`` (no request
-cache: every message is counted), its master's pid file, cache socket and
+cache: every message is counted), ``--nodns``, its master's pid file, cache socket and
 live ruleset in the lab folder, and the packaged ``postfw`` user.
 
 Invariants:
@@ -129,6 +129,7 @@ class Postfwd:
                 f"--port={self.port}",
                 "--keep_rates",
                 "--cache=0",
+                "--nodns",  # the namespace has no resolver; no rule needs DNS
                 f"--pidfile={self.pid_file}",
                 f"--cache_socket=unix::{self.cache_socket}",
                 f"--user={USER}",
