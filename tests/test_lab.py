@@ -4,7 +4,9 @@ One lab (``tests.lab``) is built for the module from the example inventory:
 the compiled maps, fragment and ruleset are deployed on a private Postfix in
 a namespace of its own; devices send real SMTP from their own addresses in
 segment namespaces; the sink behind the relay records what was really
-delivered. Each scenario of issue 4 is its own test. The last test tears the
+delivered. The compiled postfwd ruleset runs in the real postfwd beside the
+relay (every full message is asked about); tests/test_volume_limits.py
+drives the limits themselves. Each scenario of issue 4 is its own test. The last test tears the
 lab down and checks nothing is left; a session finalizer checks again.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
-from tests.lab import Lab, LabError, Result, Session, leftovers
+from tests.lab import Lab, LabError, Result, Session, leftovers, postfwd
 from tests.lab.cases import run_matrix
 from tests.lab.lab import TEMP_PARENT
 from tests.lab.netns import lab_namespaces
@@ -43,6 +45,9 @@ def _require_components() -> None:
     ):
         require(shutil.which(tool) is not None, f"{tool} is not installed ({package})")
     require_postfix_lmdb()
+    # The compiled folder carries a postfwd ruleset: the lab runs it as the relay would.
+    missing = postfwd.installed()
+    require(missing is None, missing or "")
 
 
 @pytest.fixture(scope="session")
@@ -727,8 +732,9 @@ def test_teardown_leaves_no_master_namespace_or_folder(lab: Lab) -> None:
     assert any(item.startswith("namespace ") for item in running), running
     assert any(item.startswith("postfix master ") for item in running), running
     assert any(item.startswith("lab folder ") for item in running), running
-    if daemons:  # the compiled folder has a postfwd ruleset: the lab runs postfwd
-        assert any(item.startswith("postfwd process ") for item in running), running
+    # The compiled folder has a postfwd ruleset: the lab runs the volume-limit daemon.
+    assert len(daemons) == 1, daemons
+    assert any(item.startswith("postfwd process ") for item in running), running
     lab.close()
     assert leftovers(lab.run_id, lab.root, masters, daemons) == []
     assert lab_namespaces(lab.run_id) == []

@@ -505,9 +505,14 @@ def test_mail_keeps_flowing_when_the_daemon_is_down(lab: Lab, bursts: dict[str, 
     _not_delivered(lab, [outsider])
     logged = lab.relay.log()[start:]
     assert f"warning: problem talking to server 127.0.0.1:{lab.plan.volume_port}" in logged
-    # Restarted, the daemon answers again (its counts start over: no --save_rates).
-    (back,) = lab.send(_messages(lab, hodges, 1, "back"))
-    _delivered(lab, [back])
+    # Restarted, the daemon enforces again; its counts start over (a restart,
+    # unlike a reload, keeps nothing: no --save_rates), and it answers every time.
+    warned = lab.relay.log().count("problem talking to server")
+    limit = LIMITS[hodges.name]
+    back = lab.send(_messages(lab, hodges, limit + 1, "back"))
+    _delivered(lab, back[:limit])
+    _over_limit(back[limit], hodges.name, limit)
+    assert lab.relay.log().count("problem talking to server") == warned
 
 
 # -- the lab checks a ruleset with postfwd before switching ---------------------------------
