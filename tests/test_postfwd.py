@@ -32,8 +32,8 @@ from relaygate.policy import build_policy
 from relaygate.render import postfwd
 from relaygate.render.postfix import effective, syntax
 from relaygate.verify import verify
-from tests.conftest import AS_OF, EXAMPLE, require
-from tests.postfix_instance import free_port
+from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
+from tests.postfix_instance import OUTSIDE, RunningRelay, free_port
 
 DAY = dt.date.fromisoformat(AS_OF)
 COPIER = "10.20.30.41"  # lib-hodges-3f-copier, legacy
@@ -325,13 +325,16 @@ class Daemon:
 
 @pytest.fixture
 def small_limits(tmp_path: Path) -> Path:
-    """The example inventory with factor 1, floor 1 and tiny estimates for two records."""
+    """The example inventory with factor 1, floor 1, tiny estimates for two records and
+    a free port for postfwd (the site's 10040 may be in use on a shared machine)."""
     root = tmp_path / "inventory"
     shutil.copytree(EXAMPLE, root)
     site = root / "site.yaml"
     text = site.read_text()
     site.write_text(
-        text.replace("  factor: 3 ", "  factor: 1 ").replace("  floor: 50 ", "  floor: 1  ")
+        text.replace("  factor: 3 ", "  factor: 1 ")
+        .replace("  floor: 50 ", "  floor: 1  ")
+        .replace("  port: 10040 ", f"  port: {free_port()} ")
     )
     for path, volume in (
         ("libraries/lib-hodges-3f-copier.yaml", 2),
@@ -346,13 +349,19 @@ def small_limits(tmp_path: Path) -> Path:
     return root
 
 
+def _site_port(root: Path) -> int:
+    site = validate(root, DAY).inventory
+    assert site is not None
+    return site.site.volume_limits.port
+
+
 @pytest.fixture
 def daemon(small_limits: Path) -> Iterator[Daemon]:
     _require_postfwd()
     folder = Path(tempfile.mkdtemp(prefix="relaygate-postfwd-"))
     folder.chmod(0o755)  # postfwd runs as nobody and re-reads the file on reload
     (folder / "postfwd.cf").write_text(_artifacts(small_limits)["postfwd/postfwd.cf"])
-    running = Daemon(folder, free_port())
+    running = Daemon(folder, _site_port(small_limits))
     try:
         yield running
     finally:
@@ -389,3 +398,68 @@ def test_real_postfwd_counts_each_device_and_each_login_on_its_own(
     assert daemon.ask("10.20.30.200", LOGIN) == over_login
     over_new = "450 4.7.1 device lib-hodges-3f-copier reached its limit of 4 messages per day"
     assert [daemon.ask(COPIER) for _ in range(5)] == ["DUNNO"] * 4 + [over_new]
+
+
+def _message(port: int, client: str, sender: str) -> str:
+    """One message through a relay on 127.0.0.1:``port`` from ``client`` (XCLIENT): the
+    reply to the end of DATA, or to the first refused command."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        stream = connection.makefile("rwb")
+
+        def reply() -> str:
+            lines = [stream.readline().decode(errors="replace")]
+            while lines[-1][3:4] == "-":
+                lines.append(stream.readline().decode(errors="replace"))
+            return lines[-1].strip()
+
+        def say(command: str) -> str:
+            stream.write(command.encode() + b"\r\n")
+            stream.flush()
+            return reply()
+
+        reply()
+        say("EHLO device.test.invalid")
+        assert say(f"XCLIENT ADDR={client}").startswith("220")
+        say("EHLO device.test.invalid")
+        for command in (f"MAIL FROM:<{sender}>", f"RCPT TO:<{OUTSIDE}>", "DATA"):
+            answer = say(command)
+            if not answer.startswith(("250", "354")):
+                return answer
+        answer = say(f"From: {sender}\r\nSubject: limit test\r\n\r\nhello\r\n.")
+        say("QUIT")
+        return answer
+
+
+@pytest.mark.integration
+def test_real_postfix_asks_postfwd_per_message_and_keeps_flowing_without_it(
+    daemon: Daemon, small_limits: Path, tmp_path: Path
+) -> None:
+    require_postfix_lmdb()
+    out = tmp_path / "out"
+    compile_.write(out, _artifacts(small_limits))
+    site = validate(small_limits, DAY).inventory
+    assert site is not None
+    with RunningRelay(out, relay_port=25, submission_port=587) as relay:
+        shown = relay.postconf("-n", "smtpd_end_of_data_restrictions").strip()
+        assert shown == (
+            "smtpd_end_of_data_restrictions = check_policy_service { inet:127.0.0.1:"
+            f"{daemon.port}, default_action=DUNNO, try_limit=1, timeout=10s }}"
+        )
+        copier = [
+            _message(relay.relay_port, COPIER, "hodges-scans@lib.example.edu") for _ in range(3)
+        ]
+        assert [a[:3] for a in copier] == ["250", "250", "450"], copier
+        assert copier[2] == (
+            "450 4.7.1 <END-OF-MESSAGE>: End-of-data rejected: device lib-hodges-3f-copier"
+            " reached its limit of 2 messages per day"
+        )
+        scanner = _message(relay.relay_port, SCANNER, "spc-scans@lib.example.edu")
+        assert scanner.startswith("250"), scanner  # another device is unaffected
+        # The daemon goes away: mail keeps flowing, and smtpd says so loudly.
+        daemon.stop()
+        down = _message(relay.relay_port, SCANNER, "spc-scans@lib.example.edu")
+        assert down.startswith("250"), down
+        assert f"warning: problem talking to server 127.0.0.1:{daemon.port}" in relay.log()
+        # ...while the relay policy (the maps) still refuses a sender the device does not own.
+        foreign = _message(relay.relay_port, SCANNER, "hodges-scans@lib.example.edu")
+        assert foreign.startswith("554"), foreign
