@@ -438,6 +438,9 @@ def test_a_limit_change_deploys_without_dropping_mail(
         _delivered(lab, burst.accepted)
         _over_limit(burst.refused, burst.client.name, burst.limit)
     problems_before = lab.relay.log().count("problem talking to server")
+    assert lab.postfwd is not None
+    daemon = (lab.postfwd.master_pid, lab.postfwd.policy_server())
+    assert daemon[1] is not None
 
     sender = SteadySender(lab, lab.plan.client(STEADY_SENDER))
     sender.start()
@@ -453,8 +456,10 @@ def test_a_limit_change_deploys_without_dropping_mail(
     assert during, "no message was in flight during the redeploy"
     # Every message the sender sent, before, during and after, was accepted and delivered.
     _delivered(lab, [r for _, _, r in sender.sent])
-    # The daemon answered throughout: Postfix never fell back to its default action.
+    # The daemon answered throughout: Postfix never fell back to its default action,
+    # and the same master and policy server serve after the reload (no restart).
     assert lab.relay.log().count("problem talking to server") == problems_before
+    assert (lab.postfwd.master_pid, lab.postfwd.policy_server()) == daemon
 
     # The raised limit: postfwd keys a counter by its rule and limit, so a changed
     # limit starts a new count: the device gets its new limit in full.

@@ -16,8 +16,8 @@ Invariants:
   there and in the lab folder, never in the host's ``/var/tmp`` defaults.
 - A ruleset is checked with postfwd itself (``postfwd -C``: it parses the
   file and prints every rule, and logs a warning for a line it ignores) and
-  only then renamed over the live file; ``reload`` is a SIGHUP to the master,
-  which never stops listening.
+  only then renamed over the live file; ``reload`` is a SIGHUP to the policy
+  server, which never stops listening.
 - postfwd's master starts its own session (it daemonizes), and its cache and
   policy processes stay in it: ``processes_of(masters)`` finds every
   process of a daemon the lab started, its master gone or not. (Their
@@ -165,10 +165,25 @@ class Postfwd:
             raise LabError(f"postfwd does not answer: {done.stderr.strip()}")
 
     def reload(self) -> None:
-        """SIGHUP to the master: the ruleset is read again, counters and socket stay."""
+        """SIGHUP to the policy server: it rereads the ruleset and goes on listening.
+
+        As the deploy does it: to postfwd's policy server (the master's child
+        named ``postfwd2::policy``), not to the master (``postfwd --reload``),
+        whose HUP also wakes its watchdog, which may respawn a policy server it
+        finds busy, with the port closed for the respawn delay. The counters
+        live in the cache daemon and survive (``--keep_rates``).
+        """
+        server = self.policy_server()
+        if server is None:
+            raise LabError(f"postfwd (master {self.master_pid}) has no single policy server")
+        os.kill(server, signal.SIGHUP)
+
+    def policy_server(self) -> int | None:
+        """The pid of the running policy server, None unless there is exactly one."""
         if self.master_pid is None:
-            raise LabError("postfwd is not running")
-        os.kill(self.master_pid, signal.SIGHUP)
+            return None
+        found = [p for p in _children(self.master_pid) if _cmdline(p).rstrip().endswith("::policy")]
+        return found[0] if len(found) == 1 else None
 
     def stop(self) -> list[str]:
         """SIGTERM to the master (it ends its process group); the problems seen."""
@@ -184,6 +199,33 @@ class Postfwd:
         while time.monotonic() < deadline and processes_of([pid]):
             time.sleep(0.05)
         return [f"postfwd process {p} still runs after SIGTERM" for p in processes_of([pid])]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, session, ... ([] if gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+    return text.rpartition(")")[2].split()
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields and int(fields[1]) == parent:
+                found.append(int(entry.name))
+    return sorted(found)
 
 
 def alive(pid: int) -> bool:
@@ -202,14 +244,8 @@ def processes_of(masters: Sequence[int]) -> list[int]:
         return []
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp session ...: comm may hold spaces and parentheses.
-        fields = stat.rpartition(")")[2].split()
-        if int(fields[3]) in wanted and alive(int(entry.name)):
-            found.append(int(entry.name))
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields and int(fields[3]) in wanted and alive(int(entry.name)):
+                found.append(int(entry.name))
     return sorted(found)
