@@ -735,6 +735,10 @@ def test_teardown_leaves_no_master_namespace_or_folder(lab: Lab) -> None:
     # The compiled folder has a postfwd ruleset: the lab runs the volume-limit daemon.
     assert len(daemons) == 1, daemons
     assert any(item.startswith("postfwd process ") for item in running), running
+    # ... and it answered every message of the module: Postfix never fell back to
+    # its default action (a refused connection or a timeout logs this warning).
+    fallbacks = [line for line in lab.relay.log().splitlines() if "problem talking" in line]
+    assert fallbacks == [], fallbacks
     lab.close()
     assert leftovers(lab.run_id, lab.root, masters, daemons) == []
     assert lab_namespaces(lab.run_id) == []
