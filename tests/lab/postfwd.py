@@ -27,6 +27,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -186,19 +187,32 @@ class Postfwd:
         return found[0] if len(found) == 1 else None
 
     def stop(self) -> list[str]:
-        """SIGTERM to the master (it ends its process group); the problems seen."""
+        """SIGTERM to the master (it ends its process group), then SIGKILL to whatever of
+        its session is left after 5 s; the problems seen.
+
+        A master busy respawning its policy server can ignore SIGTERM for a while,
+        and a policy server has been seen to outlive its master: the session is
+        what the lab started, so all of it goes. A problem is a master that was
+        already gone, or a process that survived SIGKILL.
+        """
         pid = self.master_pid
         if pid is None:
             return []
         self.master_pid = None
+        problems = []
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
-            return [f"postfwd master {pid} was already gone"]
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and processes_of([pid]):
-            time.sleep(0.05)
-        return [f"postfwd process {p} still runs after SIGTERM" for p in processes_of([pid])]
+            problems.append(f"postfwd master {pid} was already gone")
+        for kill in (False, True):
+            for process in processes_of([pid]) if kill else []:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process, signal.SIGKILL)
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline and processes_of([pid]):
+                time.sleep(0.05)
+        problems += [f"postfwd process {p} survived SIGKILL" for p in processes_of([pid])]
+        return problems
 
 
 def _cmdline(pid: int) -> str:
