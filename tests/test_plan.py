@@ -1485,7 +1485,7 @@ def test_an_override_raised_is_a_risk_and_lowered_is_not(tmp_path: Path, run_cli
         edit(repo / path, "per_day: 4000", f"per_day: {new}")
         plan = json.loads(run_plan(run_cli, repo).stdout)
         assert plan["limits"][0]["after"] == new
-        assert plan["limits"][0]["how"] == "override (volume_limit.per_day); computed would be 7500"
+        assert plan["limits"][0]["how"] == "volume_limit override; computed would be 7500"
         risks = [r for r in plan["risks"] if r["id"] == "risk.limit-override"]
         assert risks == (
             [
