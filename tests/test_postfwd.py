@@ -439,7 +439,13 @@ def test_real_postfix_asks_postfwd_per_message_and_keeps_flowing_without_it(
     compile_.write(out, _artifacts(small_limits))
     site = validate(small_limits, DAY).inventory
     assert site is not None
-    with RunningRelay(out, relay_port=25, submission_port=587) as relay:
+    # main.cf's own policy-service defaults say "fail closed"; the compiled check's
+    # attributes win (the messages below are accepted with postfwd down).
+    closed = (
+        "smtpd_policy_service_default_action = 451 4.3.5 policy service down",
+        "smtpd_policy_service_try_limit = 5",
+    )
+    with RunningRelay(out, relay_port=25, submission_port=587, extra_main=closed) as relay:
         shown = relay.postconf("-n", "smtpd_end_of_data_restrictions").strip()
         assert shown == (
             "smtpd_end_of_data_restrictions = check_policy_service { inet:127.0.0.1:"
