@@ -378,6 +378,10 @@ def test_real_postfwd_counts_each_device_and_each_login_on_its_own(
     assert [daemon.ask(COPIER) for _ in range(3)] == ["DUNNO", "DUNNO", over_copier]
     assert daemon.ask(COPIER) == over_copier  # a refused message does not reset anything
     assert daemon.ask(SCANNER) == "DUNNO"  # another device is unaffected
+    # IPv6: the address as Postfix writes it (compressed, lower case) is the key.
+    v6 = "2001:db8:1040:320::1f"  # eng-me-shop-mfd, 10 a day with factor 1
+    over_v6 = "450 4.7.1 device eng-me-shop-mfd reached its limit of 10 messages per day"
+    assert [daemon.ask(v6) for _ in range(11)] == ["DUNNO"] * 10 + [over_v6]
     # A login's limit follows the login: from the exhausted copier's address it still
     # gets its own 3 messages, and no more from any address.
     over_login = (
