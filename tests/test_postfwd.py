@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
 import pwd
 import shutil
@@ -67,6 +68,9 @@ def test_one_rule_per_login_then_the_stop_then_one_per_legacy_device() -> None:
     )
     assert all("; sasl_username==" in r for r in rules[:logins])
     assert all("; client_address==" in r for r in rules[logins + 1 :])
+    manifest = json.loads(_artifacts()["manifest.json"])
+    assert manifest["counts"]["postfwd"] == {"logins": logins, "legacy": legacy}
+    assert "postfwd/postfwd.cf" in manifest["artifacts"]
     assert (
         "id=legacy-lib-hodges-3f-copier; protocol_state==END-OF-MESSAGE;"
         " client_address==10.20.30.41; action=rate(client_address/120/86400/450 4.7.1 device"
