@@ -1450,6 +1450,11 @@ def test_plan_shows_a_site_factor_change_summarised_with_a_risk(tmp_path: Path, 
     text = run_plan(run_cli, repo, "text").stdout
     assert "Daily limits:\n  site volume_limits: factor 3, floor 50" in text
     assert "  lib-hodges-3f-copier: 120/day -> 200/day (estimate 40 x 5 = 200)\n" in text
+    assert (
+        f"  {summary['raised']} limits change: {summary['raised']} raised; records active before"
+        f" and after: {summary['total_before']} -> {summary['total_after']} messages a day in"
+        " total\n"
+    ) in text
     markdown = run_plan(run_cli, repo, "markdown").stdout
     assert "<summary>Daily limits: " in markdown
     assert "- `lib-hodges-3f-copier`: 120/day -> 200/day (estimate 40 x 5 = 200)" in markdown
@@ -1485,7 +1490,7 @@ def test_an_override_raised_is_a_risk_and_lowered_is_not(tmp_path: Path, run_cli
         edit(repo / path, "per_day: 4000", f"per_day: {new}")
         plan = json.loads(run_plan(run_cli, repo).stdout)
         assert plan["limits"][0]["after"] == new
-        assert plan["limits"][0]["how"] == "override (volume_limit.per_day); computed would be 7500"
+        assert plan["limits"][0]["how"] == "volume_limit override; computed would be 7500"
         risks = [r for r in plan["risks"] if r["id"] == "risk.limit-override"]
         assert risks == (
             [

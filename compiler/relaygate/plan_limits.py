@@ -74,6 +74,8 @@ def limits_summary(base: Side, head: Side, changes: list[LimitChange]) -> Limits
         site_after=site_after if site_before != site_after else None,
         raised=sum(1 for c in both if (c.after or 0) > (c.before or 0)),
         lowered=sum(1 for c in both if (c.after or 0) < (c.before or 0)),
+        added=sum(1 for c in changes if c.before is None),
+        removed=sum(1 for c in changes if c.after is None),
         total_before=total_before,
         total_after=total_after,
     )

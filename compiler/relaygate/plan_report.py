@@ -171,11 +171,25 @@ def limits_overview(plan: Plan) -> list[str]:
     lines = []
     if summary.site_before != summary.site_after:
         lines.append(f"site volume_limits: {summary.site_before} -> {summary.site_after}")
-    lines.append(
-        f"{_plural(len(plan.limits), 'record')} change: {summary.raised} raised,"
-        f" {summary.lowered} lowered; records active on both sides"
-        f" {summary.total_before} -> {summary.total_after} messages a day in total"
-    )
+    parts = [
+        f"{count} {word}"
+        for count, word in (
+            (summary.raised, "raised"),
+            (summary.lowered, "lowered"),
+            (summary.added, "new"),
+            (summary.removed, "gone"),
+        )
+        if count
+    ]
+    verb = "changes" if len(plan.limits) == 1 else "change"
+    line = f"{_plural(len(plan.limits), 'limit')} {verb}"
+    line += f": {', '.join(parts)}" if parts else ""
+    if summary.total_before != summary.total_after:
+        line += (
+            f"; records active before and after: {summary.total_before} -> {summary.total_after}"
+            " messages a day in total"
+        )
+    lines.append(line)
     return lines
 
 
@@ -329,6 +343,8 @@ def as_dict(plan: Plan) -> dict[str, Any]:
             "site_after": plan.limits_summary.site_after,
             "raised": plan.limits_summary.raised,
             "lowered": plan.limits_summary.lowered,
+            "added": plan.limits_summary.added,
+            "removed": plan.limits_summary.removed,
             "total_before": plan.limits_summary.total_before,
             "total_after": plan.limits_summary.total_after,
         },

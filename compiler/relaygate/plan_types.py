@@ -152,6 +152,8 @@ class LimitsSummary:
     site_after: str | None
     raised: int
     lowered: int
+    added: int  # records that gain a limit (new, or active again)
+    removed: int  # records that lose it (removed, or no longer active)
     total_before: int  # sum of the limits of records active on both sides
     total_after: int
 
