@@ -96,9 +96,16 @@ class Postfwd:
         )
         # --showconfig always exits 1; a rule postfwd could not parse is a
         # "[LOG warning]" line ("ignoring invalid ... line N"), a missing file too.
-        problems = [line for line in done.stdout.splitlines() if line.startswith("[LOG")]
-        if not any(line.startswith("Rule ") for line in done.stdout.splitlines()):
-            problems.append(f"postfwd found no rule in {ruleset}")
+        printed = done.stdout.splitlines()
+        problems = [line for line in printed if line.startswith("[LOG")]
+        rules = sum(line.startswith("Rule ") for line in printed)
+        # One rule a line (a line starting with white space would continue the last).
+        written = sum(
+            bool(line.strip()) and not line.startswith(("#", " ", "\t"))
+            for line in ruleset.read_text().splitlines()
+        )
+        if rules == 0 or rules != written:
+            problems.append(f"postfwd read {rules} rules of the {written} in {ruleset}")
         return problems
 
     def install(self, compiled: Path) -> None:
