@@ -507,8 +507,7 @@ def test_removed_device_is_refused_after_redeploy_and_queued_mail_survives(
         _assert_delivered(lab, [waiting])
         lab.settle()
     finally:
-        lab.relay.deploy(baseline)
-        lab.compiled = baseline
+        lab.deploy(baseline)  # the maps, the ruleset and postfwd's rules
     restored = lab.send([gateway_session("restored"), keyshop_session(keyshop, "restored")])
     _assert_delivered(lab, restored)
 

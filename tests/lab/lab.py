@@ -357,19 +357,27 @@ class Lab:
     # -- redeploy ---------------------------------------------------------
 
     def redeploy(self, inventory: Path, as_of: dt.date) -> Path:
-        """Compile ``inventory`` into a new folder and apply it like the deploy.
+        """Compile ``inventory`` into a new folder and ``deploy`` it."""
+        out = self.root / f"compiled-{next(self._tokens)}"
+        compile_inventory(inventory, as_of, out)
+        self.deploy(out)
+        return out
+
+    def deploy(self, compiled: Path) -> None:
+        """Apply a compiled folder to the running lab, like the deploy.
 
         The postfwd ruleset is checked, switched and reloaded (SIGHUP, counters
         kept) before Postfix: a record the new maps admit already has its limit.
+        Postfix's reload comes after it, and matters: an smtpd keeps its policy
+        connection between messages, and the postfwd process at the other end
+        answers from the ruleset it had when the connection opened; the reload
+        ends those smtpd processes, so every message after it meets the new rules.
         """
-        out = self.root / f"compiled-{next(self._tokens)}"
-        compile_inventory(inventory, as_of, out)
         if self.postfwd is not None:
-            self.postfwd.install(out)
+            self.postfwd.install(compiled)
             self.postfwd.reload()
-        self.relay.deploy(out)
-        self.compiled = out
-        return out
+        self.relay.deploy(compiled)
+        self.compiled = compiled
 
 
 def compile_inventory(inventory: Path, as_of: dt.date, out: Path) -> str:
