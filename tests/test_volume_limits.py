@@ -21,6 +21,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -537,6 +539,84 @@ def test_a_ruleset_postfwd_refuses_is_never_switched_in(lab: Lab, tmp_path: Path
     (bad / "postfwd" / "postfwd.cf").write_text(live)
     lab.postfwd.install(bad)
     assert lab.postfwd.live.read_text() == live
+
+
+# -- why the deploy reloads Postfix after postfwd ------------------------------------------
+
+#: A policy client inside the relay namespace (argv: port). Each stdin line is
+#: "held ADDRESS" (ask on one connection kept open, as smtpd keeps its own) or
+#: "fresh ADDRESS" (ask on a new connection); each answer is printed on a line.
+_POLICY_CLIENT = """
+import socket, sys
+port = int(sys.argv[1])
+def ask(conn, client):
+    conn.sendall(("request=smtpd_access_policy\\nprotocol_state=END-OF-MESSAGE\\n"
+        "protocol_name=ESMTP\\nclient_address=" + client + "\\nclient_name=unknown\\n"
+        "sender=probe@example.edu\\nrecipient=\\nrecipient_count=1\\nsize=100\\n"
+        "sasl_username=\\n\\n").encode())
+    data = b""
+    while not data.endswith(b"\\n\\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            return "closed"
+        data += chunk
+    return data.decode().strip()
+held = socket.create_connection(("127.0.0.1", port), timeout=10)
+for line in sys.stdin:
+    how, client = line.split()
+    if how == "held":
+        print(ask(held, client), flush=True)
+    else:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as fresh:
+            print(ask(fresh, client), flush=True)
+"""
+
+
+def test_a_postfwd_reload_reaches_an_open_policy_connection_only_when_it_reopens(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """smtpd keeps its policy connection between messages; the postfwd process at the
+    other end answers from the ruleset it had when the connection opened. So a reload
+    of postfwd alone is not enough: ``Lab.deploy`` (as the deploy) reloads Postfix
+    after it, which ends those smtpd processes and their connections."""
+    assert lab.postfwd is not None
+    probe = "192.0.2.99"  # TEST-NET-1: in no record
+    live = lab.postfwd.live.read_text()
+    compiled = tmp_path / "compiled"
+    (compiled / "postfwd").mkdir(parents=True)
+    ruleset = compiled / "postfwd" / "postfwd.cf"
+    rule = f"id=lab-probe; client_address=={probe}; action=450 4.7.1 lab probe rule\n"
+    client = subprocess.Popen(
+        lab.ns.command(lab.relay_ns, [sys.executable, "-c", _POLICY_CLIENT, str(lab.postfwd.port)]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdin is not None and client.stdout is not None
+
+    def ask(how: str) -> str:
+        assert client.stdin is not None and client.stdout is not None
+        client.stdin.write(f"{how} {probe}\n")
+        client.stdin.flush()
+        return client.stdout.readline().strip()
+
+    try:
+        assert ask("held") == "action=DUNNO"
+        ruleset.write_text(rule + live)
+        lab.postfwd.install(compiled)
+        lab.postfwd.reload()
+        deadline = time.monotonic() + 10.0
+        while (fresh := ask("fresh")) == "action=DUNNO" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fresh == "action=450 4.7.1 lab probe rule"  # the new ruleset
+        assert ask("held") == "action=DUNNO"  # the old one, on the connection kept open
+    finally:
+        client.stdin.close()
+        client.wait(timeout=15)
+        client.stdout.close()
+        ruleset.write_text(live)
+        lab.postfwd.install(compiled)
+        lab.postfwd.reload()
 
 
 # -- the end: nothing left behind ---------------------------------------------------------
