@@ -4,7 +4,9 @@ One lab (``tests.lab``) is built for the module from the example inventory:
 the compiled maps, fragment and ruleset are deployed on a private Postfix in
 a namespace of its own; devices send real SMTP from their own addresses in
 segment namespaces; the sink behind the relay records what was really
-delivered. Each scenario of issue 4 is its own test. The last test tears the
+delivered. The compiled postfwd ruleset runs in the real postfwd beside the
+relay (every full message is asked about); tests/test_volume_limits.py
+drives the limits themselves. Each scenario of issue 4 is its own test. The last test tears the
 lab down and checks nothing is left; a session finalizer checks again.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
-from tests.lab import Lab, LabError, Result, Session, leftovers
+from tests.lab import Lab, LabError, Result, Session, leftovers, postfwd
 from tests.lab.cases import run_matrix
 from tests.lab.lab import TEMP_PARENT
 from tests.lab.netns import lab_namespaces
@@ -43,6 +45,9 @@ def _require_components() -> None:
     ):
         require(shutil.which(tool) is not None, f"{tool} is not installed ({package})")
     require_postfix_lmdb()
+    # The compiled folder carries a postfwd ruleset: the lab runs it as the relay would.
+    missing = postfwd.installed()
+    require(missing is None, missing or "")
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +55,11 @@ def lab_runs() -> Iterator[list[Lab]]:
     """Every lab this session built; afterwards none may have left anything behind."""
     runs: list[Lab] = []
     yield runs
-    left = [item for lab in runs for item in leftovers(lab.run_id, lab.root, lab.relay.started)]
+    left = [
+        item
+        for lab in runs
+        for item in leftovers(lab.run_id, lab.root, lab.relay.started, lab.postfwd_started)
+    ]
     assert left == [], "lab leftovers after the session:\n" + "\n".join(left)
 
 
@@ -498,8 +507,7 @@ def test_removed_device_is_refused_after_redeploy_and_queued_mail_survives(
         _assert_delivered(lab, [waiting])
         lab.settle()
     finally:
-        lab.relay.deploy(baseline)
-        lab.compiled = baseline
+        lab.deploy(baseline)  # the maps, the ruleset and postfwd's rules
     restored = lab.send([gateway_session("restored"), keyshop_session(keyshop, "restored")])
     _assert_delivered(lab, restored)
 
@@ -717,13 +725,20 @@ def test_runner_refuses_namespaces_it_did_not_make(lab: Lab) -> None:
 
 def test_teardown_leaves_no_master_namespace_or_folder(lab: Lab) -> None:
     """Runs last in this file: tear the lab down now and look for anything left."""
-    masters = list(lab.relay.started)
+    masters, daemons = list(lab.relay.started), lab.postfwd_started
     # The leftover check sees a running lab (so an empty answer below means something).
-    running = leftovers(lab.run_id, lab.root, masters)
+    running = leftovers(lab.run_id, lab.root, masters, daemons)
     assert any(item.startswith("namespace ") for item in running), running
     assert any(item.startswith("postfix master ") for item in running), running
     assert any(item.startswith("lab folder ") for item in running), running
+    # The compiled folder has a postfwd ruleset: the lab runs the volume-limit daemon.
+    assert len(daemons) == 1, daemons
+    assert any(item.startswith("postfwd process ") for item in running), running
+    # ... and it answered every message of the module: Postfix never fell back to
+    # its default action (a refused connection or a timeout logs this warning).
+    fallbacks = [line for line in lab.relay.log().splitlines() if "problem talking" in line]
+    assert fallbacks == [], fallbacks
     lab.close()
-    assert leftovers(lab.run_id, lab.root, masters) == []
+    assert leftovers(lab.run_id, lab.root, masters, daemons) == []
     assert lab_namespaces(lab.run_id) == []
     assert list(TEMP_PARENT.glob(f"rgl-{lab.run_id}-*")) == []

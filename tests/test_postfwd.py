@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
 import pwd
 import shutil
@@ -32,8 +33,8 @@ from relaygate.policy import build_policy
 from relaygate.render import postfwd
 from relaygate.render.postfix import effective, syntax
 from relaygate.verify import verify
-from tests.conftest import AS_OF, EXAMPLE, require
-from tests.postfix_instance import free_port
+from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
+from tests.postfix_instance import OUTSIDE, RunningRelay, free_port
 
 DAY = dt.date.fromisoformat(AS_OF)
 COPIER = "10.20.30.41"  # lib-hodges-3f-copier, legacy
@@ -67,6 +68,9 @@ def test_one_rule_per_login_then_the_stop_then_one_per_legacy_device() -> None:
     )
     assert all("; sasl_username==" in r for r in rules[:logins])
     assert all("; client_address==" in r for r in rules[logins + 1 :])
+    manifest = json.loads(_artifacts()["manifest.json"])
+    assert manifest["counts"]["postfwd"] == {"logins": logins, "legacy": legacy}
+    assert "postfwd/postfwd.cf" in manifest["artifacts"]
     assert (
         "id=legacy-lib-hodges-3f-copier; protocol_state==END-OF-MESSAGE;"
         " client_address==10.20.30.41; action=rate(client_address/120/86400/450 4.7.1 device"
@@ -325,13 +329,16 @@ class Daemon:
 
 @pytest.fixture
 def small_limits(tmp_path: Path) -> Path:
-    """The example inventory with factor 1, floor 1 and tiny estimates for two records."""
+    """The example inventory with factor 1, floor 1, tiny estimates for two records and
+    a free port for postfwd (the site's 10040 may be in use on a shared machine)."""
     root = tmp_path / "inventory"
     shutil.copytree(EXAMPLE, root)
     site = root / "site.yaml"
     text = site.read_text()
     site.write_text(
-        text.replace("  factor: 3 ", "  factor: 1 ").replace("  floor: 50 ", "  floor: 1  ")
+        text.replace("  factor: 3 ", "  factor: 1 ")
+        .replace("  floor: 50 ", "  floor: 1  ")
+        .replace("  port: 10040 ", f"  port: {free_port()} ")
     )
     for path, volume in (
         ("libraries/lib-hodges-3f-copier.yaml", 2),
@@ -346,13 +353,19 @@ def small_limits(tmp_path: Path) -> Path:
     return root
 
 
+def _site_port(root: Path) -> int:
+    site = validate(root, DAY).inventory
+    assert site is not None
+    return site.site.volume_limits.port
+
+
 @pytest.fixture
 def daemon(small_limits: Path) -> Iterator[Daemon]:
     _require_postfwd()
     folder = Path(tempfile.mkdtemp(prefix="relaygate-postfwd-"))
     folder.chmod(0o755)  # postfwd runs as nobody and re-reads the file on reload
     (folder / "postfwd.cf").write_text(_artifacts(small_limits)["postfwd/postfwd.cf"])
-    running = Daemon(folder, free_port())
+    running = Daemon(folder, _site_port(small_limits))
     try:
         yield running
     finally:
@@ -369,6 +382,10 @@ def test_real_postfwd_counts_each_device_and_each_login_on_its_own(
     assert [daemon.ask(COPIER) for _ in range(3)] == ["DUNNO", "DUNNO", over_copier]
     assert daemon.ask(COPIER) == over_copier  # a refused message does not reset anything
     assert daemon.ask(SCANNER) == "DUNNO"  # another device is unaffected
+    # IPv6: the address as Postfix writes it (compressed, lower case) is the key.
+    v6 = "2001:db8:1040:320::1f"  # eng-me-shop-mfd, 10 a day with factor 1
+    over_v6 = "450 4.7.1 device eng-me-shop-mfd reached its limit of 10 messages per day"
+    assert [daemon.ask(v6) for _ in range(11)] == ["DUNNO"] * 10 + [over_v6]
     # A login's limit follows the login: from the exhausted copier's address it still
     # gets its own 3 messages, and no more from any address.
     over_login = (
@@ -389,3 +406,83 @@ def test_real_postfwd_counts_each_device_and_each_login_on_its_own(
     assert daemon.ask("10.20.30.200", LOGIN) == over_login
     over_new = "450 4.7.1 device lib-hodges-3f-copier reached its limit of 4 messages per day"
     assert [daemon.ask(COPIER) for _ in range(5)] == ["DUNNO"] * 4 + [over_new]
+
+
+def _message(port: int, client: str, sender: str) -> str:
+    """One message through a relay on 127.0.0.1:``port`` from ``client`` (XCLIENT): the
+    reply to the end of DATA, or to the first refused command."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        stream = connection.makefile("rwb")
+
+        def reply() -> str:
+            lines = [stream.readline().decode(errors="replace")]
+            while lines[-1][3:4] == "-":
+                lines.append(stream.readline().decode(errors="replace"))
+            return lines[-1].strip()
+
+        def say(command: str) -> str:
+            stream.write(command.encode() + b"\r\n")
+            stream.flush()
+            return reply()
+
+        reply()
+        say("EHLO device.test.invalid")
+        assert say(f"XCLIENT ADDR={client}").startswith("220")
+        say("EHLO device.test.invalid")
+        for command in (f"MAIL FROM:<{sender}>", f"RCPT TO:<{OUTSIDE}>", "DATA"):
+            answer = say(command)
+            if not answer.startswith(("250", "354")):
+                return answer
+        answer = say(f"From: {sender}\r\nSubject: limit test\r\n\r\nhello\r\n.")
+        say("QUIT")
+        return answer
+
+
+@pytest.mark.integration
+def test_real_postfix_asks_postfwd_per_message_and_keeps_flowing_without_it(
+    daemon: Daemon, small_limits: Path, tmp_path: Path
+) -> None:
+    require_postfix_lmdb()
+    out = tmp_path / "out"
+    compile_.write(out, _artifacts(small_limits))
+    site = validate(small_limits, DAY).inventory
+    assert site is not None
+    # main.cf's own policy-service defaults say "fail closed"; the compiled check's
+    # attributes win (the messages below are accepted with postfwd down).
+    closed = (
+        "smtpd_policy_service_default_action = 451 4.3.5 policy service down",
+        "smtpd_policy_service_try_limit = 5",
+    )
+    with RunningRelay(out, relay_port=25, submission_port=587, extra_main=closed) as relay:
+        shown = relay.postconf("-n", "smtpd_end_of_data_restrictions").strip()
+        assert shown == (
+            "smtpd_end_of_data_restrictions = check_policy_service { inet:127.0.0.1:"
+            f"{daemon.port}, default_action=DUNNO, try_limit=1, timeout=10s }}"
+        )
+        copier = [
+            _message(relay.relay_port, COPIER, "hodges-scans@lib.example.edu") for _ in range(3)
+        ]
+        assert [a[:3] for a in copier] == ["250", "250", "450"], copier
+        assert copier[2] == (
+            "450 4.7.1 <END-OF-MESSAGE>: End-of-data rejected: device lib-hodges-3f-copier"
+            " reached its limit of 2 messages per day"
+        )
+        scanner = _message(relay.relay_port, SCANNER, "spc-scans@lib.example.edu")
+        assert scanner.startswith("250"), scanner  # another device is unaffected
+        # The daemon goes away: mail keeps flowing, and smtpd says so loudly.
+        daemon.stop()
+        down = _message(relay.relay_port, SCANNER, "spc-scans@lib.example.edu")
+        assert down.startswith("250"), down
+        warnings = [line for line in relay.log().splitlines() if "warning:" in line]
+        # postfwd died under smtpd's open connection: "Application error"...
+        problem = f"warning: problem talking to server 127.0.0.1:{daemon.port}: "
+        assert any(problem + "Application error" in line for line in warnings), warnings
+        # ...and a new smtpd (after a reload) finds nobody listening: "Connection refused".
+        relay.reload()
+        again = _message(relay.relay_port, SCANNER, "spc-scans@lib.example.edu")
+        assert again.startswith("250"), again
+        warnings = [line for line in relay.log().splitlines() if "warning:" in line]
+        assert any(problem + "Connection refused" in line for line in warnings), warnings
+        # ...while the relay policy (the maps) still refuses a sender the device does not own.
+        foreign = _message(relay.relay_port, SCANNER, "hodges-scans@lib.example.edu")
+        assert foreign.startswith("554"), foreign

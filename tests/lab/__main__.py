@@ -49,6 +49,9 @@ def _describe(lab: Lab, *, secrets: bool) -> str:
         f"  maillog   {lab.relay.maillog}",
         f"  sink      {lab.sink_file}",
     ]
+    if lab.postfwd is not None:
+        daemon = lab.postfwd
+        lines.append(f"  postfwd   127.0.0.1:{daemon.port} ({lab.relay_ns}) {daemon.live}")
     if secrets:
         lines += [f"  account   {a.login}  password {a.password}" for a in plan.accounts]
     return "\n".join(lines)

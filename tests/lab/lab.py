@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from relaygate.cli import main as relaygate_main
-from tests.lab import sink
+from tests.lab import postfwd, sink
 from tests.lab.netns import Address, LabError, Namespaces, lab_namespaces, new_run_id
 from tests.lab.plan import LabPlan, load, make_plan
+from tests.lab.postfwd import Postfwd
 from tests.lab.relay import SINK_PORT, Relay
 
 HERE = Path(__file__).resolve().parent
@@ -137,6 +138,8 @@ class Lab:
     compiled: Path
     sink_file: Path
     sink_process: subprocess.Popen[bytes] | None = None
+    #: The volume-limit daemon, when the compiled folder has a postfwd ruleset.
+    postfwd: Postfwd | None = None
     _tokens: Iterator[int] = field(default_factory=itertools.count)
     closed: bool = False
 
@@ -194,6 +197,11 @@ class Lab:
             problems = lab.relay.check()
             if problems:
                 raise LabError(f"postfix check is not silent: {problems}")
+            if (compiled / postfwd.RULESET).exists():
+                # Started before Postfix: the first message is already counted.
+                lab.postfwd = Postfwd(ns, relay_ns, root, plan.volume_port)
+                lab.postfwd.install(compiled)
+                lab.postfwd.start()
             lab.relay.start()
         except BaseException:
             lab.close()
@@ -218,12 +226,22 @@ class Lab:
             problems += self.relay.stop()
         except Exception as error:  # keep tearing down; report at the end
             problems.append(f"postfix stop: {error}")
+        if self.postfwd is not None:
+            try:
+                problems += self.postfwd.stop()
+            except Exception as error:  # keep tearing down; report at the end
+                problems.append(f"postfwd stop: {error}")
         problems += self.stop_sink()
         problems += self.ns.destroy()
         shutil.rmtree(self.root, ignore_errors=True)
-        problems += leftovers(self.run_id, self.root, self.relay.started)
+        problems += leftovers(self.run_id, self.root, self.relay.started, self.postfwd_started)
         if problems:
             raise LabError("lab teardown left problems:\n" + "\n".join(problems))
+
+    @property
+    def postfwd_started(self) -> list[int]:
+        """Every postfwd master this lab started (for ``leftovers``)."""
+        return [] if self.postfwd is None else list(self.postfwd.started)
 
     # -- the sink ---------------------------------------------------------
 
@@ -339,12 +357,27 @@ class Lab:
     # -- redeploy ---------------------------------------------------------
 
     def redeploy(self, inventory: Path, as_of: dt.date) -> Path:
-        """Compile ``inventory`` into a new folder and apply it like the deploy."""
+        """Compile ``inventory`` into a new folder and ``deploy`` it."""
         out = self.root / f"compiled-{next(self._tokens)}"
         compile_inventory(inventory, as_of, out)
-        self.relay.deploy(out)
-        self.compiled = out
+        self.deploy(out)
         return out
+
+    def deploy(self, compiled: Path) -> None:
+        """Apply a compiled folder to the running lab, like the deploy.
+
+        The postfwd ruleset is checked, switched and reloaded (SIGHUP, counters
+        kept) before Postfix: a record the new maps admit already has its limit.
+        Postfix's reload comes after it, and matters: an smtpd keeps its policy
+        connection between messages, and the postfwd process at the other end
+        answers from the ruleset it had when the connection opened; the reload
+        ends those smtpd processes, so every message after it meets the new rules.
+        """
+        if self.postfwd is not None:
+            self.postfwd.install(compiled)
+            self.postfwd.reload()
+        self.relay.deploy(compiled)
+        self.compiled = compiled
 
 
 def compile_inventory(inventory: Path, as_of: dt.date, out: Path) -> str:
@@ -359,8 +392,12 @@ def compile_inventory(inventory: Path, as_of: dt.date, out: Path) -> str:
     return stdout.getvalue()
 
 
-def leftovers(run_id: str, root: Path, masters: Sequence[int]) -> list[str]:
-    """What of one lab run is still there: namespaces, the folder, Postfix processes."""
+def leftovers(
+    run_id: str, root: Path, masters: Sequence[int], daemons: Sequence[int] = ()
+) -> list[str]:
+    """What of one lab run is still there: namespaces, the folder, Postfix processes
+    (``masters``: the Postfix masters it started) and postfwd processes (``daemons``:
+    the postfwd masters it started)."""
     found = [f"namespace {name} still exists" for name in lab_namespaces(run_id)]
     if root.exists():
         found.append(f"lab folder {root} still exists")
@@ -369,6 +406,7 @@ def leftovers(run_id: str, root: Path, masters: Sequence[int]) -> list[str]:
     found += [
         f"process {pid} still runs with MAIL_CONFIG in {root}" for pid in _processes_under(root)
     ]
+    found += [f"postfwd process {pid} still runs" for pid in postfwd.processes_of(daemons)]
     return sorted(set(found))
 
 

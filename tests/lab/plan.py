@@ -4,11 +4,12 @@ Input: a checked inventory (``relaygate.pipeline.validate``). Output: a
 ``LabPlan``: the relay's addresses (the first relay host's), one segment
 namespace per MOD segment that holds a device plus ``campus`` for the rest,
 the address each device sends from, the SASL accounts with lab passwords,
-and the outsider's addresses.
+the outsider's addresses, and the port of the volume-limit daemon.
 
 Invariants: every record (retired ones too: their address and login may
 linger after retirement) gets a source address equal to its address, or the
-first host inside its prefix; the outsider's addresses are
+first host inside its prefix (a prefix of four or more addresses also gets
+its second host, in the same namespace); the outsider's addresses are
 held by no record and lie in no record's prefix (one in a MOD segment, one on
 campus in IPv6, one off campus), so a test of "no record holds it" is honest.
 Expectations the tests check are derived from the records here, never from
@@ -47,6 +48,9 @@ class Client:
     senders: tuple[str, ...]
     status_reason: str | None
     status_ticket: str | None
+    #: For a prefix record, a second host inside it (the lab gives it to the
+    #: same namespace): "another of the record's addresses".
+    other_source: Address | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class LabPlan:
     relay_addresses: tuple[Address, ...]
     relay_port: int
     submission_port: int
+    #: Where Postfix asks the volume-limit daemon (127.0.0.1 in the relay namespace).
+    volume_port: int
     clients: tuple[Client, ...]
     accounts: tuple[Account, ...]
     outsider: Outsider
@@ -89,6 +95,8 @@ class LabPlan:
         found: dict[str, list[Address]] = {}
         for client in self.clients:
             found.setdefault(client.namespace_role, []).append(client.source)
+            if client.other_source is not None:
+                found[client.namespace_role].append(client.other_source)
         found[OUTSIDER] = list(self.outsider.all)
         return found
 
@@ -123,6 +131,7 @@ def make_plan(inventory: Inventory) -> LabPlan:
         relay_addresses=relay_addresses,
         relay_port=site.relay_port,
         submission_port=site.submission_port,
+        volume_port=site.volume_limits.port,
         clients=clients,
         accounts=accounts,
         outsider=_outsider(inventory, relay_addresses),
@@ -153,7 +162,15 @@ def _client(device: Device, inventory: Inventory) -> Client:
         senders=device.senders,
         status_reason=device.status_reason,
         status_ticket=device.status_ticket,
+        other_source=_other_source(device),
     )
+
+
+def _other_source(device: Device) -> Address | None:
+    network = ipaddress.ip_network(str(device.network))
+    # Not the network address, not the first host (the record's source), and
+    # in IPv4 not the broadcast address.
+    return network.network_address + 2 if network.num_addresses >= 4 else None
 
 
 def _outsider(inventory: Inventory, relay: tuple[Address, ...]) -> Outsider:
