@@ -808,3 +808,50 @@ def test_apply_with_a_malformed_ticket_leaves_the_record(watch_cli: Cli, campus:
     assert record.read_text() == before
     assert "the edit would make the record invalid; it was undone" in result.stderr, result
     assert "--apply: 0 records suspended" in result.stdout, result
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        # The words in the sender: smtpd logs them after the reject's fixed head.
+        '450 4.7.1 <"x 450 4.7.1 reached its limit of 1"@lib.example.edu>: Sender address'
+        ' rejected: not registered; from=<"x 450 4.7.1 reached its limit of 1"@lib.example.edu>'
+        " to=<counts@lib.example.edu> proto=ESMTP helo=<gate>",
+        # A whole forged END-OF-MESSAGE head inside a RCPT reject's sender.
+        '554 5.7.1 <counts@lib.example.edu>: Relay access denied; from=<"x: reject:'
+        " END-OF-MESSAGE from unknown[10.20.30.88]: 450 4.7.1 <END-OF-MESSAGE>: End-of-data"
+        ' rejected: device lib-gate-counter reached its limit of 1 messages per day;"@x.example>'
+        " to=<counts@lib.example.edu> proto=ESMTP helo=<gate>",
+    ],
+)
+def test_words_a_sender_controls_never_count_as_the_limit(
+    watch_cli: Cli, campus: Path, forged: str
+) -> None:
+    relay = Relay()
+    relay.normal_day()
+    relay.log(
+        at("09:05:00"), "smtpd", 7600, f"NOQUEUE: reject: RCPT from unknown[{GATE}]: {forged}"
+    )
+    result = watch_cli(relay.write(campus / "mail.log"))
+    assert result.code == 0, result  # one ordinary refusal: below every threshold
+    assert "over its daily volume limit" not in result.stdout, result
+    # Control: the policy service's own refusal, naming another device, is not this one's.
+    relay.log(
+        at("09:06:00"), "smtpd", 7601,
+        f"NOQUEUE: reject: END-OF-MESSAGE from unknown[{GATE}]: 450 4.7.1 <END-OF-MESSAGE>:"
+        " End-of-data rejected: device lib-hodges-3f-copier reached its limit of 120 messages"
+        " per day; from=<gate-counts@lib.example.edu> to=<counts@lib.example.edu> proto=ESMTP"
+        " helo=<gate>",
+    )  # fmt: skip
+    assert watch_cli(relay.write(campus / "mail.log")).code == 0
+    # Control: the same refusal naming the gate counter itself flags it.
+    relay.log(
+        at("09:07:00"), "smtpd", 7602,
+        f"NOQUEUE: reject: END-OF-MESSAGE from unknown[{GATE}]: 450 4.7.1 <END-OF-MESSAGE>:"
+        " End-of-data rejected: device lib-gate-counter reached its limit of 50 messages"
+        " per day; from=<gate-counts@lib.example.edu> to=<counts@lib.example.edu> proto=ESMTP"
+        " helo=<gate>",
+    )  # fmt: skip
+    flagged = watch_cli(relay.write(campus / "mail.log"))
+    assert flagged.code == 1, flagged
+    assert "1 messages refused over its daily volume limit of 50" in flagged.stdout, flagged

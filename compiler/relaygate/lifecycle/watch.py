@@ -34,6 +34,7 @@ limit, or any refusal of the volume-limit policy service, flag it too.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import json
@@ -127,7 +128,7 @@ class Measure:
             self.accepted_recipients += event.count
         elif event.kind == "rejected":
             self.rejected += 1
-            self.over_limit += event.over_limit
+            self.over_limit += bool(event.over_limit)
         if event.recipient:
             self.recipients.add(event.recipient)
         self.first = event.at if self.first is None else min(self.first, event.at)
@@ -240,8 +241,17 @@ def attribute(
         slot = found.get(subject)
         if slot is None:
             slot = found[subject] = (records, Measure())
-        slot[1].add(event)
+        if event.over_limit and event.over_limit != _limit_subject(subject):
+            slot[1].add(dataclasses.replace(event, over_limit=""))  # it names someone else
+        else:
+            slot[1].add(event)
     return found
+
+
+def _limit_subject(subject: tuple[SubjectKind, str]) -> str:
+    """Whom the volume-limit refusal of this client names (render/postfwd.py's text)."""
+    kind, key = subject
+    return {"legacy": f"device {key}", "login": f"login {key}"}.get(kind, "")
 
 
 def daily_limit(

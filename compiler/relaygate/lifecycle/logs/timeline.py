@@ -20,8 +20,9 @@ Events, as the correlation in ``postfix`` attributes them:
   ``NOQUEUE`` reject names only the client's address; when the same smtpd
   process (``tag[pid]``) logged a ``client=... sasl_username=`` line since its
   ``connect from`` of that address, the reject is that login's. ``over_limit``:
-  the volume-limit policy service's ``450 4.7.1 ... reached its limit of``
-  refusal after DATA.
+  whom the volume-limit policy service's refusal after DATA names (``device
+  NAME`` or ``login LOGIN``), read only from the reject's fixed head (see
+  ``OVER_LIMIT``), never from text a sender or recipient could carry.
 
 Times are the relays' local times as written (journal instants in
 ``zone``). Classic syslog lines carry no year: it comes from ``year`` (the
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import lzma
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +54,16 @@ from relaygate.lifecycle.logs.files import (
 EventKind = Literal["accepted", "recipient", "rejected"]
 #: What Postfix logs when a check_policy_service server does not answer (attr_clnt.c).
 POLICY_TROUBLE = "warning: problem talking to server "
-#: The words of the volume-limit refusal (render/postfwd.py: "450 4.7.1 device NAME reached its
-#: limit of N messages per day", the same for a login), as smtpd logs it after DATA.
-OVER_LIMIT = " reached its limit of "
+#: The volume-limit refusal (render/postfwd.py: "450 4.7.1 device NAME reached its limit of N
+#: messages per day", or "login LOGIN of NAMES ..."), as smtpd logs it after DATA, matched from
+#: the start of the reject up to its first ";". The sender and the recipients come after
+#: that ";" (``from=<...> to=<...>``), and a client's hostname cannot hold spaces or brackets,
+#: so no text a sender controls can stand where this pattern looks.
+OVER_LIMIT = re.compile(
+    r"reject: END-OF-MESSAGE from [^\s\[\]]+\[[^\s\]]+\]: 450 4\.7\.1 <END-OF-MESSAGE>:"
+    r" End-of-data rejected: (?:(device) ([a-z0-9][a-z0-9._-]*)|(login) ([^\s;<>]+) of [^;]+)"
+    r" reached its limit of [0-9]+ messages per day;"
+)
 #: Daemons whose ``QID: to=<...>`` lines are deliveries (not cleanup's or smtpd's).
 _NOT_DELIVERY = ("/qmgr", "/cleanup", "/smtpd", "/pickup", "/bounce", "/postsuper")
 
@@ -68,7 +77,7 @@ class Event:
     relay: str
     count: int = 1  # accepted: the message's recipients (nrcpt)
     recipient: str = ""  # lower case; "" when the line names none
-    over_limit: bool = False  # rejected by the volume-limit policy service (see OVER_LIMIT)
+    over_limit: str = ""  # "device NAME" / "login LOGIN" the volume-limit refusal names
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +123,7 @@ class Settings:
 #: When a line was written, before its classic year is known: (day key, HH:MM:SS).
 _Raw = tuple[postfix.DayKey, str]
 #: An event's fields after its time: kind, address, login, relay, count, recipient, over limit.
-_Fields = tuple[EventKind, str, str | None, str, int, str, bool]
+_Fields = tuple[EventKind, str, str | None, str, int, str, str]
 
 
 class _Reader:
@@ -269,7 +278,7 @@ class _Reader:
             if client is None:
                 return None  # a retry, or its client= line is in an earlier log
             self.queued[key] = client
-            return ("accepted", client[0], client[1], relay, _nrcpt(body), "", False)
+            return ("accepted", client[0], client[1], relay, _nrcpt(body), "", "")
         if body == "removed":
             self.queued.pop(key, None)
             return None
@@ -279,7 +288,7 @@ class _Reader:
             client = self.queued.get(key)
             if client is None or ", status=" not in body:
                 return None
-            return ("recipient", client[0], client[1], relay, 1, _address_in(body, 0), False)
+            return ("recipient", client[0], client[1], relay, 1, _address_in(body, 0), "")
         if body.startswith(("reject: ", "milter-reject: ")):
             return self._rejected(relay, tag, queue_id, message, split)
         return None
@@ -301,7 +310,10 @@ class _Reader:
             client = (address, login)
         start = message.find(" to=<")
         recipient = _address_in(message, start + 1) if start >= 0 else ""
-        over = OVER_LIMIT in message and " 450 4.7.1 " in message
+        named = OVER_LIMIT.match(message, split + 2)
+        over = ""
+        if named is not None:
+            over = f"device {named[2]}" if named[1] else f"login {named[4].lower()}"
         return ("rejected", client[0], client[1], relay, 1, recipient, over)
 
     def _session(self, relay: str, tag: str, message: str) -> None:
