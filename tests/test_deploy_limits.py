@@ -344,11 +344,7 @@ with smtplib.SMTP("127.0.0.1", port, timeout=60) as session:
     assert session.docmd("RCPT", "TO:<%s>" % recipient)[0] == 250
     assert session.docmd("DATA")[0] == 354
     started = time.monotonic()
-    session.send(b"Subject: limits lab
-
-hello
-.
-")
+    session.send(b"Subject: limits lab\r\n\r\nhello\r\n.\r\n")
     code, text = session.getreply()
     print(json.dumps([code, text.decode(), time.monotonic() - started]))
 """
@@ -444,6 +440,30 @@ def test_same_release_again_changes_nothing(
     assert [daemon_pid(relay) for relay in lab.relays] == pids
 
 
+def test_fast_revoke_leaves_the_daemon_alone(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """--tags revoke (relaygate_mode=revoke): no restart, no reload, counters kept; a daemon
+    that is down stays down, with a warning (a revoke is not the time to start it)."""
+    assert first.code == 0, str(first)
+    running, down = lab.relays
+    pid = daemon_pid(running)
+    assert ask(running, KEPT, 3)[-1] == over("kept", 2)
+    kill_daemon(down)
+    done = apply(lab, with_limits(releases.revoked, RULES_A), "-e", "relaygate_mode=revoke")
+    assert done.code == 0, str(done)
+    assert recap_changed(done) == {"relay-a": 1, "relay-b": 1}, str(done)
+    assert "postfwd" not in "".join(re.findall(r'"msg": \[(.*?)\]', done.stdout, re.S))
+    assert daemon_pid(running) == pid
+    assert ask(running, KEPT, 1) == [over("kept", 2)]  # same counters, same process
+    assert ask(running, "192.0.2.1") == [DUNNO]
+    # Ansible prints a module's warnings on stderr, once per relay that has one.
+    assert done.stderr.count("[WARNING]: postfwd (the volume limits) is not running") == 1
+    assert "A revoke does not touch it; a full deploy starts it." in done.stderr
+    assert daemon_pid(down) is None
+    assert ask(down, "192.0.2.1")[0].startswith("refused")
+
+
 # --- a ruleset postfwd refuses never reaches the relay ----------------------------------------
 
 
@@ -534,14 +554,103 @@ def test_a_new_ruleset_reloads_without_a_gap_and_keeps_the_counters(
         out, _ = poller.communicate(timeout=30)
     assert done.code == 0, str(done)
     assert recap_changed(done) == {"relay-a": 1, "relay-b": 1}, str(done)
-    assert done.stdout.count("reloaded postfwd (SIGHUP; 3 rules, counters kept)") == 2
+    assert done.stdout.count("reloaded postfwd (SIGHUP; 3 rules, counters kept)") == 1
     # The policy switched (a new generation) and the daemon is the same process...
     assert [r.live() for r in lab.relays] != generations
-    assert [daemon_pid(r) for r in lab.relays] == pids
-    # ...that never stopped answering while the run reloaded it.
+    assert daemon_pid(relay) == pids[0]
+    # ...and the one the revoke test left down is started again, said so loudly.
+    assert pids[1] is None
+    assert daemon_pid(lab.relays[1]) is not None
+    assert "started postfwd on 127.0.0.1:10040 (3 rules, --keep_rates)" in done.stdout
+    assert "postfwd: not running (stopped or crashed; mail was not limited)" in done.stdout
+    assert done.stderr.count("[WARNING]: postfwd (the volume limits) was not running") == 1
+    # ...that never stopped listening while the run reloaded it (a HUP to postfwd's master
+    # closes the port for seconds: "Connection refused"). A request in flight at the instant
+    # of the reload may be cut (its child is replaced); Postfix then applies DUNNO and warns.
     answers = [json.loads(line) for line in out.splitlines()]
     assert len(answers) > 20, "the poller did not run through the deploy"
-    assert set(answers) == {DUNNO}, answers
+    cut = [a for a in answers if a != DUNNO]
+    assert all("reset by peer" in a or a == "closed" for a in cut), cut
+    assert len(cut) <= 2, cut
     # New rules: FRESH has a limit of 1 now. An unchanged rule keeps its counter.
     assert ask(relay, FRESH, 2) == [DUNNO, over("fresh", 1)]
     assert ask(relay, KEPT, 1) == [over("kept", 2)]
+
+
+# --- the daemon down: mail flows, loudly; the gate and the next deploy -----------------------
+
+
+def test_daemon_down_mail_keeps_flowing_with_a_warning(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    assert first.code == 0, str(first)
+    relay = lab.relays[1]
+    assert daemon_pid(relay) is not None, "the earlier tests leave postfwd running here"
+    problem = rf"warning: problem talking to server 127\.0\.0\.1:{PORT}"
+    # Positive control: with the daemon up, a legitimate message goes through quietly.
+    before = len(log_lines(relay, problem))
+    code, text, _ = send(relay, *HODGES)
+    assert code == 250, text
+    time.sleep(0.5)
+    assert len(log_lines(relay, problem)) == before
+    kill_daemon(relay)
+    # Down: the message is still accepted, at once (try_limit=1: no retry, no stall)...
+    code, text, seconds = send(relay, *HODGES)
+    assert code == 250, text
+    assert seconds < 5, f"the end of DATA took {seconds:.1f} s with the daemon down"
+    # ...and Postfix says why, loudly, in the mail log.
+    lines = wait_for_log(relay, problem, before)
+    assert len(lines) > before, "no 'problem talking to server' warning in the mail log"
+    assert re.search(r"postfix/smtpd\[\d+\]: warning: problem talking to server", lines[-1])
+
+
+def test_a_daemon_that_does_not_answer_fails_the_gate_and_the_next_deploy_starts_it(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """Something else holds the port and never answers: the gate fails, the relay rolls back."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[1]
+    if daemon_pid(relay) is not None:
+        kill_daemon(relay)
+    live = relay.live()
+    silent = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            relay.namespace,
+            sys.executable,
+            "-c",
+            "import socket, time\n"
+            f"s = socket.create_server(('127.0.0.1', {PORT}))\n"
+            "print('listening', flush=True)\n"
+            "held = []\n"
+            "while True:\n"
+            "    held.append(s.accept())\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert silent.stdout is not None and silent.stdout.readline().strip() == "listening"
+        failed = apply(
+            lab,
+            with_limits(releases.revoked, RULES_A),
+            "-e",
+            "relaygate_postfwd_wait=2",
+            relays=[relay],
+        )
+    finally:
+        silent.kill()
+        silent.communicate()
+    assert failed.code != 0, str(failed)
+    assert fatal(failed, "does not answer a policy request with DUNNO") == ["relay-b"], str(failed)
+    assert fatal(failed, "Rolled back: restored main.cf") == ["relay-b"], str(failed)
+    assert fatal(failed, "restored postfwd.cf") == ["relay-b"], str(failed)
+    assert relay.live() == live
+    assert (state(relay) / "postfwd.cf").read_text() == RULES_B
+    # The port is free again: the next deploy of what the relay serves brings the daemon back.
+    again = apply(lab, with_limits(releases.revoked, RULES_B), relays=[relay])
+    assert again.code == 0, str(again)
+    assert ask(relay, "192.0.2.1") == [DUNNO]
+    assert relay.live() == live

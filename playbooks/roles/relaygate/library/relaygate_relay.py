@@ -820,10 +820,11 @@ class Postfwd:
             "recipient=relaygate-gate@probe.invalid\nrecipient_count=1\nsasl_username=\n"
             "size=0\ninstance=relaygate.gate\n\n"
         )
+        timeout = max(1.0, min(5.0, self.wait))
         script = (
             "import socket, sys\n"
             "try:\n"
-            f"    s = socket.create_connection(('127.0.0.1', {port}), timeout=5)\n"
+            f"    s = socket.create_connection(('127.0.0.1', {port}), timeout={timeout})\n"
             f"    s.sendall({request!r}.encode())\n"
             "    data = b''\n"
             "    while not data.endswith(b'\\n\\n'):\n"
@@ -1631,25 +1632,35 @@ class Run:
         return {"pid": self.postfwd.pid(), "port": port, "answer": said}
 
     def rollback_limits(self, snapshot: Path) -> list[str]:
-        """The daemon back to the snapshot's ruleset, on the port the old main.cf calls."""
+        """The daemon back to the snapshot's ruleset, on the port the old main.cf calls.
+
+        Never raises: a daemon that will not come back is said in the rollback's report (mail
+        flows without limits meanwhile), and the rest of the rollback goes on.
+        """
         daemon, done = self.postfwd, []
         old = snapshot / "postfwd.cf"
         old_port = self.old_port
-        if not old.is_file() or old_port is None:
-            if daemon.pid() is not None:
-                daemon.stop()
-                done.append("stopped postfwd")
-            daemon.ruleset.unlink(missing_ok=True)
-            return done
-        daemon.install(old.read_bytes())
-        done.append("restored postfwd.cf")
-        if daemon.pid() is not None and daemon.same_instance(old_port):
-            daemon.reload()
-            done.append("reloaded postfwd")
-        else:
+        try:
+            if not old.is_file() or old_port is None:
+                if daemon.pid() is not None:
+                    daemon.stop()
+                    done.append("stopped postfwd")
+                daemon.ruleset.unlink(missing_ok=True)
+                return done
+            daemon.install(old.read_bytes())
+            done.append("restored postfwd.cf")
+            if daemon.pid() is not None and daemon.same_instance(old_port):
+                try:
+                    daemon.reload()
+                    done.append("reloaded postfwd")
+                    return done
+                except Refused:
+                    pass  # no policy server to HUP: start it afresh
             daemon.stop()
             daemon.start(old_port)
             done.append(f"restarted postfwd on 127.0.0.1:{old_port}")
+        except (Refused, OSError) as error:
+            done.append(f"postfwd NOT restored ({error}; mail flows without limits)")
         return done
 
     def rollback(self) -> list[str]:
