@@ -537,6 +537,55 @@ def test_a_ruleset_postfwd_refuses_stops_the_run_before_the_switch(
     assert ask(relay, KEPT, 1) == [over("kept", 2)]
 
 
+def test_a_daemon_that_does_not_answer_fails_the_gate_and_rolls_back(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """Something else holds the port and never answers: the gate fails, the relay rolls back."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[1]
+    assert daemon_pid(relay) is None, "the revoke test leaves postfwd down here"
+    live = relay.live()
+    silent = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            relay.namespace,
+            sys.executable,
+            "-c",
+            "import socket, time\n"
+            f"s = socket.create_server(('127.0.0.1', {PORT}))\n"
+            "print('listening', flush=True)\n"
+            "held = []\n"
+            "while True:\n"
+            "    held.append(s.accept())\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert silent.stdout is not None and silent.stdout.readline().strip() == "listening"
+        failed = apply(
+            lab,
+            with_limits(releases.revoked, RULES_B),
+            "-e",
+            "relaygate_postfwd_wait=2",
+            relays=[relay],
+        )
+    finally:
+        silent.kill()
+        silent.communicate()
+    assert failed.code != 0, str(failed)
+    assert fatal(failed, "does not answer a policy request with DUNNO") == ["relay-b"], str(failed)
+    assert fatal(failed, "Rolled back: restored main.cf") == ["relay-b"], str(failed)
+    assert fatal(failed, "restored postfwd.cf") == ["relay-b"], str(failed)
+    assert relay.live() == live
+    assert (state(relay) / "postfwd.cf").read_text() == RULES_A
+    # Down, as the revoke test left it (the next test's deploy starts it again).
+    if daemon_pid(relay) is not None:
+        kill_daemon(relay)
+
+
 def test_a_new_ruleset_reloads_without_a_gap_and_keeps_the_counters(
     lab: Lab, releases: Releases, first: PlaybookRun
 ) -> None:
@@ -558,7 +607,7 @@ def test_a_new_ruleset_reloads_without_a_gap_and_keeps_the_counters(
     # The policy switched (a new generation) and the daemon is the same process...
     assert [r.live() for r in lab.relays] != generations
     assert daemon_pid(relay) == pids[0]
-    # ...and the one the revoke test left down is started again, said so loudly.
+    # ...and the one the revoke and gate tests left down is started again, said so loudly.
     assert pids[1] is None
     assert daemon_pid(lab.relays[1]) is not None
     assert "started postfwd on 127.0.0.1:10040 (3 rules, --keep_rates)" in done.stdout
@@ -577,7 +626,7 @@ def test_a_new_ruleset_reloads_without_a_gap_and_keeps_the_counters(
     assert ask(relay, KEPT, 1) == [over("kept", 2)]
 
 
-# --- the daemon down: mail flows, loudly; the gate and the next deploy -----------------------
+# --- the daemon down: mail flows, loudly ------------------------------------------------------
 
 
 def test_daemon_down_mail_keeps_flowing_with_a_warning(
@@ -602,55 +651,3 @@ def test_daemon_down_mail_keeps_flowing_with_a_warning(
     lines = wait_for_log(relay, problem, before)
     assert len(lines) > before, "no 'problem talking to server' warning in the mail log"
     assert re.search(r"postfix/smtpd\[\d+\]: warning: problem talking to server", lines[-1])
-
-
-def test_a_daemon_that_does_not_answer_fails_the_gate_and_the_next_deploy_starts_it(
-    lab: Lab, releases: Releases, first: PlaybookRun
-) -> None:
-    """Something else holds the port and never answers: the gate fails, the relay rolls back."""
-    assert first.code == 0, str(first)
-    relay = lab.relays[1]
-    if daemon_pid(relay) is not None:
-        kill_daemon(relay)
-    live = relay.live()
-    silent = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            relay.namespace,
-            sys.executable,
-            "-c",
-            "import socket, time\n"
-            f"s = socket.create_server(('127.0.0.1', {PORT}))\n"
-            "print('listening', flush=True)\n"
-            "held = []\n"
-            "while True:\n"
-            "    held.append(s.accept())\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert silent.stdout is not None and silent.stdout.readline().strip() == "listening"
-        failed = apply(
-            lab,
-            with_limits(releases.revoked, RULES_A),
-            "-e",
-            "relaygate_postfwd_wait=2",
-            relays=[relay],
-        )
-    finally:
-        silent.kill()
-        silent.communicate()
-    assert failed.code != 0, str(failed)
-    assert fatal(failed, "does not answer a policy request with DUNNO") == ["relay-b"], str(failed)
-    assert fatal(failed, "Rolled back: restored main.cf") == ["relay-b"], str(failed)
-    assert fatal(failed, "restored postfwd.cf") == ["relay-b"], str(failed)
-    assert relay.live() == live
-    assert (state(relay) / "postfwd.cf").read_text() == RULES_B
-    # The port is free again: the next deploy of what the relay serves brings the daemon back.
-    again = apply(lab, with_limits(releases.revoked, RULES_B), relays=[relay])
-    assert again.code == 0, str(again)
-    assert ask(relay, "192.0.2.1") == [DUNNO]
-    assert relay.live() == live

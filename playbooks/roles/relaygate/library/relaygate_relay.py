@@ -187,7 +187,8 @@ postfwd:
   returned: when the release has volume limits
 """
 
-import fcntl  # noqa: E402 - the documentation strings come first in an Ansible module
+import contextlib  # noqa: E402 - the documentation strings come first in an Ansible module
+import fcntl  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -686,6 +687,16 @@ def postfwd_rules(text: str) -> int:
     return count
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``."""
+    found, pending = [], [pid]
+    while pending:
+        for child in children(pending.pop()):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
 def children(pid: int) -> list[int]:
     """The live child processes of ``pid`` (from /proc; zombies left out)."""
     found = []
@@ -899,13 +910,21 @@ class Postfwd:
         os.kill(servers[0], signal.SIGHUP)
 
     def stop(self) -> None:
+        """SIGTERM to the master; what is left after 3 s (a master busy respawning a policy
+        server that cannot bind ignores it for a while) gets SIGKILL, children included."""
         pid = self.pid()
         if pid is None:
             return
+        tree = [pid, *descendants(pid)]
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 3
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.05)
+        for process in tree:
+            # Only if the pid is still a postfwd process (not one that reused the number).
+            if "postfwd" in " ".join(self.cmdline(process) or []):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process, signal.SIGKILL)
         if self.pidfile.exists():
             self.pidfile.unlink()
 
