@@ -489,11 +489,14 @@ def relay_module() -> ModuleType:
     ids=["good", "a line postfwd skips", "a rule without action", "a macro", "no rule"],
 )
 def test_postfwd_itself_validates_the_ruleset(
-    tmp_path: Path, ruleset: str, said: str | None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ruleset: str, said: str | None
 ) -> None:
     """postfwd -C exits 1 for a good ruleset too: what it says decides, read by the module."""
     require(shutil.which("postfwd2") is not None, "postfwd2 is not installed (package postfwd)")
     module = relay_module()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
 
     class Relay_:
         folder = tmp_path
@@ -514,7 +517,7 @@ def test_postfwd_itself_validates_the_ruleset(
         daemon.validate(ruleset.encode())
     assert "postfwd refuses postfwd/postfwd.cf" in str(refused.value)
     assert said in str(refused.value)
-    assert list(tmp_path.iterdir()) == []  # the scratch copy is gone
+    assert list(scratch.iterdir()) == []  # its copy for postfwd -C is gone
 
 
 def test_a_ruleset_postfwd_refuses_stops_the_run_before_the_switch(

@@ -758,10 +758,8 @@ class Postfwd:
         going on with the rest: so any warning, or fewer rules parsed than the file has, is a
         refusal.
         """
-        self.relay.folder.mkdir(mode=0o755, exist_ok=True)
-        handle, temp = tempfile.mkstemp(
-            prefix=".postfwd-check.", suffix=".cf", dir=self.relay.folder
-        )
+        # In the system's temporary folder: check mode must not write under the config folder.
+        handle, temp = tempfile.mkstemp(prefix="relaygate-postfwd-check.", suffix=".cf")
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(data)
