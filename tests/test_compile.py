@@ -611,7 +611,7 @@ def test_every_fragment_line_fits_one_postconf_argument() -> None:
     """Linux limits one argument to 128 KiB: thousands of classes go into several lists."""
     senders = [f"relaygate_s_{n:012x}" for n in range(6000)]
     logins = {f"relaygate_l_{n:012x}": (("10.0.0.1/32", senders[n]),) for n in range(3000)}
-    settings = postfix.main_cf(senders, logins)
+    settings = postfix.main_cf(senders, logins, 10040)
     assert max(len(f"{name} = {value}".encode()) for name, value in settings.items()) < 131072
     assert settings["smtpd_restriction_classes"] == ", ".join(
         f"$relaygate_classes_{n}" for n in range(1, 10)
@@ -620,7 +620,7 @@ def test_every_fragment_line_fits_one_postconf_argument() -> None:
         syntax.expand(settings["smtpd_restriction_classes"], settings, frozenset())
     )
     assert listed == [*senders, *logins]
-    assert postfix.main_cf([], {})["smtpd_restriction_classes"] == ""
+    assert postfix.main_cf([], {}, 10040)["smtpd_restriction_classes"] == ""
 
 
 def test_stale_parameters_are_the_old_classes_and_retired_settings() -> None:

@@ -253,7 +253,7 @@ EXPECTED = {
         ],
         "summary": {
             "approvals": 3,
-            "artifacts_changed": 7,
+            "artifacts_changed": 8,
             "devices_gaining": 1,
             "devices_losing": 0,
             "files_changed": 1,
@@ -303,7 +303,7 @@ EXPECTED = {
         "risks": [],
         "summary": {
             "approvals": 1,
-            "artifacts_changed": 7,
+            "artifacts_changed": 8,
             "devices_gaining": 0,
             "devices_losing": 1,
             "files_changed": 0,
@@ -534,7 +534,7 @@ EXPECTED = {
         "risks": [],
         "summary": {
             "approvals": 1,
-            "artifacts_changed": 8,
+            "artifacts_changed": 9,
             "devices_gaining": 0,
             "devices_losing": 1,
             "files_changed": 0,
@@ -672,7 +672,7 @@ EXPECTED = {
         ],
         "summary": {
             "approvals": 3,
-            "artifacts_changed": 29,
+            "artifacts_changed": 30,
             "devices_gaining": 0,
             "devices_losing": 13,
             "files_changed": 0,

@@ -345,6 +345,33 @@ def _legacy(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
             )
 
 
+@record_check("volume_limit", "volume_per_day", "status")
+def _volume_limit(device: Device, doc: Document, ctx: Context) -> Iterator[Finding]:
+    """A volume_limit override is justified and within the site's bound."""
+    override = device.volume_limit
+    if override is None or device.status is Status.RETIRED:
+        return
+    minimum = ctx.site.policy.min_justification_chars if ctx.site else 0
+    shortfall = justification_shortfall(override.justification, minimum)
+    if shortfall is not None:
+        yield doc.finding(
+            "limit.justification-too-short", ("volume_limit", "justification"), shortfall
+        )
+    highest = ctx.site.volume_limits.max_per_day if ctx.site else None
+    if highest is not None and override.per_day > highest:
+        yield doc.finding(
+            "limit.override-too-high",
+            ("volume_limit", "per_day"),
+            f"per_day {override.per_day} is above volume_limits.max_per_day {highest}",
+        )
+    if override.per_day < device.volume_per_day:
+        yield doc.finding(
+            "limit.override-below-estimate",
+            ("volume_limit", "per_day"),
+            f"per_day {override.per_day} is below volume_per_day {device.volume_per_day}",
+        )
+
+
 def _live_legacy(device: Device) -> bool:
     """A legacy record with an exception that is not history (see ``_legacy``)."""
     return device.is_legacy and device.exception is not None and device.status is not Status.RETIRED
@@ -751,6 +778,14 @@ def site_checks(site: Site, doc: Document) -> Iterator[Finding]:
             "site.duplicate-port",
             ("relay", "submission_port"),
             f"relay and submission both use port {site.relay_port}",
+        )
+    if site.volume_limits.port in (site.relay_port, site.submission_port):
+        yield doc.finding(
+            "limit.port-in-use",
+            ("volume_limits", "port")
+            if "port" in (doc.data.get("volume_limits") or {})
+            else ("relay", "relay_port"),
+            f"volume_limits.port {site.volume_limits.port} is also a relay port",
         )
     campus = [n.prefix for n in site.campus_networks]
     yield from _campus_checks(site, doc)

@@ -96,6 +96,14 @@ class Exception_:
 
 
 @dataclass(frozen=True, slots=True)
+class VolumeOverride:
+    """A record's own daily limit (``volume_limit:``), replacing the computed one."""
+
+    per_day: int
+    justification: str
+
+
+@dataclass(frozen=True, slots=True)
 class Device:
     name: str
     unit: str
@@ -121,6 +129,9 @@ class Device:
     #: Why this record may send with the null sender (``allow_null_sender.reason``);
     #: None (the default) refuses the null sender for it on every relay path.
     null_sender_reason: str | None = None
+    #: The record's own daily limit (``volume_limit``); None: computed from the site's
+    #: ``volume_limits`` (``relaygate.limits``).
+    volume_limit: VolumeOverride | None = None
 
     @property
     def allow_null_sender(self) -> bool:
@@ -181,6 +192,27 @@ class Policy:
     broadest_campus_v6: int = DEFAULT_BROADEST_CAMPUS[1]
 
 
+#: site.yaml ``volume_limits`` defaults: factor, floor, max_per_day, postfwd port.
+DEFAULT_VOLUME_FACTOR = "3"
+DEFAULT_VOLUME_FLOOR = 50
+DEFAULT_VOLUME_MAX = 10000
+DEFAULT_VOLUME_PORT = 10040
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeLimits:
+    """site.yaml ``volume_limits``: how a record's daily limit is computed (``relaygate.limits``).
+
+    ``factor`` is kept as the decimal text written in site.yaml (``"2.5"``), so a
+    limit is computed exactly (``ceil(40 * 1.1)`` is 44, not 45 as in binary floats).
+    """
+
+    factor: str = DEFAULT_VOLUME_FACTOR
+    floor: int = DEFAULT_VOLUME_FLOOR
+    max_per_day: int = DEFAULT_VOLUME_MAX
+    port: int = DEFAULT_VOLUME_PORT
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
     name: str
@@ -194,6 +226,7 @@ class Site:
     platform_team: str
     #: (display name, From address, Reply-To address or None) for review notices.
     notices_from: tuple[str, str, str | None] | None = None
+    volume_limits: VolumeLimits = field(default_factory=VolumeLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +377,14 @@ def build_device(data: dict[str, Any], source: str) -> Device:
         status_ticket=data.get("status_ticket"),
         source=source,
         null_sender_reason=(data.get("allow_null_sender") or {}).get("reason"),
+        volume_limit=_volume_override(data.get("volume_limit")),
     )
+
+
+def _volume_override(data: dict[str, Any] | None) -> VolumeOverride | None:
+    if data is None:
+        return None
+    return VolumeOverride(per_day=data["per_day"], justification=data["justification"])
 
 
 #: The top-level fields of a device record (its schema's ``properties``).
@@ -370,6 +410,7 @@ DEVICE_FIELDS = frozenset(
         "status_date",
         "status_ticket",
         "allow_null_sender",
+        "volume_limit",
     }
 )
 
@@ -451,6 +492,19 @@ def build_site(data: dict[str, Any]) -> Site:
         ),
         platform_team=data["review"]["platform_team"],
         notices_from=_notices_from(data["review"].get("notices")),
+        volume_limits=_volume_limits(data.get("volume_limits") or {}),
+    )
+
+
+def _volume_limits(data: dict[str, Any]) -> VolumeLimits:
+    factor = data.get("factor", DEFAULT_VOLUME_FACTOR)
+    # repr() of a YAML float is the shortest text that reads back as it: the decimal
+    # the site wrote (2.5 -> "2.5"); an integer factor stays an integer ("3").
+    return VolumeLimits(
+        factor=str(factor) if isinstance(factor, int | str) else repr(float(factor)),
+        floor=data.get("floor", DEFAULT_VOLUME_FLOOR),
+        max_per_day=data.get("max_per_day", DEFAULT_VOLUME_MAX),
+        port=data.get("port", DEFAULT_VOLUME_PORT),
     )
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import netaddr
 
 from relaygate.addresses import canonical_text, inside
+from relaygate.limits import Limit, LoginLimit, login_limit, record_limit
 from relaygate.model import Device, Inventory, ModSegment, Site, Status
 
 
@@ -42,6 +43,7 @@ class LegacyClient:
     sender_class: str
     segment: str
     ticket: str
+    limit: Limit  # its daily message limit (relaygate.limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class AuthenticatedClient:
     network: netaddr.IPNetwork
     senders: tuple[str, ...]
     segment: str | None
+    limit: Limit  # this record's share of its login's daily limit (relaygate.limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,14 @@ class Policy:
     authenticated: tuple[AuthenticatedClient, ...]
     refused: tuple[RefusedClient, ...]
     classes: tuple[SenderClass, ...]
+
+    @property
+    def login_limits(self) -> dict[str, LoginLimit]:
+        """Login -> its daily limit (the sum of its active records' limits), by login."""
+        parts: dict[str, list[tuple[str, Limit]]] = {}
+        for client in self.authenticated:
+            parts.setdefault(client.account, []).append((client.name, client.limit))
+        return {login: login_limit(login, parts[login]) for login in sorted(parts)}
 
     @property
     def sender_logins(self) -> dict[str, tuple[str, ...]]:
@@ -153,7 +164,15 @@ def build_policy(inventory: Inventory) -> Policy:
             if segment is None:  # pragma: no cover - legacy.outside-mod stops this earlier
                 raise AssertionError(f"legacy device {device.name} outside every MOD segment")
             legacy.append(
-                LegacyClient(device.name, address, device.network, name, segment, _ticket(device))
+                LegacyClient(
+                    device.name,
+                    address,
+                    device.network,
+                    name,
+                    segment,
+                    _ticket(device),
+                    record_limit(device, site.volume_limits),
+                )
             )
         else:
             assert device.account is not None  # auth.account-missing stops this earlier
@@ -165,6 +184,7 @@ def build_policy(inventory: Inventory) -> Policy:
                     device.network,
                     senders,
                     _segment_of(site, device.network),
+                    record_limit(device, site.volume_limits),
                 )
             )
     return Policy(

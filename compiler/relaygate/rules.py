@@ -600,6 +600,33 @@ _ALL: list[Rule] = [
         "give the one host address NetReg reserves for the device (one record per host), or"
         " switch to oauth2/credentials, where an application or server may give a prefix",
     ),
+    # --- volume limits (docs/limits.md) -------------------------------------------------
+    Rule(
+        "limit.justification-too-short",
+        E,
+        "a volume_limit override whose justification is too short to review",
+        "say why the computed limit (volume_per_day x factor, at least the floor) does not fit;"
+        " at least policy.min_justification_chars characters and 5 distinct words",
+    ),
+    Rule(
+        "limit.override-too-high",
+        E,
+        "a volume_limit.per_day above the site's volume_limits.max_per_day",
+        "lower it, or have the platform team raise volume_limits.max_per_day in site.yaml",
+    ),
+    Rule(
+        "limit.override-below-estimate",
+        W,
+        "a volume_limit.per_day below the record's own volume_per_day estimate",
+        "the relay would refuse part of the mail the record says it sends: raise per_day or"
+        " correct volume_per_day",
+    ),
+    Rule(
+        "limit.port-in-use",
+        E,
+        "volume_limits.port is the relay or submission port",
+        "pick a free local port for postfwd (the default is 10040)",
+    ),
 ]
 
 RULES: dict[str, Rule] = {rule.id: rule for rule in _ALL}

@@ -31,9 +31,10 @@ import netaddr
 from relaygate import addresses
 from relaygate.addresses import canonical_text
 from relaygate.errors import InternalError
+from relaygate.limits import record_limit
 from relaygate.model import Device, Inventory, Status
 from relaygate.policy import build_policy
-from relaygate.render import Header, postfix
+from relaygate.render import Header, postfix, postfwd
 from relaygate.render.postfix import syntax
 from relaygate.render.targets import render_all
 
@@ -335,7 +336,9 @@ def verify(
     # parameter (mynetworks, a permit), no missing or reordered restriction,
     # every pinned setting, and each class defined from the constants.
     wanted = postfix.main_cf(
-        sender_classes, {name: login_bindings[name] for name in login_class_names}
+        sender_classes,
+        {name: login_bindings[name] for name in login_class_names},
+        site.volume_limits.port,
     )
     for name in sorted(set(fragment) | set(wanted)):
         if fragment.get(name) != wanted.get(name):
@@ -354,6 +357,19 @@ def verify(
     expected_master = postfix.master_cf(site.relay_port, site.submission_port)
     if master != expected_master:
         problems.append(f"postfix: master.cf.fragment is {master!r}, expected {expected_master!r}")
+
+    # --- postfwd: each active login and legacy device with its limit (relaygate.limits) ---
+    login_limits: dict[str, int] = {}
+    for device in active:
+        if not device.is_legacy and device.account:
+            limit = record_limit(device, site.volume_limits).per_day
+            login_limits[device.account] = login_limits.get(device.account, 0) + limit
+    legacy_limits = {
+        canonical_text(d.network): record_limit(d, site.volume_limits).per_day
+        for d in active
+        if d.is_legacy
+    }
+    problems += postfwd.check(get(postfwd.ARTIFACT), login_limits, legacy_limits)
 
     # --- nftables ---
     sets = nft_sets(get("nftables/relay.nft"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from relaygate.policy import Policy
-from relaygate.render import TARGETS, Artifacts, Header, acl, nftables, postfix
+from relaygate.render import TARGETS, Artifacts, Header, acl, nftables, postfix, postfwd
 
-MODULES = (acl, nftables, postfix)
+MODULES = (acl, nftables, postfix, postfwd)
 
 
 def render_all(policy: Policy, header: Header) -> Artifacts:

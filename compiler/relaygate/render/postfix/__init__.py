@@ -16,7 +16,11 @@ Artifacts (under ``postfix/``), read by Postfix from
   ``relaygate_submission_relay_restrictions`` (the submission port: refused
   clients and logins, then each active login bound to its records' addresses
   and senders, reject). Never ``permit_sasl_authenticated``: the SASL
-  backend knows logins the inventory does not.
+  backend knows logins the inventory does not. Last,
+  ``smtpd_end_of_data_restrictions``: once per message, on both services,
+  ask the volume-limit daemon (postfwd on 127.0.0.1, ``postfwd/postfwd.cf``);
+  when it does not answer, mail keeps flowing (``default_action=DUNNO``)
+  and smtpd logs ``warning: problem talking to server``.
 - ``master.cf.fragment``: ``postconf -P`` lines for the two services, named
   after the site's ports (``service_name``): AUTH only on submission, only
   after STARTTLS (the submission service's relay policy is its own
@@ -43,6 +47,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 
+from relaygate.errors import RenderRefused
 from relaygate.model import NULL_SENDER_KEY, Status
 from relaygate.policy import Policy, class_name
 from relaygate.render import Artifacts, Header, guards, render_template, target
@@ -106,6 +111,27 @@ SUBMISSION_RESTRICTIONS = (
     f"check_sasl_access lmdb:{MAP_DIR}/logins",
     "reject",
 )
+#: The volume-limit check, once per message (its attributes are fixed here, so
+#: main.cf's ``smtpd_policy_service_*`` defaults do not change how it fails):
+#: - default_action=DUNNO: when postfwd is down or slow, mail keeps flowing (the
+#:   relay policy itself is the access maps above, not the daemon); smtpd logs
+#:   ``warning: problem talking to server 127.0.0.1:PORT``;
+#: - try_limit=1 and timeout=10s: one attempt, so a dead daemon delays a
+#:   message by at most the timeout instead of stalling the session.
+POLICY_SERVICE = (
+    "check_policy_service {{ inet:127.0.0.1:{port}, default_action=DUNNO,"
+    " try_limit=1, timeout=10s }}"
+)
+END_OF_DATA = "smtpd_end_of_data_restrictions"
+
+
+def end_of_data_restrictions(port: int) -> str:
+    """The value of ``smtpd_end_of_data_restrictions``: the volume-limit policy service."""
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise RenderRefused(f"refusing to render policy service port {port!r}")
+    return POLICY_SERVICE.format(port=port)
+
+
 #: What a sender class answers for a sender outside its set.
 CLASS_FALLBACK = "check_sender_access static:{REJECT sender not registered for this device}"
 #: What a login class answers for a client address outside the login's records.
@@ -157,7 +183,9 @@ def login_class_name(bindings: Iterable[tuple[str, str]]) -> str:
 
 
 def main_cf(
-    sender_classes: list[str], login_classes: dict[str, tuple[tuple[str, str], ...]]
+    sender_classes: list[str],
+    login_classes: dict[str, tuple[tuple[str, str], ...]],
+    policy_port: int,
 ) -> dict[str, str]:
     """Every main.cf parameter the fragment sets, in order, from code constants."""
     settings = dict(PINNED)
@@ -174,6 +202,7 @@ def main_cf(
     )
     settings["smtpd_relay_restrictions"] = ", ".join(RELAY_RESTRICTIONS)
     settings[SUBMISSION_PARAMETER] = ", ".join(SUBMISSION_RESTRICTIONS)
+    settings[END_OF_DATA] = end_of_data_restrictions(policy_port)
     return settings
 
 
@@ -289,7 +318,9 @@ def render(policy: Policy, header: Header) -> Artifacts:
         "postfix/main.cf.fragment": render_template(
             "postfix/main.cf.fragment.j2",
             settings=main_cf(
-                [name for name, _ in classes], dict(sorted(login_definitions.items()))
+                [name for name, _ in classes],
+                dict(sorted(login_definitions.items())),
+                site.volume_limits.port,
             ),
             **common,
         ),
