@@ -141,11 +141,11 @@ options:
 notes:
   - When the release holds C(postfwd/postfwd.cf) (volume limits), the module validates it with
     C(postfwd -C) before any change, then starts the relay's own postfwd instance (its ruleset
-    C(CONFIG/relaygate.generations/postfwd/postfwd.cf)) or reloads it with SIGHUP; it runs
-    with C(--keep_rates), so a reload keeps the counters and never stops listening (pidfile in
-    I(postfwd_run_dir)). The health
-    gate requires it to answer a policy request with DUNNO. A fast revoke never touches it.
-    The host's stock postfwd service and its C(/etc/postfix/postfwd.cf) are never touched.
+    C(CONFIG/relaygate.generations/postfwd/postfwd.cf), its pidfile in I(postfwd_run_dir)) or
+    reloads it with a SIGHUP to its policy server, which keeps listening; it runs with
+    C(--keep_rates), so a reload keeps the counters. The health gate requires it to answer a
+    policy request with DUNNO. A fast revoke never touches it. The host's stock postfwd
+    service and its C(/etc/postfix/postfwd.cf) are never touched.
 author: relaygate maintainers
 """
 
