@@ -48,7 +48,7 @@ def test_override_wins_over_floor_and_estimate_and_says_so() -> None:
     )
     limit = record_limit(device, VolumeLimits())
     assert (limit.per_day, limit.source) == (7, Source.OVERRIDE)
-    assert limit.explanation == "override (volume_limit.per_day); computed would be 120"
+    assert limit.explanation == "volume_limit override; computed would be 120"
     plain = record_limit(_device("lib-hodges-3f-copier"), VolumeLimits())
     assert plain.explanation == "estimate 40 x 3 = 120"
     low = record_limit(_device("lib-gate-counter"), VolumeLimits())

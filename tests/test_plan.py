@@ -1412,3 +1412,102 @@ def test_a_null_sender_opt_in_is_a_risk_and_an_access_gain(tmp_path: Path, run_c
         ["<>"],
         [],
     ), delta
+
+
+# --- daily limits (relaygate.limits) ------------------------------------------------------
+
+
+def test_plan_shows_a_site_factor_change_summarised_with_a_risk(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    repo = make_repo(tmp_path)
+    edit(repo / "inventory" / "site.yaml", "  factor: 3 ", "  factor: 5 ")
+    plan = json.loads(run_plan(run_cli, repo).stdout)
+    summary = plan["limits_summary"]
+    assert (summary["site_before"], summary["site_after"]) == (
+        "factor 3, floor 50, max_per_day 10000, port 10040",
+        "factor 5, floor 50, max_per_day 10000, port 10040",
+    )
+    # Every active record above the floor rises; those at the floor or with an
+    # override keep their limit.
+    by_name = {c["device"]: c for c in plan["limits"]}
+    assert by_name["lib-hodges-3f-copier"]["before"] == 120
+    assert by_name["lib-hodges-3f-copier"]["after"] == 200
+    assert by_name["lib-hodges-3f-copier"]["how"] == "estimate 40 x 5 = 200"
+    assert "med-appointment-reminders" not in by_name  # its override does not move
+    assert "lib-gate-counter" not in by_name  # at the floor before and after (estimate 2)
+    assert summary["raised"] == len(plan["limits"]) and summary["lowered"] == 0
+    assert summary["total_after"] > summary["total_before"] * 1.3
+    risks = [r for r in plan["risks"] if r["id"] == "risk.limits-raised"]
+    assert risks == [
+        {
+            "id": "risk.limits-raised",
+            "subject": "inventory",
+            "message": f"daily limits rise from {summary['total_before']} to"
+            f" {summary['total_after']} messages in total"
+            f" (+{summary['total_after'] / summary['total_before'] - 1:.0%};"
+            " policy.mass_change_share is 30%)",
+        }
+    ]
+    text = run_plan(run_cli, repo, "text").stdout
+    assert "Daily limits:\n  site volume_limits: factor 3, floor 50" in text
+    assert "  lib-hodges-3f-copier: 120/day -> 200/day (estimate 40 x 5 = 200)\n" in text
+    assert (
+        f"  {summary['raised']} limits change: {summary['raised']} raised; records active before"
+        f" and after: {summary['total_before']} -> {summary['total_after']} messages a day in"
+        " total\n"
+    ) in text
+    markdown = run_plan(run_cli, repo, "markdown").stdout
+    assert "<summary>Daily limits: " in markdown
+    assert "- `lib-hodges-3f-copier`: 120/day -> 200/day (estimate 40 x 5 = 200)" in markdown
+
+
+def test_a_small_limit_change_is_listed_without_the_mass_risk(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    repo = make_repo(tmp_path)
+    edit(
+        repo / DEVICES / "libraries" / "lib-hodges-3f-copier.yaml",
+        "volume_per_day: 40",
+        "volume_per_day: 50",
+    )
+    plan = json.loads(run_plan(run_cli, repo).stdout)
+    assert plan["limits"] == [
+        {
+            "device": "lib-hodges-3f-copier",
+            "unit": "libraries",
+            "before": 120,
+            "after": 150,
+            "how": "estimate 50 x 3 = 150",
+        }
+    ]
+    assert plan["limits_summary"]["raised"] == 1
+    assert plan["limits_summary"]["site_before"] is None
+    assert not [r for r in plan["risks"] if r["id"].startswith("risk.limit")]
+
+
+def test_an_override_raised_is_a_risk_and_lowered_is_not(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    path = DEVICES / "medicine" / "med-appointment-reminders.yaml"
+    for new, risky in ((6000, True), (3000, False)):
+        (tmp_path / str(new)).mkdir()
+        repo = make_repo(tmp_path / str(new))
+        edit(repo / path, "per_day: 4000", f"per_day: {new}")
+        plan = json.loads(run_plan(run_cli, repo).stdout)
+        assert plan["limits"][0]["after"] == new
+        assert plan["limits"][0]["how"] == "volume_limit override; computed would be 7500"
+        risks = [r for r in plan["risks"] if r["id"] == "risk.limit-override"]
+        assert risks == (
+            [
+                {
+                    "id": "risk.limit-override",
+                    "subject": "med-appointment-reminders",
+                    "message": "volume_limit.per_day 6000 set by hand (override was 4000)",
+                }
+            ]
+            if risky
+            else []
+        )
+
+
+def test_an_unchanged_inventory_has_no_limit_section(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    repo = make_repo(tmp_path)
+    edit(repo / "inventory" / "site.yaml", "expiry_warning_days: 30", "expiry_warning_days: 45")
+    plan = json.loads(run_plan(run_cli, repo).stdout)
+    assert (plan["limits"], plan["limits_summary"]) == ([], None)
+    assert "Daily limits:" not in run_plan(run_cli, repo, "text").stdout

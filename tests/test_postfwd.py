@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
 import pwd
 import shutil
@@ -67,6 +68,9 @@ def test_one_rule_per_login_then_the_stop_then_one_per_legacy_device() -> None:
     )
     assert all("; sasl_username==" in r for r in rules[:logins])
     assert all("; client_address==" in r for r in rules[logins + 1 :])
+    manifest = json.loads(_artifacts()["manifest.json"])
+    assert manifest["counts"]["postfwd"] == {"logins": logins, "legacy": legacy}
+    assert "postfwd/postfwd.cf" in manifest["artifacts"]
     assert (
         "id=legacy-lib-hodges-3f-copier; protocol_state==END-OF-MESSAGE;"
         " client_address==10.20.30.41; action=rate(client_address/120/86400/450 4.7.1 device"
@@ -378,6 +382,10 @@ def test_real_postfwd_counts_each_device_and_each_login_on_its_own(
     assert [daemon.ask(COPIER) for _ in range(3)] == ["DUNNO", "DUNNO", over_copier]
     assert daemon.ask(COPIER) == over_copier  # a refused message does not reset anything
     assert daemon.ask(SCANNER) == "DUNNO"  # another device is unaffected
+    # IPv6: the address as Postfix writes it (compressed, lower case) is the key.
+    v6 = "2001:db8:1040:320::1f"  # eng-me-shop-mfd, 10 a day with factor 1
+    over_v6 = "450 4.7.1 device eng-me-shop-mfd reached its limit of 10 messages per day"
+    assert [daemon.ask(v6) for _ in range(11)] == ["DUNNO"] * 10 + [over_v6]
     # A login's limit follows the login: from the exhausted copier's address it still
     # gets its own 3 messages, and no more from any address.
     over_login = (
@@ -439,7 +447,13 @@ def test_real_postfix_asks_postfwd_per_message_and_keeps_flowing_without_it(
     compile_.write(out, _artifacts(small_limits))
     site = validate(small_limits, DAY).inventory
     assert site is not None
-    with RunningRelay(out, relay_port=25, submission_port=587) as relay:
+    # main.cf's own policy-service defaults say "fail closed"; the compiled check's
+    # attributes win (the messages below are accepted with postfwd down).
+    closed = (
+        "smtpd_policy_service_default_action = 451 4.3.5 policy service down",
+        "smtpd_policy_service_try_limit = 5",
+    )
+    with RunningRelay(out, relay_port=25, submission_port=587, extra_main=closed) as relay:
         shown = relay.postconf("-n", "smtpd_end_of_data_restrictions").strip()
         assert shown == (
             "smtpd_end_of_data_restrictions = check_policy_service { inet:127.0.0.1:"
@@ -459,7 +473,16 @@ def test_real_postfix_asks_postfwd_per_message_and_keeps_flowing_without_it(
         daemon.stop()
         down = _message(relay.relay_port, SCANNER, "spc-scans@lib.example.edu")
         assert down.startswith("250"), down
-        assert f"warning: problem talking to server 127.0.0.1:{daemon.port}" in relay.log()
+        warnings = [line for line in relay.log().splitlines() if "warning:" in line]
+        # postfwd died under smtpd's open connection: "Application error"...
+        problem = f"warning: problem talking to server 127.0.0.1:{daemon.port}: "
+        assert any(problem + "Application error" in line for line in warnings), warnings
+        # ...and a new smtpd (after a reload) finds nobody listening: "Connection refused".
+        relay.reload()
+        again = _message(relay.relay_port, SCANNER, "spc-scans@lib.example.edu")
+        assert again.startswith("250"), again
+        warnings = [line for line in relay.log().splitlines() if "warning:" in line]
+        assert any(problem + "Connection refused" in line for line in warnings), warnings
         # ...while the relay policy (the maps) still refuses a sender the device does not own.
         foreign = _message(relay.relay_port, SCANNER, "hodges-scans@lib.example.edu")
         assert foreign.startswith("554"), foreign

@@ -61,6 +61,13 @@ def test_exact_address_shows_record_exception_and_artifact_lines(run_cli) -> Non
             "acknowledgment_ref": "ACK-2026-5646",
         },
         "senders": ["hodges-scans@lib.example.edu"],
+        "limit": {
+            "per_day": 120,
+            "source": "estimate",
+            "how": "estimate 40 x 3 = 120",
+            "counted_per": "address 10.20.30.41",
+            "login_total": None,
+        },
     }
     lines = compiled_lines()
     # Every reported line is really at that place in a fresh compile...
@@ -75,6 +82,7 @@ def test_exact_address_shows_record_exception_and_artifact_lines(run_cli) -> Non
         "acl/ios/mod-libraries-v4.acl",
         "acl/junos/mod-libraries-v4.conf",
         "acl/aerleon/RELAYGATE.net",
+        "postfwd/postfwd.cf",
     } <= paths
     legacy = [i["text"] for i in appears if i["path"] == "postfix/legacy_clients"]
     assert legacy == ["# lib-hodges-3f-copier", "10.20.30.41\trelaygate_s_0ac233217595"]
@@ -298,3 +306,30 @@ def test_real_postfix_agrees_with_the_simulation(tmp_path: Path) -> None:
             if simulated.action == "REJECT" and simulated.reason != "Access denied":
                 # The reason text the simulation gives is the one Postfix sends.
                 assert refusal is not None and simulated.reason in refusal.text, (real, simulated)
+
+
+# --- daily limits -------------------------------------------------------------------------
+
+
+def test_query_shows_the_limit_and_where_it_comes_from(run_cli) -> None:  # type: ignore[no-untyped-def]
+    by_address = ask(run_cli, "10.20.30.41")
+    assert by_address.code == 0, by_address
+    assert (
+        "  limit:     120/day (estimate 40 x 3 = 120), counted per address 10.20.30.41\n"
+        in by_address.stdout
+    )
+    login = ask(run_cli, "svc-med-reminders@example.edu", "--format", "json")
+    (match,) = json.loads(login.stdout)["matches"]
+    assert match["limit"] == {
+        "per_day": 4000,
+        "source": "override",
+        "how": "volume_limit override; computed would be 7500",
+        "counted_per": "login svc-med-reminders@example.edu",
+        "login_total": 4000,
+    }
+    floor = ask(run_cli, "lib-gate-counter")
+    assert "  limit:     50/day (site floor 50 (estimate " in floor.stdout
+    revoked = ask(run_cli, "eng-rhodes-lab-mfd", "--format", "json")
+    (match,) = json.loads(revoked.stdout)["matches"]
+    assert match["limit"]["per_day"] is None
+    assert match["limit"]["counted_per"] == "revoked: the relay refuses it before DATA"

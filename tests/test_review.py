@@ -92,9 +92,11 @@ def campus(inventory: Path, run_cli) -> Path:  # type: ignore[no-untyped-def]
             _send(log, "2026-11-20 12:00:00", "10.9.9.9", login=device.account)
     log.reject(at("2026-11-20 13:00:00"), "10.20.30.41")  # rejects are never activity
     log.reject(at("2026-11-21 13:00:00"), "10.20.30.41")
-    _send(log, "2026-11-27 10:00:00", "10.20.30.88", times=25)  # estimate: 2 a day
+    _send(log, "2026-11-27 10:00:00", "10.20.30.88", times=60)  # limit: the floor, 50 a day
+    # 40 is 20x its estimate of 2, but under its limit (the site floor): not a volume item.
+    _send(log, "2026-11-24 10:00:00", "10.20.30.88", times=40)
     _send(log, "2026-11-20 10:00:00", "10.20.30.88")
-    _send(log, "2026-11-26 10:00:00", "10.60.33.98", times=700)  # 1300 > 10 x 120 together
+    _send(log, "2026-11-26 10:00:00", "10.60.33.98", times=700)  # 1300 > 3 x 120 together
     _send(log, "2026-11-26 11:00:00", "10.60.33.99", times=600)
     _send(log, "2026-11-25 11:00:00", "10.60.33.100", times=2)  # outside the /29
     _send(log, "2026-11-28 09:00:00", "10.9.9.10", login="SVC-OIT-Zabbix@example.edu")
@@ -175,13 +177,18 @@ def test_every_category_on_a_fixed_day(campus: Path, run_cli) -> None:  # type: 
         "approved by Chris Nakamura, acknowledgment ACK-2026-0296)"
     )
     gate = items[("volume", "lib-gate-counter")]
-    assert (gate["peak_day"], gate["peak_accepted"], gate["volume_per_day"]) == (
+    assert (gate["peak_day"], gate["peak_accepted"], gate["volume_per_day"], gate["limit"]) == (
         "2026-11-27",
-        25,
+        60,
         2,
+        50,
+    )
+    assert gate["detail"] == (
+        "60 messages accepted on 2026-11-27, above its daily limit of 50 (site floor 50"
+        " (estimate 2 x 3 = 6)); 1 day above it in the last 365 days"
     )
     pacs = items[("volume", "med-pacs-reporting-server")]
-    assert (pacs["peak_day"], pacs["peak_accepted"]) == ("2026-11-26", 1300)
+    assert (pacs["peak_day"], pacs["peak_accepted"], pacs["limit"]) == ("2026-11-26", 1300, 360)
     assert items[("still-sending", "eng-rhodes-lab-mfd")]["last_accepted"] == "2026-10-15"
     assert payload["coverage"] == {
         "first_day": "2025-10-01",
@@ -204,7 +211,7 @@ def test_text_format_lines(campus: Path, run_cli) -> None:  # type: ignore[no-un
     lines = result.stdout.splitlines()
     assert lines[0] == (
         "relaygate review of Example University as of 2026-11-29: inactivity window 365 days, "
-        "warning 30 days, volume alert above 10x the estimate"
+        "warning 30 days, volume alert above the daily limit"
     )
     assert lines[1].startswith("logs: 2025-10-01 .. 2026-11-28 from 2 files ("), lines[1]
     assert lines[2:4] == [
@@ -238,8 +245,9 @@ def test_csv_and_markdown_formats(campus: Path, run_cli) -> None:  # type: ignor
     result = run_cli("review", "--inventory", str(campus), "--as-of", AS_OF, "--format", "markdown")
     assert "## volume (2)" in result.stdout
     assert (
-        "| `lib-gate-counter` | libraries | `10.20.30.88` | 25 messages accepted on 2026-11-27, "
-        "12x the estimate of 2 per day; 1 day above 10x in the last 365 days |" in result.stdout
+        "| `lib-gate-counter` | libraries | `10.20.30.88` | 60 messages accepted on 2026-11-27, "
+        "above its daily limit of 50 (site floor 50 (estimate 2 x 3 = 6)); 1 day above it in the"
+        " last 365 days |" in result.stdout
     )
 
 
@@ -473,3 +481,27 @@ def test_relays_in_the_logs_and_in_site_yaml_are_compared(inventory: Path, run_c
         "silence unknown since" in i["detail"] and "on relay smtp-relay-2" in i["detail"]
         for i in unknown
     ), unknown
+
+
+def test_volume_factor_multiplies_the_compiled_limit(campus: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("review", "--inventory", str(campus), "--as-of", AS_OF, "--volume-factor", "2")
+    assert result.stdout.splitlines()[0].endswith("volume alert above 2x the daily limit")
+    payload = json.loads(
+        run_cli(
+            "review",
+            "--inventory",
+            str(campus),
+            "--as-of",
+            AS_OF,
+            "--volume-factor",
+            "2",
+            "--format",
+            "json",
+        ).stdout
+    )
+    volume = [i for i in payload["items"] if i["category"] == "volume"]
+    # 60 is above lib-gate-counter's limit of 50 but not above 2 x 50; 1300 > 2 x 360.
+    assert [(i["name"], i["limit"]) for i in volume] == [("med-pacs-reporting-server", 360)]
+    assert volume[0]["detail"].startswith(
+        "1300 messages accepted on 2026-11-26, above 2x its daily limit of 360 (estimate"
+    )

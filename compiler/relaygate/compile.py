@@ -155,6 +155,10 @@ def _render_and_verify(
             "segments": len(policy.site.mod_segments),
             "permits": len(policy.legacy) + sum(1 for c in policy.authenticated if c.segment),
         },
+        "postfwd": {
+            "logins": len(policy.login_limits),
+            "legacy": len(policy.legacy),
+        },
     }
     artifacts[MANIFEST] = manifest(artifacts, as_of, commit, counts)
     return CompileResult(result, artifacts)

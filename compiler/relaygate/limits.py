@@ -47,7 +47,7 @@ class Limit:
         """One line for people: how ``per_day`` was reached."""
         scaled = scaled_estimate(self.volume_per_day, self.factor)
         if self.source is Source.OVERRIDE:
-            return f"override (volume_limit.per_day); computed would be {max(self.floor, scaled)}"
+            return f"volume_limit override; computed would be {max(self.floor, scaled)}"
         if self.source is Source.FLOOR:
             return (
                 f"site floor {self.floor} (estimate {self.volume_per_day} x {self.factor}"

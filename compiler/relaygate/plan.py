@@ -57,6 +57,7 @@ from relaygate.pipeline import (
     UNITS_FILE,
     touched,
 )
+from relaygate.plan_limits import limit_changes, limit_risks, limits_summary
 from relaygate.plan_risks import (
     device_risks,
     file_risks,
@@ -387,11 +388,14 @@ def compare(base: Side, head: Side, shown: str, as_of: dt.date) -> Plan:
     records = _record_changes(base, head)
     files = _file_changes(base, head, shown)
     mass = mass_change(base, head)
+    limits = limit_changes(base, head)
+    limits_overview = limits_summary(base, head, limits)
     risks = (
         device_risks(base, head)
         + sender_risks(base, head)
         + file_risks(files, shown)
         + mass_risk(mass, shown)
+        + limit_risks(base, head, limits_overview, shown)
     )
     risks.sort(key=lambda r: (r.id, r.subject, r.message))
     artifacts = None
@@ -429,6 +433,8 @@ def compare(base: Side, head: Side, shown: str, as_of: dt.date) -> Plan:
         approvals=tuple(needed_approvals(base, head, records, files, risks)),
         mass_change=mass,
         platform_team=authority.platform_team if authority is not None else None,
+        limits=tuple(limits),
+        limits_summary=limits_overview,
     )
 
 

@@ -27,6 +27,7 @@ from relaygate.plan import (
     Plan,
     SideSummary,
 )
+from relaygate.plan_types import LimitChange
 
 PlanFormatter = Callable[[Plan], str]
 PLAN_FORMATS: dict[str, PlanFormatter] = {}
@@ -147,6 +148,61 @@ def _files_changed(c: dict[str, int], separator: str) -> str:
     if not c["files_changed"]:
         return ""
     return f"{separator}{_plural(c['files_changed'], 'inventory file')} changed"
+
+
+#: Per-record limit lines a text or markdown plan shows; the json format has them all.
+SHOWN_LIMITS = 25
+
+
+def _per_day(value: int | None) -> str:
+    return "none" if value is None else f"{value}/day"
+
+
+def limit_change_text(change: LimitChange, code: Callable[[str], str] = str) -> str:
+    how = f" ({change.how})" if change.how else " (no longer active)"
+    return f"{code(change.device)}: {_per_day(change.before)} -> {_per_day(change.after)}{how}"
+
+
+def limits_overview(plan: Plan) -> list[str]:
+    """The summary lines of the plan's daily limit changes (empty when none change)."""
+    summary = plan.limits_summary
+    if summary is None:
+        return []
+    lines = []
+    if summary.site_before != summary.site_after:
+        lines.append(f"site volume_limits: {summary.site_before} -> {summary.site_after}")
+    parts = [
+        f"{count} {word}"
+        for count, word in (
+            (summary.raised, "raised"),
+            (summary.lowered, "lowered"),
+            (summary.added, "new"),
+            (summary.removed, "gone"),
+        )
+        if count
+    ]
+    verb = "changes" if len(plan.limits) == 1 else "change"
+    line = f"{_plural(len(plan.limits), 'limit')} {verb}"
+    line += f": {', '.join(parts)}" if parts else ""
+    if summary.total_before != summary.total_after:
+        line += (
+            f"; records active before and after: {summary.total_before} -> {summary.total_after}"
+            " messages a day in total"
+        )
+    lines.append(line)
+    return lines
+
+
+def limit_lines(plan: Plan) -> list[str]:
+    """The text plan's "Daily limits" section (empty when no limit changes)."""
+    if plan.limits_summary is None:
+        return []
+    out = ["", "Daily limits:"]
+    out += [f"  {line}" for line in limits_overview(plan)]
+    out += [f"  {limit_change_text(c)}" for c in plan.limits[:SHOWN_LIMITS]]
+    if len(plan.limits) > SHOWN_LIMITS:
+        out.append(f"  ... {len(plan.limits) - SHOWN_LIMITS} more (--format json lists all)")
+    return out
 
 
 def summary_text(plan: Plan) -> str:
@@ -270,6 +326,28 @@ def as_dict(plan: Plan) -> dict[str, Any]:
         "approvals": [
             {"kind": a.kind, "who": a.who, "reasons": list(a.reasons)} for a in plan.approvals
         ],
+        "limits": [
+            {
+                "device": c.device,
+                "unit": c.unit,
+                "before": c.before,
+                "after": c.after,
+                "how": c.how,
+            }
+            for c in plan.limits
+        ],
+        "limits_summary": None
+        if plan.limits_summary is None
+        else {
+            "site_before": plan.limits_summary.site_before,
+            "site_after": plan.limits_summary.site_after,
+            "raised": plan.limits_summary.raised,
+            "lowered": plan.limits_summary.lowered,
+            "added": plan.limits_summary.added,
+            "removed": plan.limits_summary.removed,
+            "total_before": plan.limits_summary.total_before,
+            "total_after": plan.limits_summary.total_after,
+        },
         "mass_change": {
             "base_entries": plan.mass_change.base_entries,
             "removed_or_changed": plan.mass_change.removed_or_changed,
@@ -318,6 +396,7 @@ def _text(plan: Plan) -> str:
         out += ["", "Relay access:"]
         for access in plan.access:
             out += [f"  {access.device}: {line}" for line in access_lines(access)]
+    out += limit_lines(plan)
     out += ["", "Compiled artifacts:"]
     if plan.artifacts is None:
         out.append(f"  {plan.artifacts_note}")
@@ -521,6 +600,20 @@ def markdown(plan: Plan, limit: int = MAX_COMMENT) -> str:
             add(f"- {code(access.device)} ({code(access.unit)})")
             for line in access_lines(access, code):
                 add(f"  - {line}")
+        add("")
+        budget.close()
+    if plan.limits_summary is not None:
+        budget.open(
+            f"<details><summary>Daily limits: {_plural(len(plan.limits), 'record')}</summary>",
+            "</details>",
+        )
+        add("")
+        for line in limits_overview(plan):
+            add(f"- {code(line)}")
+        for per_record in plan.limits[:SHOWN_LIMITS]:
+            add(f"- {limit_change_text(per_record, code)}")
+        if len(plan.limits) > SHOWN_LIMITS:
+            add(f"- … {len(plan.limits) - SHOWN_LIMITS} more (`--format json` lists all)")
         add("")
         budget.close()
     if plan.artifacts is None:

@@ -133,6 +133,32 @@ class ArtifactChange:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitChange:
+    """A record whose daily limit on the relay changes (None: it has no limit on that side)."""
+
+    device: str
+    unit: str
+    before: int | None
+    after: int | None
+    #: How the head's limit is computed (``limits.Limit.explanation``), or None without one.
+    how: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSummary:
+    """All daily limit changes at once, with the site's ``volume_limits`` when they change."""
+
+    site_before: str | None  # "factor 3, floor 50, max_per_day 10000, port 10040"
+    site_after: str | None
+    raised: int
+    lowered: int
+    added: int  # records that gain a limit (new, or active again)
+    removed: int  # records that lose it (removed, or no longer active)
+    total_before: int  # sum of the limits of records active on both sides
+    total_after: int
+
+
+@dataclass(frozen=True, slots=True)
 class Risk:
     id: str
     subject: str
@@ -188,6 +214,9 @@ class Plan:
     #: The platform team as the base side names it (the head's when the base has none):
     #: who approves what a change does outside the inventory.
     platform_team: str | None = None
+    #: Daily limit changes (``relaygate.limits``), by device; summary None when none change.
+    limits: tuple[LimitChange, ...] = ()
+    limits_summary: LimitsSummary | None = None
 
 
 def segment_of(site: model.Site | None, network: netaddr.IPNetwork) -> str | None:

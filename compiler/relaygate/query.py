@@ -29,7 +29,8 @@ import netaddr
 from relaygate import addresses
 from relaygate.addresses import canonical_text
 from relaygate.errors import InternalError
-from relaygate.model import Device, Site
+from relaygate.limits import Limit, login_limit, record_limit
+from relaygate.model import Device, Site, Status
 from relaygate.pipeline import ValidationResult
 from relaygate.policy import class_name
 from relaygate.render import Artifacts
@@ -56,6 +57,29 @@ class Match:
     unit_name: str | None
     segment: str | None
     appearances: tuple[Appearance, ...]
+    limit: DeviceLimit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLimit:
+    """A record's daily limit on the relay (``relaygate.limits``), or why it has none."""
+
+    limit: Limit | None  # None: no limit rule (not active, or lapsed)
+    counted_for: str  # "login X" or "address A", or why there is no rule
+    total: int | None  # the login's limit (all its active records); the record's for legacy
+
+    def text(self) -> str:
+        if self.limit is None:
+            return f"none ({self.counted_for})"
+        total = (
+            f", {self.total}/day in all"
+            if self.total is not None and self.total != self.limit.per_day
+            else ""
+        )
+        return (
+            f"{self.limit.per_day}/day ({self.limit.explanation}),"
+            f" counted per {self.counted_for}{total}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +197,7 @@ def run_query(
 ) -> QueryResult:
     """Answer ``query`` from a validation result and (when it compiled) its artifacts."""
     matches = []
+    limits = _limits(result, site)
     for device, how in find(result.devices, query):
         unit = (units or {}).get(device.unit)
         matches.append(
@@ -182,6 +207,7 @@ def run_query(
                 unit_name=getattr(unit, "name", None),
                 segment=_segment(site, device.network),
                 appearances=appearances(device, artifacts) if artifacts is not None else (),
+                limit=limits.get(device.source),
             )
         )
     answers: list[Answer] = []
@@ -212,6 +238,39 @@ def run_query(
         errors=result.errors,
         answers=tuple(answers),
     )
+
+
+def _limits(result: ValidationResult, site: Site | None) -> dict[str, DeviceLimit]:
+    """Every schema-valid record's daily limit, by source path (none without a site)."""
+    if site is None:
+        return {}
+    relaying = [
+        d for d in result.devices if d.status is Status.ACTIVE and d.source not in result.lapsed
+    ]
+    per_login: dict[str, list[tuple[str, Limit]]] = {}
+    for device in relaying:
+        if not device.is_legacy and device.account:
+            per_login.setdefault(device.account, []).append(
+                (device.name, record_limit(device, site.volume_limits))
+            )
+    found = {}
+    for device in result.devices:
+        if device.source in result.lapsed:
+            why = f"lapsed: {result.lapsed[device.source].text}; the relay refuses it"
+            found[device.source] = DeviceLimit(None, why, None)
+        elif device.status is Status.RETIRED:
+            found[device.source] = DeviceLimit(None, "retired: no relay access", None)
+        elif device.status is not Status.ACTIVE:
+            why = f"{device.status.value}: the relay refuses it before DATA"
+            found[device.source] = DeviceLimit(None, why, None)
+        elif device.is_legacy or not device.account:
+            limit = record_limit(device, site.volume_limits)
+            found[device.source] = DeviceLimit(limit, f"address {device.address}", None)
+        else:
+            limit = record_limit(device, site.volume_limits)
+            total = login_limit(device.account, per_login[device.account]).per_day
+            found[device.source] = DeviceLimit(limit, f"login {device.account}", total)
+    return found
 
 
 # --- output ------------------------------------------------------------------------------
@@ -270,6 +329,8 @@ def text(result: QueryResult, extra: Mapping[str, Sequence[str]] | None = None) 
         if exception:
             out.append(f"  exception: {exception}")
         out.append(f"  senders:   {', '.join(device.senders)}")
+        if match.limit is not None:
+            out.append(f"  limit:     {match.limit.text()}")
         if result.compiled:
             out.append("  appears in:" if match.appearances else "  appears in: no artifact")
             out += [f"    {a.path}:{a.line}: {a.text}" for a in match.appearances]
@@ -317,6 +378,15 @@ def as_dict(result: QueryResult, extra: Mapping[str, Any] | None = None) -> dict
                     "acknowledgment_ref": m.device.exception.acknowledgment_ref,
                 },
                 "senders": list(m.device.senders),
+                "limit": None
+                if m.limit is None
+                else {
+                    "per_day": m.limit.limit.per_day if m.limit.limit else None,
+                    "source": m.limit.limit.source.value if m.limit.limit else None,
+                    "how": m.limit.limit.explanation if m.limit.limit else None,
+                    "counted_per": m.limit.counted_for,
+                    "login_total": m.limit.total,
+                },
                 "appears_in": [
                     {"path": a.path, "line": a.line, "text": a.text} for a in m.appearances
                 ],

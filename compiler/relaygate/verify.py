@@ -19,6 +19,9 @@ What is proven, per target:
   it (suspended ones reach Postfix, which tells them why it refuses).
 - Postfix: see above; the login map holds exactly the active authenticated
   records' logins, each bound to exactly its records' addresses and senders.
+- postfwd: one daily limit rule per active login (the sum of its records'
+  limits) before the authenticated stop, one per active legacy address after
+  it, each with the limit ``relaygate.limits`` gives, and nothing else.
 """
 
 from __future__ import annotations

@@ -39,8 +39,11 @@ Categories (``CATEGORIES``, in report order):
   ``expiry_warning_days`` of it;
 * ``exception-expired`` / ``exception-expiring``: an active legacy record
   whose exception ended, or ends within ``expiry_warning_days``;
-* ``volume``: an active record that accepted more than ``volume_factor``
-  times its ``volume_per_day`` on some day of the last window (possible
+* ``volume``: an active record that accepted more than its daily limit
+  (``relaygate.limits``: what the relay's postfwd enforces; times
+  ``volume_factor``, 1 by default) on some day of the last window: before
+  the limits were deployed, a device spread over several relays (each
+  counts on its own), or a burst across postfwd's 24-hour window (possible
   compromise);
 * ``still-sending``: a revoked, suspended or retired record with accepted
   mail after its ``status_date`` (the refusal has not reached every relay);
@@ -67,6 +70,7 @@ from pathlib import Path
 
 from relaygate import model, schema
 from relaygate.lifecycle import proof, store, usage
+from relaygate.limits import Limit, record_limit
 from relaygate.load import Limits, load_document
 from relaygate.pipeline import DEVICES_DIR, SITE_FILE, display_path, validate
 
@@ -80,7 +84,7 @@ CATEGORIES: dict[str, str] = {
     "notify": "silent and approaching the inactivity window (notify the contact)",
     "exception-expired": "the legacy exception has expired (renew or retire)",
     "exception-expiring": "the legacy exception expires inside the warning window",
-    "volume": "a day far above the estimated volume (possible compromise)",
+    "volume": "a day above the daily limit (possible compromise)",
     "still-sending": "revoked, suspended or retired, yet mail was accepted after the status date",
     "unknown-sender": "mail accepted from a client no record covers",
 }
@@ -108,7 +112,9 @@ NOTICE = frozenset(
         "volume",
     }
 )
-DEFAULT_VOLUME_FACTOR = 10.0
+#: A day counts for ``volume`` above this many times the record's daily limit
+#: (``relaygate.limits``); 1: any day above the limit the relay enforces.
+DEFAULT_VOLUME_FACTOR = 1.0
 
 
 class ReviewError(Exception):
@@ -129,6 +135,7 @@ class Item:
     expires_on: dt.date | None = None
     peak_day: dt.date | None = None
     peak_accepted: int | None = None
+    limit: int | None = None  # the record's daily limit, for volume items
     rejected: int = 0
     covered_days: int | None = None
     client: str | None = None
@@ -288,7 +295,11 @@ def build(
         items.extend(
             _silence_items(device, use, coverage, proven, added, git_known, as_of, window, warning)
         )
-        items.extend(_volume_items(device, use, as_of, window, volume_factor))
+        items.extend(
+            _volume_items(
+                device, use, as_of, window, record_limit(device, site.volume_limits), volume_factor
+            )
+        )
     if connection is not None and proven is not None:
         items.extend(_unknown_senders(devices, site.relay_hosts, connection, as_of, window))
     review.items = sorted(items, key=Item.sort_key)
@@ -486,29 +497,35 @@ def _unknown_senders(
 
 
 def _volume_items(
-    device: model.Device, use: usage.Usage, as_of: dt.date, window: int, factor: float
+    device: model.Device,
+    use: usage.Usage,
+    as_of: dt.date,
+    window: int,
+    limit: Limit,
+    factor: float,
 ) -> list[Item]:
     start = as_of - dt.timedelta(days=window)
-    limit = device.volume_per_day * factor
+    threshold = limit.per_day * factor
     over = [
         (accepted, day)
         for day, (accepted, _) in use.days.items()
-        if start < day <= as_of and accepted > limit
+        if start < day <= as_of and accepted > threshold
     ]
     if not over:
         return []
     peak, peak_day = max(over)
+    above = "its daily limit" if factor == 1 else f"{factor:g}x its daily limit"
     return [
         Item(
             "volume",
             device,
-            f"{peak} messages accepted on {peak_day}, {peak / device.volume_per_day:.0f}x the "
-            f"estimate of {device.volume_per_day} per day; {_n(len(over), 'day')} above "
-            f"{factor:g}x in the last {window} days",
-            "check the device for compromise; suspend it (status: suspended) if in doubt, "
-            "or correct volume_per_day",
+            f"{peak} messages accepted on {peak_day}, above {above} of {limit.per_day}"
+            f" ({limit.explanation}); {_n(len(over), 'day')} above it in the last {window} days",
+            "check the device for compromise; suspend it (status: suspended) if in doubt; if the"
+            " volume is genuine, correct volume_per_day or set a justified volume_limit",
             peak_day=peak_day,
             peak_accepted=peak,
+            limit=limit.per_day,
         )
     ]
 
@@ -600,7 +617,11 @@ def _header(review: Review) -> list[str]:
     lines = [
         f"relaygate review of {review.site} as of {review.as_of}: inactivity window "
         f"{review.inactivity_days} days, warning {review.warning_days} days, volume alert above "
-        f"{review.volume_factor:g}x the estimate"
+        + (
+            "the daily limit"
+            if review.volume_factor == 1
+            else f"{review.volume_factor:g}x the daily limit"
+        )
     ]
     coverage = review.coverage
     if coverage is not None and coverage.first_day is not None:
@@ -716,6 +737,7 @@ def _record(item: Item) -> dict[str, object]:
             "peak_day": _iso(item.peak_day),
             "peak_accepted": item.peak_accepted,
             "volume_per_day": device.volume_per_day if device is not None else None,
+            "limit": item.limit,
             "rejected": item.rejected,
             "detail": item.detail,
             "action": item.action,
@@ -774,6 +796,7 @@ CSV_COLUMNS = (
     "peak_day",
     "peak_accepted",
     "volume_per_day",
+    "limit",
     "rejected",
     "detail",
     "action",

@@ -11,8 +11,11 @@ Suspended, revoked, lapsed and retired records get no rule: the Postfix maps
 refuse them before DATA.
 
 How postfwd 1.35 (Debian's ``postfwd2``) behaves, checked by running it on a
-loopback port and asking it by hand (and in tests/test_postfwd.py):
+loopback port and asking it by hand, by reading its source, and in
+tests/test_postfwd.py (with a real Postfix in front of it):
 
+- Over the limit Postfix answers ``450 4.7.1 <END-OF-MESSAGE>: End-of-data
+  rejected: <our text>``; the client keeps the message and retries.
 - ``rate(ITEM/N/86400/ACTION)`` counts the request that creates the counter:
   with N = 3, messages 1-3 get ``DUNNO``, the 4th gets ACTION. A refused
   message is not counted, so retries do not push the window further. The
@@ -33,8 +36,9 @@ loopback port and asking it by hand (and in tests/test_postfwd.py):
 - ``--keep_rates`` keeps the counters over a reload (SIGHUP or ``postfwd
   --reload``); a rule whose limit changed starts from zero, unchanged rules
   keep counting. ``--cache=0`` turns off the request cache, so no answer is
-  ever a cached one (rate rules were still counted with the default cache in
-  our runs; the deploy turns it off anyway).
+  ever a cached one (rate rules were still counted with the default 600 s
+  cache in our runs, but nothing in the manual promises it). Run postfwd with
+  both flags.
 - ``postfwd -C -f FILE`` prints the parsed rules (one ``Rule N: id->...``
   line each) and a warning for each line it ignores; it exits 1 even for a
   good file, so a check compares the rules it printed, not its status.

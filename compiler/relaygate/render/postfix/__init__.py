@@ -115,7 +115,8 @@ SUBMISSION_RESTRICTIONS = (
 #: main.cf's ``smtpd_policy_service_*`` defaults do not change how it fails):
 #: - default_action=DUNNO: when postfwd is down or slow, mail keeps flowing (the
 #:   relay policy itself is the access maps above, not the daemon); smtpd logs
-#:   ``warning: problem talking to server 127.0.0.1:PORT``;
+#:   ``warning: problem talking to server 127.0.0.1:PORT: <reason>`` (tested:
+#:   "Application error" when postfwd died under an open connection);
 #: - try_limit=1 and timeout=10s: one attempt, so a dead daemon delays a
 #:   message by at most the timeout instead of stalling the session.
 POLICY_SERVICE = (

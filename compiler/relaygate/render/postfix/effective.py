@@ -15,9 +15,10 @@ What counts (each is a way the policy stops meaning what was reviewed):
 - a ``master.cf.fragment`` setting that is missing or different on its service;
 - a ``-o`` override of any parameter ``main.cf.fragment`` sets, on any
   service that is reachable from the network, with another value (e.g. a
-  port-25 ``-o smtpd_relay_restrictions=permit``); services bound to a
-  loopback address only (a content filter's re-injection port) are the
-  relay's own business;
+  port-25 ``-o smtpd_relay_restrictions=permit``, or an
+  ``-o smtpd_end_of_data_restrictions=`` that drops the daily limit check);
+  services bound to a loopback address only (a content filter's re-injection
+  port) are the relay's own business;
 - settings relaygate does not own but that hand relay decisions to someone
   else: XCLIENT or the proxy protocol for anything beyond loopback (a client
   could then claim any address or login), and rewriting of the envelope
