@@ -590,7 +590,7 @@ def test_a_new_ruleset_reloads_without_a_gap_and_keeps_the_counters(
     ask(relay, KEPT, 3)  # over its limit of 2, whatever the earlier tests did
     pids = [daemon_pid(r) for r in lab.relays]
     generations = [r.live() for r in lab.relays]
-    poller = start_poller(relay, 25)
+    poller = start_poller(relay, 90)  # stopped when the deploy ends
     try:
         done = apply(lab, with_limits(releases.revoked, RULES_B))
     finally:
