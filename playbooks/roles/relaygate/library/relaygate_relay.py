@@ -745,7 +745,11 @@ class Postfwd:
             f"--port={port}",
             f"--pidfile={self.pidfile}",
             f"--cache_socket=unix::{self.run_dir / 'cache.sock'}",
+            # Counters survive a reload; no answer ever comes from the request cache (the
+            # compiled ruleset needs both, see relaygate.render.postfwd); no rule needs DNS.
             "--keep_rates",
+            "--cache=0",
+            "--nodns",
             f"--user={self.user}",
             f"--group={self.user}",
             *self.args,
