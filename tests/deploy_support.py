@@ -119,6 +119,16 @@ class Relay:
             "relaygate_probe_password": PROBE_PASSWORD,
             "relaygate_lock_timeout": 30,
             "relaygate_probe_timeout": 1,
+            # postfwd (volume limits) runs in the relay's namespace, where its Postfix is; the
+            # host already has the package, and a lab relay needs only a few servers.
+            "relaygate_postfwd_package": False,
+            "relaygate_postfwd_exec": ["ip", "netns", "exec", self.namespace],
+            "relaygate_postfwd_run_dir": str(self.root / "postfwd"),
+            "relaygate_postfwd_args": [
+                "--min_servers=1",
+                "--min_spare_servers=1",
+                "--max_spare_servers=2",
+            ],
         }
 
     def start(self, campus_addresses: list[str]) -> None:

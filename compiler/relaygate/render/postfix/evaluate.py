@@ -17,6 +17,10 @@ indexed client maps are searched by hostname (with parent domains when
 address and its octet prefixes; cidr tables by address only, first match in
 file order; ``reject_sender_login_mismatch`` skips the null sender. A
 restriction it does not know fails closed (``InternalError``).
+
+The daily limit (``smtpd_end_of_data_restrictions``, asked of postfwd after
+DATA) is not simulated: it depends on how many messages came before, which
+only postfwd knows; ``relaygate.limits`` gives each record's number.
 """
 
 from __future__ import annotations

@@ -106,6 +106,46 @@ options:
     description: Attempts before the health gate fails (Postfix restarts its services on reload).
     type: int
     default: 4
+  postfwd_exec:
+    description:
+      - Words put before postfwd and before the daemon's health check, so both run where the
+        relay's Postfix runs (a lab relay in a network namespace - C(ip netns exec NS)).
+        Empty - on the relay host itself.
+    type: list
+    elements: str
+    default: []
+  postfwd_cmd:
+    description: The postfwd program (Debian's prefork postfwd2; the options used are its).
+    type: str
+    default: postfwd2
+  postfwd_user:
+    description: The user and group the daemon drops to (Debian's package creates C(postfw)).
+    type: str
+    default: postfw
+  postfwd_args:
+    description: More words for the daemon's start, e.g. C(--min_servers=2) on a small relay.
+    type: list
+    elements: str
+    default: []
+  postfwd_wait:
+    description: Seconds the daemon has to answer after a start or reload before the gate fails.
+    type: float
+    default: 10
+  postfwd_run_dir:
+    description:
+      - The daemon's pidfile and cache socket (made, owned by I(postfwd_user)). Not under the
+        Postfix config folder - C(postfix check) warns of files there that root does not own.
+        One per relay instance on a host.
+    type: path
+    default: /run/relaygate-postfwd
+notes:
+  - When the release holds C(postfwd/postfwd.cf) (volume limits), the module validates it with
+    C(postfwd -C) before any change, then starts the relay's own postfwd instance (its ruleset
+    C(CONFIG/relaygate.generations/postfwd/postfwd.cf), its pidfile in I(postfwd_run_dir)) or
+    reloads it with a SIGHUP to its policy server, which keeps listening; it runs with
+    C(--keep_rates), so a reload keeps the counters. The health gate requires it to answer a
+    policy request with DUNNO. A fast revoke never touches it. The host's stock postfwd
+    service and its C(/etc/postfix/postfwd.cf) are never touched.
 author: relaygate maintainers
 """
 
@@ -141,9 +181,14 @@ entries:
   description: The live allow entries (mode inspect).
   type: list
   returned: mode inspect
+postfwd:
+  description: The volume-limit daemon after the run (pid, port, its answer to the gate's request).
+  type: dict
+  returned: when the release has volume limits
 """
 
-import fcntl  # noqa: E402 - the documentation strings come first in an Ansible module
+import contextlib  # noqa: E402 - the documentation strings come first in an Ansible module
+import fcntl  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -151,6 +196,7 @@ import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -169,6 +215,15 @@ TABLE = ("inet", "relaygate")
 FRAGMENT = "main.cf.fragment"
 MASTER_FRAGMENT = "master.cf.fragment"
 RULESET = "relay.nft"
+#: The compiled postfwd ruleset (volume limits), in the release and in each generation.
+POSTFWD_RULESET = "postfwd/postfwd.cf"
+#: The relay's postfwd instance: its ruleset (a copy of the live generation's, at a path that
+#: does not move, so a SIGHUP rereads it), its pidfile, and run/ (the daemon's own sockets).
+POSTFWD_STATE = "postfwd"
+#: Where the compiled main.cf sends its end-of-data check (the daemon's listening port).
+POLICY_SERVICE = re.compile(r"check_policy_service\s*\{?\s*inet:([^:\s,}]+):(\d+)")
+#: A client no campus record can hold (TEST-NET-1, RFC 5737): in no rule, so postfwd says DUNNO.
+GATE_CLIENT = "192.0.2.1"
 #: The compiled fragment names maps under this folder; the relay serves them from a generation.
 MAPS_PREFIX = "${config_directory}/relaygate/"
 REVOKE_MAPS = ("refused_clients", "refused_clients.cidr", "refused_logins")
@@ -225,8 +280,12 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def is_lmdb_source(name: str) -> bool:
-    """Every map source except cidr tables, the fragments and the ruleset is built into lmdb."""
-    return not name.endswith((".cidr", ".lmdb", ".fragment")) and name not in (RULESET, RECORD)
+    """Every map source except cidr tables, the fragments and the rulesets is built into lmdb."""
+    return (
+        not name.endswith((".cidr", ".lmdb", ".fragment"))
+        and name not in (RULESET, RECORD)
+        and not name.startswith(f"{POSTFWD_STATE}/")
+    )
 
 
 def generation_id(files: dict[str, bytes]) -> str:
@@ -600,6 +659,278 @@ class Relay:
         raise Refused("health gate failed from the campus side: " + "; ".join(failed))
 
 
+def policy_port(fragment: dict[str, str]) -> int | None:
+    """The loopback port the compiled main.cf sends its policy check to (None: no check)."""
+    found = set()
+    for name, value in fragment.items():
+        for host, port in POLICY_SERVICE.findall(value):
+            if host != "127.0.0.1":
+                raise Refused(
+                    f"{FRAGMENT}: {name} calls a policy service on {host}, not on 127.0.0.1;"
+                    " the relay's postfwd listens on loopback only. Nothing was changed"
+                )
+            found.add(int(port))
+    if len(found) > 1:
+        raise Refused(f"{FRAGMENT} calls policy services on several ports: {sorted(found)}")
+    return found.pop() if found else None
+
+
+def postfwd_rules(text: str) -> int:
+    """How many rules a postfwd ruleset holds: its logical lines (a line that starts with
+    whitespace continues the one before), without comments, blanks and macro definitions."""
+    count = 0
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#") or line[:1] in (" ", "\t"):
+            continue
+        if not line.startswith("&&"):
+            count += 1
+    return count
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``."""
+    found, pending = [], [pid]
+    while pending:
+        for child in children(pending.pop()):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc; zombies left out)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+class Postfwd:
+    """The relay's own postfwd instance (volume limits), run where its Postfix runs.
+
+    It is known by its pidfile in the relay's state folder and by the arguments it was
+    started with; the host's stock postfwd service is a different process and never touched.
+    """
+
+    def __init__(self, relay: Relay, params: dict[str, Any]) -> None:
+        self.relay = relay
+        self.exec = list(params["postfwd_exec"])
+        self.cmd = str(params["postfwd_cmd"])
+        self.user = str(params["postfwd_user"])
+        self.args = list(params["postfwd_args"])
+        self.wait = float(params["postfwd_wait"])
+        self.state = relay.folder / POSTFWD_STATE
+        self.run_dir = Path(params["postfwd_run_dir"])
+
+    @property
+    def ruleset(self) -> Path:
+        return self.state / "postfwd.cf"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "postfwd.pid"
+
+    def argv(self, port: int) -> list[str]:
+        """The daemon's start command (without the exec words); also how it is recognised."""
+        return [
+            self.cmd,
+            "--daemon",
+            f"--file={self.ruleset}",
+            "--interface=127.0.0.1",
+            f"--port={port}",
+            f"--pidfile={self.pidfile}",
+            f"--cache_socket=unix::{self.run_dir / 'cache.sock'}",
+            # Counters survive a reload; no answer ever comes from the request cache (the
+            # compiled ruleset needs both, see relaygate.render.postfwd); no rule needs DNS.
+            "--keep_rates",
+            "--cache=0",
+            "--nodns",
+            f"--user={self.user}",
+            f"--group={self.user}",
+            *self.args,
+        ]
+
+    def validate(self, data: bytes) -> int:
+        """Parse the ruleset with postfwd itself (``postfwd -C``); the number of rules.
+
+        postfwd -C exits 1 whatever it finds, and skips a line it cannot read with a warning,
+        going on with the rest: so any warning, or fewer rules parsed than the file has, is a
+        refusal.
+        """
+        # In the system's temporary folder: check mode must not write under the config folder.
+        handle, temp = tempfile.mkstemp(prefix="relaygate-postfwd-check.", suffix=".cf")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            os.chmod(temp, 0o644)
+            try:
+                done = run([*self.exec, self.cmd, "-C", f"--file={temp}"], check=False)
+            except FileNotFoundError:
+                raise Refused(
+                    f"{self.cmd} is not installed on the relay (the postfwd package); the release"
+                    " has volume limits. Nothing was changed"
+                ) from None
+        finally:
+            os.unlink(temp)
+        said = [
+            re.sub(r"^\[LOG (\w+)\]:", r"\1:", line).replace(temp, POSTFWD_RULESET)
+            for line in done.stdout.splitlines()
+            if line.startswith("[LOG ")
+        ]
+        parsed = len(re.findall(r"^Rule\s+\d+:", done.stdout, re.MULTILINE))
+        expected = postfwd_rules(data.decode("utf-8", "replace"))
+        if said or parsed != expected or parsed == 0:
+            detail = "; ".join(said[:5]) or (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise Refused(
+                f"postfwd refuses {POSTFWD_RULESET} ({self.cmd} -C read {parsed} of"
+                f" {expected} rules: {detail}); nothing was changed, the relay keeps its"
+                " generation and its daemon's rules"
+            )
+        return parsed
+
+    def pid(self) -> int | None:
+        """The running instance's pid: the pidfile's process, if it is our postfwd."""
+        try:
+            pid = int(self.pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        words = self.cmdline(pid)
+        if words is None or f"--pidfile={self.pidfile}" not in words:
+            return None  # a recycled pid, or another program
+        return pid
+
+    @staticmethod
+    def cmdline(pid: int) -> list[str] | None:
+        """A process's command line as words (postfwd rewrites it into one string)."""
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return raw.replace(b"\0", b" ").decode("utf-8", "replace").split()
+
+    def running_argv(self) -> list[str] | None:
+        pid = self.pid()
+        return None if pid is None else self.cmdline(pid)
+
+    def same_instance(self, port: int) -> bool:
+        """The running instance was started as this run would start it (port, options)."""
+        running = self.running_argv()
+        wanted = self.argv(port)
+        # The program's path may differ (postfwd2, /usr/sbin/postfwd2): compare the options.
+        return running is not None and running[-(len(wanted) - 1) :] == wanted[1:]
+
+    def answer(self, port: int) -> str:
+        """postfwd's answer to one END-OF-MESSAGE request for a client in no rule."""
+        request = (
+            "request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nprotocol_name=ESMTP\n"
+            f"client_address={GATE_CLIENT}\nclient_name=unknown\nreverse_client_name=unknown\n"
+            "helo_name=relaygate-gate\nsender=relaygate-gate@probe.invalid\n"
+            "recipient=relaygate-gate@probe.invalid\nrecipient_count=1\nsasl_username=\n"
+            "size=0\ninstance=relaygate.gate\n\n"
+        )
+        timeout = max(1.0, min(5.0, self.wait))
+        script = (
+            "import socket, sys\n"
+            "try:\n"
+            f"    s = socket.create_connection(('127.0.0.1', {port}), timeout={timeout})\n"
+            f"    s.sendall({request!r}.encode())\n"
+            "    data = b''\n"
+            "    while not data.endswith(b'\\n\\n'):\n"
+            "        chunk = s.recv(4096)\n"
+            "        if not chunk:\n"
+            "            break\n"
+            "        data += chunk\n"
+            "    said = data.decode('utf-8', 'replace').strip()\n"
+            "    print(said or '(connection closed, no answer)')\n"
+            "except OSError as error:\n"
+            "    print('no answer: %s' % (error,))\n"
+        )
+        done = run([*self.exec, sys.executable, "-c", script], check=False)
+        return (done.stdout.strip() or done.stderr.strip() or "no answer").splitlines()[0]
+
+    def answers(self, port: int, seconds: float) -> str:
+        """Wait up to ``seconds`` for ``action=DUNNO``; the last answer (Refused if never)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            said = self.answer(port)
+            if said.lower() == "action=dunno":
+                return said
+            if time.monotonic() >= deadline:
+                raise Refused(
+                    f"health gate: the volume-limit daemon (postfwd on 127.0.0.1:{port}) does not"
+                    f" answer a policy request with DUNNO (client {GATE_CLIENT}, in no rule):"
+                    f" {said}"
+                )
+            time.sleep(0.3)
+
+    def install(self, data: bytes) -> None:
+        """The daemon's ruleset becomes ``data`` (renamed into place)."""
+        self.state.mkdir(mode=0o755, parents=True, exist_ok=True)
+        write_atomic(self.ruleset, data)
+        # The pidfile and the cache socket: the daemon's user writes there, so not under the
+        # Postfix config folder (postfix check warns of any file there root does not own).
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.chown(self.run_dir, user=self.user, group=self.user)
+
+    def start(self, port: int) -> None:
+        stale = self.pidfile
+        if stale.exists() and self.pid() is None:
+            stale.unlink()  # a dead instance's pidfile
+        run([*self.exec, *self.argv(port)])
+        deadline = time.monotonic() + self.wait
+        while self.pid() is None:
+            if time.monotonic() >= deadline:
+                raise Refused(f"postfwd did not start (no live pid in {self.pidfile})")
+            time.sleep(0.1)
+
+    def reload(self) -> None:
+        """SIGHUP to the policy server: it rereads the ruleset and goes on listening.
+
+        Not the master (``postfwd --reload``): postfwd 1.35's master passes the HUP on in a way
+        that ends its policy server and respawns it after its respawn delay, and the port is
+        closed meanwhile (about 4 s, measured on Debian 12). The counters live in the cache
+        daemon and survive either way (``--keep_rates``); a rule whose limit changed starts a
+        new counter (postfwd keys a counter by rule, limit and period).
+        """
+        pid = self.pid()
+        if pid is None:
+            raise Refused("postfwd is not running; nothing to reload")
+        servers = [
+            child
+            for child in children(pid)
+            if (self.cmdline(child) or [""])[-1].endswith("::policy")
+        ]
+        if len(servers) != 1:
+            raise Refused(
+                f"postfwd (pid {pid}) has {len(servers)} policy servers, not one; not reloaded"
+            )
+        os.kill(servers[0], signal.SIGHUP)
+
+    def stop(self) -> None:
+        """SIGTERM to the master; what is left after 3 s (a master busy respawning a policy
+        server that cannot bind ignores it for a while) gets SIGKILL, children included."""
+        pid = self.pid()
+        if pid is None:
+            return
+        tree = [pid, *descendants(pid)]
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for process in tree:
+            # Only if the pid is still a postfwd process (not one that reused the number).
+            if "postfwd" in " ".join(self.cmdline(process) or []):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process, signal.SIGKILL)
+        if self.pidfile.exists():
+            self.pidfile.unlink()
+
+
 # The probe runs where campus clients are (probe_exec), on its own Python, standard library only.
 PROBE_SOURCE = r"""
 import json, smtplib, socket, ssl, threading
@@ -678,6 +1009,9 @@ class Run:
         self.snapshot: Path | None = None
         self.built: str | None = None
         self.lock_fd: int | None = None
+        self.postfwd = Postfwd(self.relay, module.params)
+        self.postfwd_touched = False
+        self.old_port: int | None = None
 
     # -- lock -----------------------------------------------------------------------
 
@@ -986,8 +1320,10 @@ class Run:
             relay.changes.append(
                 "remove the old live-map symlink relaygate (maps are served from a generation)"
             )
+        limits = self.plan_limits(wanted, fragment, current)
         pending = bool(relay.changes)
         return {
+            "limits": limits,
             "pending": pending,
             "live": live,
             "name": name,
@@ -1006,6 +1342,94 @@ class Run:
             "ruleset": ruleset,
             "reload": reload_pending,
         }
+
+    def plan_limits(
+        self,
+        wanted: dict[str, bytes],
+        fragment: dict[str, str],
+        current: dict[str, bytes] | None,
+    ) -> dict[str, Any]:
+        """What the relay's postfwd needs: start, reload, restart, stop or nothing.
+
+        A full run validates a new ruleset with postfwd here, before anything changes. A
+        revoke never touches the daemon; it only warns when the daemon is down.
+        """
+        daemon = self.postfwd
+        relay = self.relay
+        ruleset = wanted.get(POSTFWD_RULESET)
+        port = policy_port(fragment)
+        old_fragment = (current or {}).get(FRAGMENT)
+        old_port = (
+            policy_port(fragment_params(old_fragment.decode("utf-8"))) if old_fragment else None
+        )
+        limits: dict[str, Any] = {"ruleset": ruleset, "port": port, "old_port": old_port}
+        limits["action"] = None
+        if ruleset is not None and port is None:
+            raise Refused(
+                f"the release has {POSTFWD_RULESET} but {FRAGMENT} calls no policy service on"
+                " 127.0.0.1 (check_policy_service inet:127.0.0.1:PORT); nothing was changed"
+            )
+        if ruleset is None and port is not None:
+            raise Refused(
+                f"{FRAGMENT} calls a policy service on 127.0.0.1:{port} but the release has no"
+                f" {POSTFWD_RULESET}; nothing was changed"
+            )
+        pid = daemon.pid()
+        if self.params["mode"] == "revoke":
+            if ruleset is not None and pid is None:
+                self.module.warn(
+                    "postfwd (the volume limits) is not running on this relay: mail flows"
+                    " without limits, and Postfix logs 'problem talking to server'. A revoke"
+                    " does not touch it; a full deploy starts it."
+                )
+            limits["ruleset"] = None
+            return limits
+        installed = daemon.ruleset.read_bytes() if daemon.ruleset.is_file() else None
+        if ruleset is None:
+            if pid is not None or installed is not None:
+                limits["action"] = "stop"
+                relay.changes.append("postfwd: stop the relay's daemon (the release has no limits)")
+            return limits
+        assert port is not None
+        limits["rules"] = postfwd_rules(ruleset.decode("utf-8", "replace"))
+        if installed != ruleset or pid is None:
+            limits["rules"] = daemon.validate(ruleset)
+        if pid is None:
+            limits["action"] = "start"
+            if installed is None:
+                relay.changes.append(f"postfwd: start it on 127.0.0.1:{port}")
+            else:
+                relay.changes.append(
+                    f"postfwd: not running (stopped or crashed; mail was not limited);"
+                    f" start it again on 127.0.0.1:{port}"
+                )
+                self.module.warn(
+                    "postfwd (the volume limits) was not running on this relay: mail flowed"
+                    " without limits. This run starts it again."
+                )
+        elif not daemon.same_instance(port):
+            limits["action"] = "restart"
+            relay.changes.append(
+                f"postfwd: restart it on 127.0.0.1:{port} (it runs with other options)"
+            )
+        elif daemon.answer(port).lower() != "action=dunno":
+            limits["action"] = "restart"
+            relay.changes.append(
+                f"postfwd: runs but does not answer on 127.0.0.1:{port}; restart it"
+            )
+        elif installed != ruleset:
+            limits["action"] = "reload"
+            relay.changes.append("postfwd: reload the new ruleset (counters kept)")
+        if installed != ruleset:
+            self.relay.diff.append(
+                {
+                    "before_header": f"{GENERATIONS}/{POSTFWD_STATE}/postfwd.cf (daemon)",
+                    "after_header": f"{GENERATIONS}/new/{POSTFWD_RULESET}",
+                    "before": (installed or b"").decode("utf-8", "replace"),
+                    "after": ruleset.decode("utf-8", "replace"),
+                }
+            )
+        return limits
 
     def previous_live(self) -> str | None:
         path = self.relay.folder / PREVIOUS / "main.cf"
@@ -1098,6 +1522,8 @@ class Run:
         for name in ("main.cf", "master.cf"):
             shutil.copy2(relay.config / name, staging / name)
         (staging / "nft.json").write_text(json.dumps({"listing": relay.nft_listing()}))
+        if self.postfwd.ruleset.is_file():
+            shutil.copy2(self.postfwd.ruleset, staging / "postfwd.cf")
         if (relay.folder / NFT_STATE).is_file():
             shutil.copy2(relay.folder / NFT_STATE, staging / NFT_STATE)
         target = runs / self.run_id
@@ -1190,7 +1616,7 @@ class Run:
         link = relay.config / "relaygate"
         if link.is_symlink():
             link.unlink()
-        keep = {plan["name"], self.previous_live(), PREVIOUS, NFT_STATE, RUNS}
+        keep = {plan["name"], self.previous_live(), PREVIOUS, NFT_STATE, RUNS, POSTFWD_STATE}
         for path in sorted(relay.folder.iterdir()):
             if path.name in keep or path.name.startswith("."):
                 continue
@@ -1199,6 +1625,64 @@ class Run:
             else:
                 path.unlink()
             relay.act(f"dropped {path.name}")
+
+    def apply_limits(self, limits: dict[str, Any]) -> None:
+        """Give the relay's postfwd the release's ruleset: start, reload (SIGHUP) or restart."""
+        action, daemon = limits["action"], self.postfwd
+        if action not in ("start", "reload", "restart"):
+            return
+        port, rules = limits["port"], limits.get("rules", "?")
+        self.postfwd_touched = True
+        daemon.install(limits["ruleset"])
+        if action == "reload":
+            daemon.reload()
+            self.relay.act(f"reloaded postfwd (SIGHUP; {rules} rules, counters kept)")
+            return
+        if action == "restart":
+            daemon.stop()
+        daemon.start(port)
+        self.relay.act(f"{action}ed postfwd on 127.0.0.1:{port} ({rules} rules, --keep_rates)")
+
+    def gate_limits(self, limits: dict[str, Any]) -> dict[str, Any] | None:
+        """The health gate's daemon check: a policy request answered with DUNNO."""
+        if limits["ruleset"] is None:
+            return None
+        port = limits["port"]
+        said = self.postfwd.answers(port, float(self.params["postfwd_wait"]))
+        self.relay.act(f"health gate: postfwd answers on 127.0.0.1:{port} ({said})")
+        return {"pid": self.postfwd.pid(), "port": port, "answer": said}
+
+    def rollback_limits(self, snapshot: Path) -> list[str]:
+        """The daemon back to the snapshot's ruleset, on the port the old main.cf calls.
+
+        Never raises: a daemon that will not come back is said in the rollback's report (mail
+        flows without limits meanwhile), and the rest of the rollback goes on.
+        """
+        daemon, done = self.postfwd, []
+        old = snapshot / "postfwd.cf"
+        old_port = self.old_port
+        try:
+            if not old.is_file() or old_port is None:
+                if daemon.pid() is not None:
+                    daemon.stop()
+                    done.append("stopped postfwd")
+                daemon.ruleset.unlink(missing_ok=True)
+                return done
+            daemon.install(old.read_bytes())
+            done.append("restored postfwd.cf")
+            if daemon.pid() is not None and daemon.same_instance(old_port):
+                try:
+                    daemon.reload()
+                    done.append("reloaded postfwd")
+                    return done
+                except Refused:
+                    pass  # no policy server to HUP: start it afresh
+            daemon.stop()
+            daemon.start(old_port)
+            done.append(f"restarted postfwd on 127.0.0.1:{old_port}")
+        except (Refused, OSError) as error:
+            done.append(f"postfwd NOT restored ({error}; mail flows without limits)")
+        return done
 
     def rollback(self) -> list[str]:
         """Back to this run's snapshot: main.cf, master.cf, nft, reload; drop what it built."""
@@ -1224,6 +1708,8 @@ class Run:
             finally:
                 os.unlink(handle.name)
             done.append(f"restored table {' '.join(TABLE)}")
+        if self.postfwd_touched:
+            done += self.rollback_limits(snapshot)
         if (snapshot / NFT_STATE).is_file():
             shutil.copy2(snapshot / NFT_STATE, relay.folder / NFT_STATE)
         elif (relay.folder / NFT_STATE).is_file():
@@ -1282,6 +1768,7 @@ class Run:
     ) -> dict[str, Any]:
         params = self.params
         relay = self.relay
+        self.old_port = plan["limits"]["old_port"]
         self.take_snapshot()
         self.fault("snapshot")
         try:
@@ -1295,6 +1782,8 @@ class Run:
                 reuse = None if plan["drift"] else plan["live"]
                 self.relay.stage(plan["name"], plan["wanted"], reuse)
                 self.fault("staged-generation")
+            # The daemon gets its new rules before Postfix calls it with the new main.cf.
+            self.apply_limits(plan["limits"])
             if staging is not None:
                 self.switch(plan, staging)
             said = relay.postfix_check()
@@ -1308,7 +1797,12 @@ class Run:
             self.fault("reloaded")
             probe = relay.probe(list(params["probe_cases"]))
             relay.act(f"health gate passed ({len(probe)} cases from the campus side)")
+            daemon = self.gate_limits(plan["limits"])
             self.fault("probed")
+            if plan["limits"]["action"] == "stop":
+                self.postfwd.stop()
+                self.postfwd.ruleset.unlink(missing_ok=True)
+                relay.act("stopped postfwd (the release has no volume limits)")
             self.commit(plan)
         except Exception as error:
             undone = self.rollback()
@@ -1320,6 +1814,7 @@ class Run:
             "changed": True,
             "actions": relay.actions,
             "probe": probe,
+            **({"postfwd": daemon} if daemon else {}),
             "live": plan["name"],
             "diff": relay.diff,
         }
@@ -1407,6 +1902,12 @@ def main() -> None:
             "probe_password": {"type": "str", "no_log": True},
             "probe_timeout": {"type": "float", "default": 2},
             "probe_attempts": {"type": "int", "default": 4},
+            "postfwd_exec": {"type": "list", "elements": "str", "default": []},
+            "postfwd_cmd": {"type": "str", "default": "postfwd2"},
+            "postfwd_user": {"type": "str", "default": "postfw"},
+            "postfwd_args": {"type": "list", "elements": "str", "default": []},
+            "postfwd_wait": {"type": "float", "default": 10},
+            "postfwd_run_dir": {"type": "path", "default": "/run/relaygate-postfwd"},
         },
         required_if=[
             ("mode", "full", ("files", "run_id")),

@@ -1,0 +1,697 @@
+"""Volume limits on the relays: the deploy runs each relay's own postfwd, for real.
+
+Two lab relays (tests/deploy_support.py: private Postfix instances, each in a network
+namespace with a campus namespace beside it) get the relaygate role from a real
+``ansible-playbook``; postfwd (Debian's postfwd2) runs inside each relay's namespace, where
+its Postfix is, and every policy request and SMTP session below is sent from inside that
+namespace. The tests share the lab (module scope) and run in file order; each states the
+state it needs first.
+
+The release each run applies is the example campus as ``relaygate release verify`` reads it
+(authentic: compiled from a commit of a repository made here), with the policy wiring in
+``main.cf.fragment`` and a postfwd ruleset written here: the deploy's behaviour (validate,
+start, reload, gate, roll back) is what is tested, whatever limits a campus compiles. The
+playbook sets these facts in its first play where deploy.yml would verify the folder (a
+folder with a hand-written ruleset is, rightly, refused by that verification), then runs
+the same role. A ruleset postfwd refuses cannot come out of the compiler; the relay's
+postfwd being another version than the one the ruleset was compiled for is how it happens.
+The last test runs deploy.yml itself with a compiled folder and its compiled ruleset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from relaygate import compile as compile_
+from relaygate import release
+from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
+from tests.deploy_support import (
+    PLAYBOOKS,
+    RECIPIENT,
+    XCLIENT_PORT,
+    Lab,
+    PlaybookRun,
+    Relay,
+    ansible_bin,
+    ansible_env,
+    make_lab,
+    playbook,
+)
+
+pytestmark = pytest.mark.integration
+
+PORT = 10040
+POLICY_LINE = (
+    "smtpd_end_of_data_restrictions = check_policy_service { inet:127.0.0.1:%d,"
+    " default_action=DUNNO, try_limit=1, timeout=10s }\n"
+)
+HODGES = ("10.20.30.41", "hodges-scans@lib.example.edu")  # a legacy copier, allowed throughout
+SCANNER = "10.20.30.57"  # legacy scanner, revoked in the "revoked" release
+UNKNOWN = "10.0.0.2"
+CAMPUS = [HODGES[0], SCANNER, "10.40.32.77", UNKNOWN, "10.80.34.17"]
+# Rule keys the policy requests below use: addresses no Postfix session presents, so each
+# test's counters are its own.
+KEPT = "10.99.0.1"  # limit 2 in both rulesets: its counter must survive a reload
+FRESH = "10.99.0.2"  # limit 1, only in RULES_B: proves the reload loaded the new rules
+
+
+def rule(client: str, limit: int, name: str) -> str:
+    return (
+        f"id=lab-{name}; protocol_state==END-OF-MESSAGE; client_address=={client};"
+        f" action=rate(client_address/{limit}/86400/450 4.7.1 {name} is over its limit of"
+        f" {limit} messages a day)\n"
+    )
+
+
+RULES_A = "# lab ruleset A\n" + rule(HODGES[0], 500, "hodges") + rule(KEPT, 2, "kept")
+RULES_B = RULES_A.replace("lab ruleset A", "lab ruleset B") + rule(FRESH, 1, "fresh")
+# postfwd -C reads the first line and skips the second with a warning, going on with the rest:
+# its exit code says nothing (1 either way), so the module reads what it says.
+BROKEN = RULES_B + "id=lab-broken; this is not a rule ;;; action=\n"
+
+
+# --- the policy repository and the releases ---------------------------------------------------
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.edu", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def commit_and_compile(repo: Path, message: str, out: Path) -> Path:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    inventory = repo / "inventory"
+    result = compile_.build(
+        inventory, dt.date.fromisoformat(AS_OF), compile_.inventory_commit(inventory)
+    )
+    assert result.artifacts is not None, [str(f) for f in result.validation.findings]
+    compile_.write(out, result.artifacts)
+    return out
+
+
+@dataclass(frozen=True)
+class Releases:
+    repo: Path
+    base: dict[str, Any]  # the example campus, as `release verify` gives it
+    revoked: dict[str, Any]  # the scanner revoked
+    revoked_out: Path  # its compiled folder, for deploy.yml
+
+
+def facts_of(out: Path, inventory: Path) -> dict[str, Any]:
+    verified = release.verify_release(out, inventory)
+    assert verified.ok, verified.problems
+    return dict(verified.facts)
+
+
+def with_limits(facts: dict[str, Any], ruleset: str) -> dict[str, Any]:
+    """The release with this postfwd ruleset and main.cf's end-of-data policy check."""
+    files = dict(facts["bundle"]["files"])
+    files["postfwd/postfwd.cf"] = ruleset
+    if "smtpd_end_of_data_restrictions" not in files["main.cf.fragment"]:
+        files["main.cf.fragment"] += POLICY_LINE % PORT
+    return {**facts, "bundle": {**facts["bundle"], "files": files}}
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
+    require(shutil.which("git") is not None, "git is not installed")
+    root = tmp_path_factory.mktemp("limits-releases")
+    repo = root / "repo"
+    shutil.copytree(EXAMPLE, repo / "inventory")
+    git(repo, "init", "-q")
+    base = commit_and_compile(repo, "the example campus", root / "base")
+    record = repo / "inventory" / "devices" / "libraries" / "lib-special-collections-scanner.yaml"
+    text = record.read_text()
+    assert "\nstatus: active\n" in text
+    record.write_text(
+        text.replace(
+            "\nstatus: active\n",
+            "\nstatus: revoked\nstatus_reason: spam\nstatus_date: 2026-11-28\n"
+            "status_ticket: SEC-5001\n",
+        )
+    )
+    revoked = commit_and_compile(repo, "revoke the scanner", root / "revoked")
+    inventory = repo / "inventory"
+    return Releases(repo, facts_of(base, inventory), facts_of(revoked, inventory), revoked)
+
+
+# --- the lab and the playbook -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(releases: Releases) -> Iterator[Lab]:
+    require(os.geteuid() == 0, "network namespaces and a Postfix instance need root")
+    require_postfix_lmdb()
+    for tool in ("ip", "nft", "openssl", "saslpasswd2", "git"):
+        require(shutil.which(tool) is not None, f"{tool} is not installed")
+    require(
+        shutil.which("postfwd2") is not None,
+        "postfwd2 is not installed (Debian package postfwd): the volume-limit daemon",
+    )
+    require(Path(ansible_bin("ansible-playbook")).exists(), "ansible-playbook is not installed")
+    # Not under tmp_path: pytest's folders are private to root, and Postfix and postfwd (which
+    # drop to their own users) must reach their folders.
+    root = Path(tempfile.mkdtemp(prefix="rglimits-lab-"))
+    root.chmod(0o755)
+    try:
+        sources = releases.base["probe"]["sources"]
+        built = make_lab(root, sorted({*CAMPUS, *sources}), count=2)
+        try:
+            yield built
+        finally:
+            built.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+APPLY = """\
+- name: The release this test prepared (deploy.yml verifies the compiled folder here)
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Keep it as the relay plays expect it
+      ansible.builtin.set_fact:
+        relaygate_release_result: "{{ lookup('ansible.builtin.file', 'release.json') | from_json }}"
+        relaygate_release_run_id: "{{ lookup('ansible.builtin.file', 'run-id') }}"
+
+- name: Apply it to the relays
+  hosts: relays
+  gather_facts: false
+  roles:
+    - role: relaygate
+"""
+
+
+def apply(
+    lab: Lab, facts: dict[str, Any], *args: str, relays: list[Relay] | None = None
+) -> PlaybookRun:
+    """ansible-playbook with the relaygate role, the release given as verified facts."""
+    work = lab.root / "ansible"
+    work.mkdir(exist_ok=True)
+    (work / "release.json").write_text(json.dumps(facts))
+    (work / "run-id").write_text(f"limits-{time.time_ns()}")
+    (work / "apply.yml").write_text(APPLY)
+    inventory = lab.inventory(relays)
+    argv = [ansible_bin("ansible-playbook"), str(work / "apply.yml"), "-i", str(inventory), *args]
+    env = {**ansible_env(work), "ANSIBLE_ROLES_PATH": str(PLAYBOOKS / "roles")}
+    done = subprocess.run(
+        argv, capture_output=True, text=True, check=False, env=env, cwd=work, timeout=300
+    )
+    return PlaybookRun(done.returncode, done.stdout, done.stderr)
+
+
+# --- looking at the daemon from inside a relay's namespace ------------------------------------
+
+#: Sends END-OF-MESSAGE policy requests to 127.0.0.1:PORT, one connection each, and prints
+#: each answer as it comes ("refused: ..." when nothing listens). Runs in the namespace.
+POLICY_CLIENT = r"""
+import json, socket, sys, time
+port, client, count, every = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+for number in range(count):
+    request = ("request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\n"
+               "protocol_name=ESMTP\nclient_address=%s\nclient_name=unknown\n"
+               "sender=lab@example.edu\nrecipient=probe@example.net\nrecipient_count=1\n"
+               "instance=lab.%d.%d\nsize=%d\n\n" % (client, time.time_ns(), number, number))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(request.encode())
+            data = b""
+            while not data.endswith(b"\n\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        answer = data.decode().strip() or "closed"
+    except OSError as error:
+        answer = "refused: %s" % (error,)
+    print(json.dumps(answer), flush=True)
+    time.sleep(every)
+"""
+
+
+def ask(relay: Relay, client: str, count: int = 1, every: float = 0.0) -> list[str]:
+    """postfwd's answers to ``count`` END-OF-MESSAGE requests from ``client``."""
+    done = relay.in_namespace(
+        sys.executable, "-c", POLICY_CLIENT, str(PORT), client, str(count), str(every)
+    )
+    return [str(json.loads(line)) for line in done.stdout.splitlines()]
+
+
+def start_poller(relay: Relay, seconds: float) -> subprocess.Popen[str]:
+    """Ask every 50 ms for ``seconds`` in the background (a reload must not be noticed)."""
+    count = int(seconds / 0.05)
+    argv = ["ip", "netns", "exec", relay.namespace, sys.executable, "-c", POLICY_CLIENT]
+    return subprocess.Popen(
+        [*argv, str(PORT), "192.0.2.7", str(count), "0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+DUNNO = "action=DUNNO"
+
+
+def over(name: str, limit: int) -> str:
+    return f"action=450 4.7.1 {name} is over its limit of {limit} messages a day"
+
+
+def state(relay: Relay) -> Path:
+    return relay.config / "relaygate.generations" / "postfwd"
+
+
+def daemon_pid(relay: Relay) -> int | None:
+    """The relay's postfwd master, from its pidfile, if that process lives."""
+    try:
+        pid = int((relay.root / "postfwd" / "postfwd.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() and process_tree(pid) else None
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (zombies left out)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    if not Path(f"/proc/{pid}").exists():
+        return []
+    tree, pending = [pid], [pid]
+    while pending:
+        for child in parents.get(pending.pop(), []):
+            tree.append(child)
+            pending.append(child)
+    return tree
+
+
+def netns_of(pid: int) -> str:
+    return subprocess.run(
+        ["ip", "netns", "identify", str(pid)], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def kill_daemon(relay: Relay) -> None:
+    """SIGKILL the relay's postfwd, master and children: a crash, no clean shutdown."""
+    pid = daemon_pid(relay)
+    assert pid is not None, f"{relay.name}: postfwd is not running"
+    for process in process_tree(pid):
+        os.kill(process, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}/stat").exists() for p in process_tree(pid)):
+        assert time.monotonic() < deadline, "postfwd did not die"
+        time.sleep(0.05)
+    assert ask(relay, "192.0.2.9")[0].startswith("refused"), "something still listens"
+
+
+#: One message with DATA through the XCLIENT port: (code, text, seconds). Runs in the namespace.
+SEND_CLIENT = r"""
+import json, smtplib, sys, time
+port, client, sender, recipient = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+with smtplib.SMTP("127.0.0.1", port, timeout=60) as session:
+    session.ehlo("lab-test")
+    code, text = session.docmd("XCLIENT", "ADDR=%s NAME=[UNAVAILABLE]" % client)
+    assert code == 220, (code, text)
+    session.ehlo_resp = None
+    session.does_esmtp = False
+    session.ehlo("lab-test")
+    assert session.docmd("MAIL", "FROM:<%s>" % sender)[0] == 250
+    assert session.docmd("RCPT", "TO:<%s>" % recipient)[0] == 250
+    assert session.docmd("DATA")[0] == 354
+    started = time.monotonic()
+    session.send(b"Subject: limits lab\r\n\r\nhello\r\n.\r\n")
+    code, text = session.getreply()
+    print(json.dumps([code, text.decode(), time.monotonic() - started]))
+"""
+
+
+def send(relay: Relay, client: str, sender: str) -> tuple[int, str, float]:
+    done = relay.in_namespace(
+        sys.executable, "-c", SEND_CLIENT, str(XCLIENT_PORT), client, sender, RECIPIENT
+    )
+    code, text, seconds = json.loads(done.stdout)
+    return int(code), str(text), float(seconds)
+
+
+def log_lines(relay: Relay, pattern: str) -> list[str]:
+    if not relay.maillog.exists():
+        return []
+    return [
+        line
+        for line in relay.maillog.read_text(errors="replace").splitlines()
+        if re.search(pattern, line)
+    ]
+
+
+def wait_for_log(relay: Relay, pattern: str, before: int, seconds: float = 5) -> list[str]:
+    """The lines matching ``pattern`` once there are more than ``before`` (postlogd writes late)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        lines = log_lines(relay, pattern)
+        if len(lines) > before or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.1)
+
+
+def fatal(run: PlaybookRun, text: str) -> list[str]:
+    """The hosts that failed with ``text`` in their message."""
+    return sorted(
+        match.group(1)
+        for match in re.finditer(r"^fatal: \[([\w-]+)\]: FAILED! => (.*)$", run.stdout, re.M)
+        if text in match.group(2)
+    )
+
+
+def recap_changed(run: PlaybookRun) -> dict[str, int]:
+    return {host: counts["changed"] for host, counts in run.recap.items() if host != "localhost"}
+
+
+# --- the deploy starts it, where Postfix runs -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def first(lab: Lab, releases: Releases) -> PlaybookRun:
+    """The first deploy with limits onto the fresh lab: both relays, ruleset A."""
+    return apply(lab, with_limits(releases.base, RULES_A))
+
+
+def test_first_deploy_starts_postfwd_in_the_relay_namespace(lab: Lab, first: PlaybookRun) -> None:
+    assert first.code == 0, str(first)
+    assert recap_changed(first) == {"relay-a": 1, "relay-b": 1}, str(first)
+    assert first.stdout.count(f"started postfwd on 127.0.0.1:{PORT} (2 rules, --keep_rates)") == 2
+    assert first.stdout.count(f"health gate: postfwd answers on 127.0.0.1:{PORT}") == 2
+    pids = set()
+    for relay in lab.relays:
+        pid = daemon_pid(relay)
+        assert pid is not None, f"{relay.name}: no live postfwd behind its pidfile"
+        pids.add(pid)
+        # Where the relay's Postfix is: its namespace, not the host's.
+        assert all(netns_of(p) == relay.namespace for p in process_tree(pid))
+        assert {Path(f"/proc/{p}").stat().st_uid for p in process_tree(pid)} == {
+            pwd.getpwnam("postfw").pw_uid
+        }
+        # The daemon reads a copy of the live generation's ruleset at a path that stays.
+        live = relay.config / "relaygate.generations" / relay.live() / "postfwd" / "postfwd.cf"
+        assert live.read_text() == RULES_A
+        assert (state(relay) / "postfwd.cf").read_text() == RULES_A
+        assert "check_policy_service" in relay.postconf("smtpd_end_of_data_restrictions")
+    assert len(pids) == 2
+    # The rules are loaded: a client in no rule gets DUNNO, a limited one 450 after its limit.
+    relay = lab.relays[0]
+    assert ask(relay, "192.0.2.1") == [DUNNO]
+    assert ask(relay, KEPT, 3) == [DUNNO, DUNNO, over("kept", 2)]
+    # The other relay's counters are its own.
+    assert ask(lab.relays[1], KEPT, 1) == [DUNNO]
+
+
+def test_fast_revoke_leaves_the_daemon_alone(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """--tags revoke (relaygate_mode=revoke): no restart, no reload, counters kept; a daemon
+    that is down stays down, with a warning (a revoke is not the time to start it)."""
+    assert first.code == 0, str(first)
+    running, down = lab.relays
+    pid = daemon_pid(running)
+    assert ask(running, KEPT, 3)[-1] == over("kept", 2)
+    kill_daemon(down)
+    done = apply(lab, with_limits(releases.revoked, RULES_A), "-e", "relaygate_mode=revoke")
+    assert done.code == 0, str(done)
+    assert recap_changed(done) == {"relay-a": 1, "relay-b": 1}, str(done)
+    assert "postfwd" not in "".join(re.findall(r'"msg": \[(.*?)\]', done.stdout, re.S))
+    assert daemon_pid(running) == pid
+    assert ask(running, KEPT, 1) == [over("kept", 2)]  # same counters, same process
+    assert ask(running, "192.0.2.1") == [DUNNO]
+    # Ansible prints a module's warnings on stderr, once per relay that has one.
+    assert done.stderr.count("[WARNING]: postfwd (the volume limits) is not running") == 1
+    assert "A revoke does not touch it; a full deploy starts it." in done.stderr
+    assert daemon_pid(down) is None
+    assert ask(down, "192.0.2.1")[0].startswith("refused")
+
+
+# --- a ruleset postfwd refuses never reaches the relay ----------------------------------------
+
+
+def relay_module() -> ModuleType:
+    """The Ansible module's file, imported (its helpers are plain functions and classes)."""
+    path = PLAYBOOKS / "roles" / "relaygate" / "library" / "relaygate_relay.py"
+    spec = importlib.util.spec_from_file_location("relaygate_relay_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("ruleset", "said"),
+    [
+        (RULES_B, None),
+        (BROKEN, "read 3 of 4 rules: warning: ignoring invalid postfwd/postfwd.cf line 5"),
+        (RULES_A + "id=lab-noaction; client_address==10.99.0.4\n", "contains no action"),
+        (RULES_A + "&&UNDEFINED\n", "undefined macro"),
+        ("# nothing but a comment\n", "read 0 of 0 rules: warning: critical: no rules found"),
+    ],
+    ids=["good", "a line postfwd skips", "a rule without action", "a macro", "no rule"],
+)
+def test_postfwd_itself_validates_the_ruleset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ruleset: str, said: str | None
+) -> None:
+    """postfwd -C exits 1 for a good ruleset too: what it says decides, read by the module."""
+    require(shutil.which("postfwd2") is not None, "postfwd2 is not installed (package postfwd)")
+    module = relay_module()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    class Relay_:
+        folder = tmp_path
+
+    params = {
+        "postfwd_exec": [],
+        "postfwd_cmd": "postfwd2",
+        "postfwd_user": "postfw",
+        "postfwd_args": [],
+        "postfwd_wait": 1.0,
+        "postfwd_run_dir": str(tmp_path / "run"),
+    }
+    daemon = module.Postfwd(Relay_(), params)
+    if said is None:
+        assert daemon.validate(ruleset.encode()) == 3
+        return
+    with pytest.raises(module.Refused) as refused:
+        daemon.validate(ruleset.encode())
+    assert "postfwd refuses postfwd/postfwd.cf" in str(refused.value)
+    assert said in str(refused.value)
+    assert list(scratch.iterdir()) == []  # its copy for postfwd -C is gone
+
+
+def test_a_ruleset_postfwd_refuses_stops_the_run_before_the_switch(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """Refused before any change: same generation, same daemon, same rules, same counters."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[0]
+    assert ask(relay, KEPT, 1) in ([DUNNO], [over("kept", 2)])  # state from the earlier test
+    before = {r.name: (r.live(), r.state_hash(), daemon_pid(r)) for r in lab.relays}
+    refused = apply(lab, with_limits(releases.revoked, BROKEN))
+    assert refused.code != 0, str(refused)
+    assert fatal(refused, "postfwd refuses postfwd/postfwd.cf") == ["relay-a", "relay-b"]
+    assert "nothing was changed, the relay keeps its generation" in refused.stdout
+    assert "Rolled back" not in refused.stdout  # nothing to roll back: it stopped before
+    assert {r.name: (r.live(), r.state_hash(), daemon_pid(r)) for r in lab.relays} == before
+    # The old daemon config still answers, with its rules and counters.
+    assert ask(relay, "192.0.2.1") == [DUNNO]
+    assert ask(relay, FRESH, 2) == [DUNNO, DUNNO]  # ruleset B's rule is not loaded
+    assert ask(relay, KEPT, 1) == [over("kept", 2)]
+
+
+def test_a_daemon_that_does_not_answer_fails_the_gate_and_rolls_back(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """Something else holds the port and never answers: the gate fails, the relay rolls back."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[1]
+    assert daemon_pid(relay) is None, "the revoke test leaves postfwd down here"
+    live = relay.live()
+    silent = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            relay.namespace,
+            sys.executable,
+            "-c",
+            "import socket, time\n"
+            f"s = socket.create_server(('127.0.0.1', {PORT}))\n"
+            "print('listening', flush=True)\n"
+            "held = []\n"
+            "while True:\n"
+            "    held.append(s.accept())\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert silent.stdout is not None and silent.stdout.readline().strip() == "listening"
+        failed = apply(
+            lab,
+            with_limits(releases.revoked, RULES_B),
+            "-e",
+            "relaygate_postfwd_wait=2",
+            relays=[relay],
+        )
+    finally:
+        silent.kill()
+        silent.communicate()
+    assert failed.code != 0, str(failed)
+    assert fatal(failed, "does not answer a policy request with DUNNO") == ["relay-b"], str(failed)
+    assert fatal(failed, "Rolled back: restored main.cf") == ["relay-b"], str(failed)
+    assert fatal(failed, "restored postfwd.cf") == ["relay-b"], str(failed)
+    assert relay.live() == live
+    assert (state(relay) / "postfwd.cf").read_text() == RULES_A
+    # Down, as the revoke test left it (the next test's deploy starts it again).
+    if daemon_pid(relay) is not None:
+        kill_daemon(relay)
+
+
+def test_a_new_ruleset_reloads_without_a_gap_and_keeps_the_counters(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """The positive control of the refusal: the same release with a ruleset postfwd reads."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[0]
+    ask(relay, KEPT, 3)  # over its limit of 2, whatever the earlier tests did
+    pids = [daemon_pid(r) for r in lab.relays]
+    generations = [r.live() for r in lab.relays]
+    poller = start_poller(relay, 90)  # stopped when the deploy ends
+    try:
+        done = apply(lab, with_limits(releases.revoked, RULES_B))
+    finally:
+        poller.terminate()
+        out, _ = poller.communicate(timeout=30)
+    assert done.code == 0, str(done)
+    assert recap_changed(done) == {"relay-a": 1, "relay-b": 1}, str(done)
+    assert done.stdout.count("reloaded postfwd (SIGHUP; 3 rules, counters kept)") == 1
+    # The policy switched (a new generation) and the daemon is the same process...
+    assert [r.live() for r in lab.relays] != generations
+    assert daemon_pid(relay) == pids[0]
+    # ...and the one the revoke and gate tests left down is started again, said so loudly.
+    assert pids[1] is None
+    assert daemon_pid(lab.relays[1]) is not None
+    assert "started postfwd on 127.0.0.1:10040 (3 rules, --keep_rates)" in done.stdout
+    assert "postfwd: not running (stopped or crashed; mail was not limited)" in done.stdout
+    assert done.stderr.count("[WARNING]: postfwd (the volume limits) was not running") == 1
+    # ...that never stopped listening while the run reloaded it (a HUP to postfwd's master
+    # closes the port for seconds: "Connection refused"). A request in flight at the instant
+    # of the reload may be cut (its child is replaced); Postfix then applies DUNNO and warns.
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert len(answers) > 20, "the poller did not run through the deploy"
+    cut = [a for a in answers if a != DUNNO]
+    assert all("reset by peer" in a or a == "closed" for a in cut), cut
+    assert len(cut) <= 2, cut
+    # New rules: FRESH has a limit of 1 now. An unchanged rule keeps its counter.
+    assert ask(relay, FRESH, 2) == [DUNNO, over("fresh", 1)]
+    assert ask(relay, KEPT, 1) == [over("kept", 2)]
+    # The same release again (planned in check mode, as a real run plans it): nothing to do,
+    # the running, answering daemon is neither reloaded nor restarted.
+    pids = [daemon_pid(r) for r in lab.relays]
+    again = apply(lab, with_limits(releases.revoked, RULES_B), "--check", "--diff")
+    assert again.code == 0, str(again)
+    assert recap_changed(again) == {"relay-a": 0, "relay-b": 0}, str(again)
+    assert [daemon_pid(r) for r in lab.relays] == pids
+
+
+# --- the daemon down: mail flows, loudly ------------------------------------------------------
+
+
+def test_daemon_down_mail_keeps_flowing_with_a_warning(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    assert first.code == 0, str(first)
+    relay = lab.relays[1]
+    assert daemon_pid(relay) is not None, "the earlier tests leave postfwd running here"
+    problem = rf"warning: problem talking to server 127\.0\.0\.1:{PORT}"
+    # Positive control: with the daemon up, a legitimate message goes through quietly.
+    before = len(log_lines(relay, problem))
+    code, text, _ = send(relay, *HODGES)
+    assert code == 250, text
+    time.sleep(0.5)
+    assert len(log_lines(relay, problem)) == before
+    kill_daemon(relay)
+    # Down: the message is still accepted, at once (try_limit=1: no retry, no stall)...
+    code, text, seconds = send(relay, *HODGES)
+    assert code == 250, text
+    assert seconds < 5, f"the end of DATA took {seconds:.1f} s with the daemon down"
+    # ...and Postfix says why, loudly, in the mail log.
+    lines = wait_for_log(relay, problem, before)
+    assert len(lines) > before, "no 'problem talking to server' warning in the mail log"
+    assert re.search(r"postfix/smtpd\[\d+\]: warning: problem talking to server", lines[-1])
+
+
+# --- deploy.yml with the compiled ruleset -----------------------------------------------------
+
+
+def test_deploy_yml_brings_the_compiled_ruleset_to_every_relay(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """The whole playbook: the folder verified on the controller, its ruleset on the relays."""
+    assert first.code == 0, str(first)
+    compiled = (releases.revoked_out / "postfwd" / "postfwd.cf").read_text()
+    require(
+        "postfwd/postfwd.cf" in releases.revoked["bundle"]["files"],
+        "relaygate release verify does not put postfwd/postfwd.cf in the release bundle"
+        " (relaygate.release.bundle_files), so deploy.yml cannot carry the limits",
+    )
+    assert releases.revoked["bundle"]["files"]["postfwd/postfwd.cf"] == compiled
+    running = lab.relays[0]
+    pid = daemon_pid(running)
+    assert pid is not None
+    if daemon_pid(lab.relays[1]) is not None:
+        kill_daemon(lab.relays[1])
+    inventory = lab.inventory(relaygate_release_inventory=str(releases.repo / "inventory"))
+    done = playbook(
+        "deploy.yml",
+        inventory,
+        lab.root / "ansible-deploy",
+        "-e",
+        f"relaygate_out={releases.revoked_out}",
+        "-e",
+        "relaygate_serial=2",
+    )
+    assert done.code == 0, str(done)
+    rules = len(re.findall(r"^id=", compiled, re.M))
+    assert f"reloaded postfwd (SIGHUP; {rules} rules, counters kept)" in done.stdout, str(done)
+    assert f"started postfwd on 127.0.0.1:{PORT} ({rules} rules, --keep_rates)" in done.stdout
+    assert daemon_pid(running) == pid
+    for relay in lab.relays:
+        assert (state(relay) / "postfwd.cf").read_text() == compiled
+        assert ask(relay, "192.0.2.1") == [DUNNO]
+    # A second deploy.yml changing nothing, daemon included: tests/test_deploy.py's
+    # idempotence test (its lab runs postfwd too).
