@@ -281,13 +281,17 @@ def _text(files: dict[str, bytes], path: str) -> str:
 
 
 def bundle_files(files: dict[str, bytes]) -> dict[str, str]:
-    """Compiled path -> name in a generation folder (postfix/X -> X, the ruleset -> relay.nft)."""
+    """Compiled path -> name in a generation folder.
+
+    postfix/X -> X, the nft ruleset -> relay.nft, postfwd/postfwd.cf under its own name.
+    """
     bundle = {
         path.removeprefix("postfix/"): _text(files, path)
         for path in files
         if path.startswith("postfix/")
     }
     bundle["relay.nft"] = _text(files, "nftables/relay.nft")
+    bundle.update({path: _text(files, path) for path in files if path.startswith("postfwd/")})
     return dict(sorted(bundle.items()))
 
 
