@@ -1511,3 +1511,20 @@ def test_an_unchanged_inventory_has_no_limit_section(tmp_path: Path, run_cli) ->
     plan = json.loads(run_plan(run_cli, repo).stdout)
     assert (plan["limits"], plan["limits_summary"]) == ([], None)
     assert "Daily limits:" not in run_plan(run_cli, repo, "text").stdout
+
+
+def test_the_stricter_share_of_the_two_sides_decides_the_limit_risk(  # type: ignore[no-untyped-def]
+    tmp_path: Path, run_cli
+) -> None:
+    """Factor 3 -> 4 raises the example's total by about 26%: under the base's 30%."""
+    risky = []
+    for share in ("0.3", "0.1"):
+        (tmp_path / share).mkdir()
+        repo = make_repo(tmp_path / share)
+        site = repo / "inventory" / "site.yaml"
+        edit(site, "  factor: 3 ", "  factor: 4 ")
+        edit(site, "mass_change_share: 0.3", f"mass_change_share: {share}")
+        plan = json.loads(run_plan(run_cli, repo).stdout)
+        risky.append([r["message"] for r in plan["risks"] if r["id"] == "risk.limits-raised"])
+    assert risky[0] == []
+    assert len(risky[1]) == 1 and risky[1][0].endswith("policy.mass_change_share is 10%)")

@@ -83,8 +83,9 @@ def limits_summary(base: Side, head: Side, changes: list[LimitChange]) -> Limits
 
 def limit_risks(base: Side, head: Side, summary: LimitsSummary | None, shown: str) -> list[Risk]:
     risks = []
-    site = base.site or head.site
-    share = site.policy.mass_change_share if site is not None else None
+    # The stricter of the two sides' shares: a change cannot raise its own threshold.
+    shares = [side.site.policy.mass_change_share for side in (base, head) if side.site]
+    share = min(shares) if shares else None
     if (
         summary is not None
         and share is not None
