@@ -494,7 +494,7 @@ class ReviewCommand:
     type=click.FloatRange(min=1.0),
     default=review.DEFAULT_VOLUME_FACTOR,
     show_default=True,
-    help="Flag a day with more accepted mail than this many times volume_per_day.",
+    help="Flag a day with more accepted mail than this many times the record's daily limit.",
 )
 def review_command(
     inventory: Path,
