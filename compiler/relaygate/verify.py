@@ -31,7 +31,7 @@ import netaddr
 from relaygate import addresses
 from relaygate.addresses import canonical_text
 from relaygate.errors import InternalError
-from relaygate.model import Device, Inventory, Status
+from relaygate.model import Device, Inventory, ModSegment, Status
 from relaygate.policy import build_policy
 from relaygate.render import Header, postfix
 from relaygate.render.postfix import syntax
@@ -196,6 +196,18 @@ def _aerleon_groups(text: str) -> dict[str, set[str]]:
     return groups
 
 
+def _segments_of(network: netaddr.IPNetwork, segments: Iterable[ModSegment]) -> list[str]:
+    """The names of the segments with a prefix that holds all of ``network``."""
+    first, last, version = network.first, network.last, network.version
+    return [
+        segment.name
+        for segment in segments
+        if any(
+            p.version == version and p.first <= first and last <= p.last for p in segment.prefixes
+        )
+    ]
+
+
 def _compare(what: str, got: Iterable[str], want: Iterable[str], problems: list[str]) -> None:
     got_set, want_set = set(got), set(want)
     for extra in sorted(got_set - want_set):
@@ -272,8 +284,9 @@ def verify(
     named = _class_names(fragment, problems)
     sender_classes = sorted(c for c in named if postfix.SENDER_CLASS.fullmatch(c))
     login_class_names = sorted(c for c in named if postfix.LOGIN_CLASS.fullmatch(c))
+    defined = frozenset(sender_classes)  # membership tests: a list would make them quadratic
     for name in named:
-        if name not in sender_classes and name not in login_class_names:
+        if name not in defined and not postfix.LOGIN_CLASS.fullmatch(name):
             problems.append(f"postfix: restriction class {name!r} is not a relaygate class")
     class_senders: dict[str, tuple[str, ...]] = {}
     for name in sender_classes:
@@ -286,7 +299,7 @@ def verify(
     bound: dict[str, tuple[str, ...]] = {}
     for path in ("postfix/legacy_clients", "postfix/legacy_clients.cidr"):
         for key, value in map_entries(get(path), path, problems).items():
-            if value not in sender_classes:
+            if value not in defined:
                 problems.append(f"{path}: {key} maps to {value!r}, not a defined class")
                 continue
             bound[_canonical(key)] = class_senders.get(value, ())
@@ -386,16 +399,14 @@ def verify(
 
     # --- ACLs ---
     port = site.relay_port
+    # Each address is parsed once and placed in its segments by integer range
+    # (an address in two segments is expected in both).
+    by_segment: dict[str, set[str]] = {segment.name: set() for segment in site.mod_segments}
+    for text in set(legacy) | suspended:
+        for name in _segments_of(netaddr.IPNetwork(text), site.mod_segments):
+            by_segment[name].add(text)
     for segment in site.mod_segments:
-        inside = {
-            a
-            for a in set(legacy) | suspended
-            if any(
-                netaddr.IPNetwork(a) in p
-                for p in segment.prefixes
-                if p.version == netaddr.IPNetwork(a).version
-            )
-        }
+        inside = by_segment[segment.name]
         ios: set[str] = set()
         junos: set[str] = set()
         for version in (4, 6):
@@ -420,13 +431,7 @@ def verify(
     authenticated_in_mod = {
         canonical_text(d.network)
         for d in active
-        if not d.is_legacy
-        and any(
-            d.network in p
-            for s in site.mod_segments
-            for p in s.prefixes
-            if p.version == d.network.version
-        )
+        if not d.is_legacy and _segments_of(d.network, site.mod_segments)
     }
     _compare("Aerleon groups", in_groups, set(legacy) | authenticated_in_mod | suspended, problems)
     return problems
