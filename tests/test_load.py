@@ -10,8 +10,9 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+import yaml
 
-from relaygate import gitrepo, pipeline
+from relaygate import gitrepo, load, pipeline
 from relaygate.load import FORBIDDEN_CHARACTERS, load_document, parse_text
 from relaygate.source import TreeSource
 
@@ -181,10 +182,6 @@ _SCALARS = ["yes", "no", "on", "true", "null", "~", "", "1.0", "1e3", "0x1F", "0
 
 def test_remembered_tags_are_the_tags_the_resolver_computes() -> None:
     """The loader remembers the tag of short scalars; a second read must see the same tags."""
-    import yaml
-
-    from relaygate import load
-
     text = "".join(f"k{i}: {value}\nq{i}: '{value}'\n" for i, value in enumerate(_SCALARS))
     load._RESOLVED.clear()
     plain = yaml.compose(text, Loader=load._Base)
