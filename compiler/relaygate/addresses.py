@@ -50,8 +50,13 @@ def _max_len(version: int) -> int:
     return 32 if version == 4 else 128
 
 
+@lru_cache(maxsize=1 << 16)
 def canonical_text(network: netaddr.IPNetwork) -> str:
-    """The canonical spelling: a bare address for a host, ``net/len`` otherwise."""
+    """The canonical spelling: a bare address for a host, ``net/len`` otherwise.
+
+    Cached (netaddr's formatting dominates plan and verify): networks that
+    compare equal have the same first and last address, hence the same text.
+    """
     if network.prefixlen == _max_len(network.version):
         return str(network.ip)
     return f"{network.network}/{network.prefixlen}"

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import gc
 import importlib
+import os
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -210,8 +213,42 @@ def _register_commands() -> None:
         importlib.import_module(name).register(cli)
 
 
+#: Allocations between young-generation collections while a command runs: a
+#: 10k-record inventory is millions of small objects that live to the end, and
+#: the default (700) spends a tenth of a plan collecting them again and again;
+#: larger thresholds than these raised a plan's peak memory.
+GC_THRESHOLD = (50_000, 20, 1000)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and map every outcome to an exit code."""
+    previous = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLD)
+    try:
+        return _run(argv)
+    finally:
+        gc.set_threshold(*previous)
+
+
+def entry() -> NoReturn:
+    """The ``relaygate`` console script: ``main``, then exit without tearing the heap down.
+
+    Freeing a 10k-record inventory object by object at interpreter exit costs
+    a tenth of a compile and achieves nothing: the command has finished, its
+    files are closed and its cache is flushed. Only the standard streams still
+    hold output, so they are flushed first; a stream that cannot be flushed
+    fails the run (as Python's own exit would, with 120).
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        code = code or 120
+    os._exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="relaygate", standalone_mode=False)
     except click.exceptions.Exit as done:

@@ -193,9 +193,10 @@ class Plan:
 def segment_of(site: model.Site | None, network: netaddr.IPNetwork) -> str | None:
     if site is None:
         return None
+    first, last, version = network.first, network.last, network.version
     for segment in site.mod_segments:
         for prefix in segment.prefixes:
-            if prefix.version == network.version and network in prefix:
+            if prefix.version == version and prefix.first <= first and last <= prefix.last:
                 return segment.name
     return None
 
