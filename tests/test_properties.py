@@ -12,6 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relaygate import addresses
 from relaygate import compile as compile_
 from relaygate.verify import verify
 
@@ -119,3 +120,45 @@ def test_a_value_shared_by_many_records_names_a_few_and_counts_the_rest() -> Non
         for finding in owned:
             assert finding.message.endswith(f" and {holders - 1 - 5} more"), finding.message
             assert finding.message.count(".yaml)") == 5
+
+
+_OCTETS = st.one_of(
+    st.integers(0, 255).map(str),
+    st.sampled_from(["00", "01", "010", "255", "256", "999", "0", "1000", "-1", "٣"]),
+)
+_V4_TEXT = st.builds(
+    lambda octets, length: ".".join(octets) + ("" if length is None else f"/{length}"),
+    st.lists(_OCTETS, min_size=4, max_size=4),
+    st.one_of(
+        st.none(),
+        st.integers(0, 33).map(str),
+        st.sampled_from(["08", "032", "", "255.255.255.0", "x"]),
+    ),
+)
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True)
+@given(text=_V4_TEXT)
+def test_the_canonical_ipv4_shortcut_parses_as_the_long_way(text: str) -> None:
+    """``addresses._parse`` builds canonical IPv4 text from integers; it must agree exactly."""
+    fast = addresses._canonical_v4(text)
+    slow = addresses._parse_text(text)
+    if fast is None:
+        # Positive control of the shortcut's reach: only non-canonical text goes the long way.
+        assert isinstance(slow, str) or slow.problem is not None or slow.canonical != text
+        return
+    assert not isinstance(slow, str), (text, slow)
+    assert fast == slow
+    assert (fast.network.prefixlen, fast.network.value) == (
+        slow.network.prefixlen,
+        slow.network.value,
+    )
+    assert str(fast.network) == str(slow.network)
+
+
+def test_the_ipv4_shortcut_takes_canonical_text_and_only_that() -> None:
+    assert addresses._canonical_v4("10.1.2.3") is not None
+    assert addresses._canonical_v4("10.1.2.0/24") is not None
+    assert addresses._canonical_v4("0.0.0.0/0") is not None
+    for text in ("10.1.2.3/32", "10.1.2.1/24", "010.1.2.3", "10.1.2.3/08", "1.2.3", "1.2.3.4 "):
+        assert addresses._canonical_v4(text) is None, text
