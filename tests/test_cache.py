@@ -272,16 +272,17 @@ def test_a_second_run_reads_the_cache_and_a_changed_file_is_read_again(tmp_path:
     pipeline.load(root, DAY, store=second)
     second.close()
     assert second.misses == 0
-    assert second.hits > 2 * len(_records(root))  # each record: its file and its checks
+    # Each file, and the checks' whole answer (their inputs are all unchanged).
+    assert second.hits == 3 + len(_records(root)) + 1
 
     path = _records(root)[0]
     path.write_text(path.read_text("utf-8").replace("status: active", "status: bogus"), "utf-8")
     third = Cache(folder, SECRET)
     changed = pipeline.load(root, DAY, shown="inventory", store=third)
     third.close()
-    # The changed file and its record checks: a status that fails its schema leaves the
-    # checks that do not read the status to run.
-    assert third.misses == 2
+    # The changed file, its record checks (a status that fails its schema leaves the
+    # checks that do not read the status to run) and the whole answer.
+    assert third.misses == 3
     assert any(f.rule == "schema.enum" for f in changed.findings)
 
 
@@ -384,3 +385,42 @@ def test_a_cache_over_its_size_cap_starts_again(
     again.put("b", 1)
     again.close()
     assert Cache(folder, SECRET).get("b") == 1
+
+
+def test_unchanged_inputs_read_the_checks_answer_back_and_any_change_runs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, root)
+    path = _records(root)[0]
+    path.write_text(path.read_text("utf-8") + "bogus_field: 1\n", "utf-8")  # a finding
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    expected = pipeline.load(root, DAY, shown="inventory")
+    assert expected.findings  # something to read back
+    first = Cache(folder, SECRET)
+    pipeline.load(root, DAY, shown="inventory", store=first)
+    first.close()
+    calls: list[str] = []
+    real = pipeline.checks.inventory_checks
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append("inventory_checks")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.checks, "inventory_checks", counted)
+    second = Cache(folder, SECRET)
+    again = pipeline.load(root, DAY, shown="inventory", store=second)
+    second.close()
+    assert calls == []  # read back, not run
+    assert again.findings == expected.findings
+    assert again.inventory == expected.inventory
+    # The same files on another day, or one byte changed: the checks run again.
+    for change in ("day", "byte"):
+        if change == "byte":
+            path.write_text(path.read_text("utf-8") + "# a comment\n", "utf-8")
+        day = DAY + dt.timedelta(days=1) if change == "day" else DAY
+        third = Cache(folder, SECRET)
+        pipeline.load(root, day, shown="inventory", store=third)
+        third.close()
+        assert calls.pop() == "inventory_checks", change

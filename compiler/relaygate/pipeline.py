@@ -636,26 +636,41 @@ def load(
             partial.append(device)
             invalid[display] = loaded.invalid
 
-    context = checks.Context(
-        as_of=as_of,
-        site=site,
-        units=units,
-        reservations=reservations,
-        site_doc=site_doc,
-        docs={**documents, **partial_docs},
-        invalid=invalid,
-    )
-    # Records with schema errors take part in the checks (of their valid fields
-    # only) and in nothing else: not in ``devices``, never in the model.
-    checked = devices + partial
-    findings.extend(_record_checks(root, checked, files, context, units_doc, store))
     devices.sort(key=lambda d: (d.name, d.source))
-    checked.sort(key=lambda d: (d.name, d.source))
-    findings.extend(checks.inventory_checks(checked, context))
-
-    if not isinstance(files_from, TreeSource):  # editor schemas are a working-tree matter
-        findings.extend(schema_files.stale_findings(root, shown))
-    findings = sorted(set(findings), key=Finding.sort_key)
+    # Editor schemas beside the inventory are a working-tree matter.
+    stale = [] if isinstance(files_from, TreeSource) else schema_files.stale_findings(root, shown)
+    whole = (
+        _findings_key(store, files, record_paths, structure, stale, as_of, shown, limits)
+        if store is not None
+        else None
+    )
+    known = _cached_findings(store, whole) if store is not None and whole is not None else None
+    if known is not None:
+        # Every input of every check is unchanged: the checks' answer is read back.
+        findings = known
+    else:
+        context = checks.Context(
+            as_of=as_of,
+            site=site,
+            units=units,
+            reservations=reservations,
+            site_doc=site_doc,
+            docs={**documents, **partial_docs},
+            invalid=invalid,
+        )
+        # Records with schema errors take part in the checks (of their valid fields
+        # only) and in nothing else: not in ``devices``, never in the model.
+        checked = devices + partial
+        relatives = {join_shown(shown, relative): relative for relative in record_paths}
+        findings.extend(_record_checks(relatives, checked, files, context, units_doc, store))
+        checked.sort(key=lambda d: (d.name, d.source))
+        findings.extend(checks.inventory_checks(checked, context))
+        findings.extend(stale)
+        findings = sorted(set(findings), key=Finding.sort_key)
+        if store is not None and whole is not None:
+            store.put(
+                whole, [[f.path, *row] for f, row in zip(findings, _rows(findings), strict=True)]
+            )
     lapsed = lapses(devices, findings)
     inventory = None
     if (
@@ -690,15 +705,61 @@ def load(
     )
 
 
+def _findings_key(
+    store: Cache,
+    files: dict[str, LoadedFile],
+    record_paths: list[str],
+    structure: list[Finding],
+    stale: list[Finding],
+    as_of: dt.date,
+    shown: str,
+    limits: Limits,
+) -> str | None:
+    """A key over every input of every check of a load, or None when one has no key.
+
+    Each file's key already covers its bytes and its kind's schema; the paths,
+    the other entries under ``devices/``, the editor schemas, the day, how the
+    inventory is shown and the size limits are the rest (the version and code
+    are in every key). A file that could not be read has no key: no entry.
+    """
+    parts: list[str | bytes] = ["findings", as_of.isoformat(), shown, repr(limits)]
+    for relative in (SITE_FILE, UNITS_FILE, NETREG_FILE, *record_paths):
+        loaded = files.get(relative)
+        if loaded is None or loaded.key is None:
+            return None
+        parts += [relative, loaded.key]
+    parts += [f.as_text() for f in structure]
+    parts.append("editor schemas")
+    parts += [f.as_text() for f in stale]
+    return store.key(*parts)
+
+
+def _cached_findings(store: Cache, key: str) -> list[Finding] | None:
+    entry = store.get(key)
+    if not isinstance(entry, list):
+        return None
+    try:
+        return [
+            Finding(str(p), int(ln), int(c), str(r), Severity(sv), str(m), str(h))
+            for p, ln, c, r, sv, m, h in entry
+        ]
+    except (TypeError, ValueError):
+        return None  # another layout: computed again
+
+
 def _record_checks(
-    root: Path,
+    relatives: dict[str, str],
     devices: list[model.Device],
     files: dict[str, LoadedFile],
     context: checks.Context,
     units_doc: Document | None,
     store: Cache | None,
 ) -> list[Finding]:
-    """Every record's own checks, taken from the cache where their inputs are unchanged."""
+    """Every record's own checks, taken from the cache where their inputs are unchanged.
+
+    ``relatives`` maps each record's shown path (``Device.source``) to its path
+    relative to the inventory.
+    """
     found: list[Finding] = []
     if store is None:
         for device in devices:
@@ -713,8 +774,7 @@ def _record_checks(
     )
     keys: dict[str, str] = {}
     for device in devices:
-        document = context.docs[device.source]
-        relative = root_relative(root, document)
+        relative = relatives[device.source]
         file_key = files[relative].key
         if file_key is not None:
             keys[device.source] = store.key("record", file_key, relative, facts_of(device))
@@ -734,8 +794,3 @@ def _record_checks(
         if key is not None:
             store.put(key, _rows(own))
     return found
-
-
-def root_relative(root: Path, document: Document) -> str:
-    """A document's path relative to the inventory folder it was loaded from."""
-    return document.path.relative_to(root).as_posix()
