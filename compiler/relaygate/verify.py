@@ -196,15 +196,24 @@ def _aerleon_groups(text: str) -> dict[str, set[str]]:
     return groups
 
 
-def _segments_of(network: netaddr.IPNetwork, segments: Iterable[ModSegment]) -> list[str]:
+_Ranges = tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...]
+
+
+def _segment_ranges(segments: Iterable[ModSegment]) -> _Ranges:
+    """Each segment's name and prefixes as (version, first, last) integers, computed once."""
+    return tuple(
+        (segment.name, tuple((p.version, p.first, p.last) for p in segment.prefixes))
+        for segment in segments
+    )
+
+
+def _segments_of(network: netaddr.IPNetwork, ranges: _Ranges) -> list[str]:
     """The names of the segments with a prefix that holds all of ``network``."""
     first, last, version = network.first, network.last, network.version
     return [
-        segment.name
-        for segment in segments
-        if any(
-            p.version == version and p.first <= first and last <= p.last for p in segment.prefixes
-        )
+        name
+        for name, prefixes in ranges
+        if any(v == version and low <= first and last <= high for v, low, high in prefixes)
     ]
 
 
@@ -402,8 +411,9 @@ def verify(
     # Each address is parsed once and placed in its segments by integer range
     # (an address in two segments is expected in both).
     by_segment: dict[str, set[str]] = {segment.name: set() for segment in site.mod_segments}
+    ranges = _segment_ranges(site.mod_segments)
     for text in set(legacy) | suspended:
-        for name in _segments_of(netaddr.IPNetwork(text), site.mod_segments):
+        for name in _segments_of(netaddr.IPNetwork(text), ranges):
             by_segment[name].add(text)
     for segment in site.mod_segments:
         inside = by_segment[segment.name]
@@ -431,7 +441,7 @@ def verify(
     authenticated_in_mod = {
         canonical_text(d.network)
         for d in active
-        if not d.is_legacy and _segments_of(d.network, site.mod_segments)
+        if not d.is_legacy and _segments_of(d.network, ranges)
     }
     _compare("Aerleon groups", in_groups, set(legacy) | authenticated_in_mod | suspended, problems)
     return problems
