@@ -424,3 +424,73 @@ def test_unchanged_inputs_read_the_checks_answer_back_and_any_change_runs_them(
         pipeline.load(root, day, shown="inventory", store=third)
         third.close()
         assert calls.pop() == "inventory_checks", change
+
+
+def _swap_first_legacy(text: str) -> str:
+    return text.replace("10.20.30.41\t", "10.20.30.42\t", 1)
+
+
+def _extra_nft_element(text: str) -> str:
+    return text.replace(
+        '10.20.30.41/32 comment "lib-hodges-3f-copier",',
+        '10.20.30.41/32 comment "lib-hodges-3f-copier",\n\t\t\t10.20.30.43/32 comment "x",',
+        1,
+    )
+
+
+def _extra_sender(text: str) -> str:
+    return text + "attacker@example.com\tOK\n"
+
+
+def _login_to_another_class(text: str) -> str:
+    entries = [line for line in text.splitlines() if "\t" in line and not line.startswith("#")]
+    first, second = (line.split("\t") for line in entries[-2:])
+    return text.replace(f"{first[0]}\t{first[1]}", f"{first[0]}\t{second[1]}", 1)
+
+
+@pytest.mark.parametrize(
+    ("target", "wrong"),
+    [
+        ("postfix/legacy_clients", _swap_first_legacy),
+        ("nftables/relay.nft", _extra_nft_element),
+        ("postfix/senders/", _extra_sender),
+        ("postfix/logins", _login_to_another_class),
+    ],
+)
+def test_a_wrong_rendered_entry_is_refused_with_every_cache_warm(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    wrong: Callable[[str], str],
+) -> None:
+    """A renderer bug on one entry is caught when everything else comes from the cache."""
+    root = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, root)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    for _ in range(2):  # fill every entry, then read them back
+        store = Cache(folder, SECRET)
+        compile_.build(root, DAY, store=store)
+        store.close()
+    path = _records(root)[0]
+    path.write_text(path.read_text("utf-8") + "# an edit: the artifacts are rendered again\n")
+    real = compile_.render_all
+
+    def buggy(*args: Any, **kwargs: Any) -> dict[str, str]:
+        artifacts = real(*args, **kwargs)
+        name = target if target in artifacts else min(p for p in artifacts if p.startswith(target))
+        artifacts[name] = wrong(artifacts[name])
+        assert artifacts[name] != real(*args, **kwargs)[name], "the bug did not apply"
+        return artifacts
+
+    store = Cache(folder, SECRET)
+    try:
+        good = compile_.build(root, DAY, store=store)  # positive control: warm and correct
+        assert good.artifacts is not None
+        path.write_text(path.read_text("utf-8") + "# another edit\n")
+        monkeypatch.setattr(compile_, "render_all", buggy)
+        with pytest.raises(VerificationFailed):
+            compile_.build(root, DAY, store=store)
+        assert store.hits > len(_records(root))  # the files and checks did come from the cache
+    finally:
+        store.close()
