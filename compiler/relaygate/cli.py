@@ -36,7 +36,6 @@ from relaygate.cliutil import (
 from relaygate.errors import RelaygateError
 from relaygate.pipeline import summarize
 from relaygate.report import FORMATTERS, summary_line
-from relaygate.rules import RULES
 
 
 class _LazyGroup(click.Group):
@@ -182,21 +181,25 @@ def compile_command(
 @cli.command("rules")
 @click.argument("rule_ids", nargs=-1)
 def rules_command(rule_ids: tuple[str, ...]) -> None:
-    """List every rule id with its severity and what to do; with RULE_IDS, explain those."""
+    """List every id (rules, plan risks, review categories) and its kind; with IDS, explain."""
+    from relaygate.catalogue import catalogue  # noqa: PLC0415 - only this command lists all ids
+
+    entries = catalogue()
     if not rule_ids:
-        for rule in RULES.values():
-            click.echo(f"{rule.id:36} {rule.severity!s:8} {rule.summary}")
+        for entry in entries.values():
+            click.echo(f"{entry.id:36} {entry.kind:6} {entry.level:8} {entry.summary}")
         return
-    unknown = [rule_id for rule_id in rule_ids if rule_id not in RULES]
+    unknown = [rule_id for rule_id in rule_ids if rule_id not in entries]
     for rule_id in unknown:
-        close = difflib.get_close_matches(rule_id, list(RULES), n=3)
+        close = difflib.get_close_matches(rule_id, list(entries), n=3)
         guess = f"; did you mean {' or '.join(close)}?" if close else ""
         click.echo(f"relaygate: no rule {rule_id!r}{guess}", err=True)
     if unknown:
         sys.exit(EXIT_USAGE)
     for rule_id in rule_ids:
-        rule = RULES[rule_id]
-        click.echo(f"{rule.id} ({rule.severity}): {rule.summary}\n  what to do: {rule.hint}")
+        entry = entries[rule_id]
+        label = entry.level if entry.kind == "rule" else f"{entry.kind}, {entry.level}"
+        click.echo(f"{entry.id} ({label}): {entry.summary}\n  what to do: {entry.hint}")
 
 
 #: Command groups that live in their own modules; each has ``register(group)``.

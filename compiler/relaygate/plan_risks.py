@@ -13,6 +13,7 @@ from pathlib import Path
 from relaygate import model
 from relaygate.addresses import canonical_text
 from relaygate.checks import sender_key
+from relaygate.errors import InternalError
 from relaygate.pipeline import SITE_FILE, UNITS_FILE
 from relaygate.plan_types import (
     REFUSED,
@@ -26,9 +27,33 @@ from relaygate.plan_types import (
     segment_of,
 )
 
+#: Every risk id a plan can raise, with when it is raised (listed by ``relaygate rules``).
+#: Ids are public like rule ids (a pull-request comment and its approvals name them).
+RISKS: dict[str, str] = {
+    "risk.legacy-exception-new": "an active record with unauthenticated access (ip/none) that"
+    " was not legacy before (new record, auth downgraded, or retired record back)",
+    "risk.legacy-exception-renewed": "a new approved_on and a later expires_on",
+    "risk.exception-term-extended": "a later expires_on with the same approved_on"
+    " (no new approval)",
+    "risk.prefix-broadened": "the record's address covers more addresses than before",
+    "risk.address-changed": "a legacy record moves to another address",
+    "risk.segment-changed": "the record's MOD segment changed",
+    "risk.revocation-lifted": "a revoked or suspended record becomes active, retired or is"
+    " deleted: the relay stops refusing it",
+    "risk.null-sender-allowed": "a record may now send with the null sender (MAIL FROM:<>)",
+    "risk.sender-added": "a live record may use senders it did not have",
+    "risk.site-changed": "site.yaml changed",
+    "risk.units-changed": "units.yaml changed",
+    "risk.mass-change": "more than policy.mass_change_share of the base's allow entries are"
+    " removed or changed",
+}
 
-def _risk(risk_id: str, subject: str, message: str) -> Risk:
-    return Risk(risk_id, subject, message)
+
+def _risk(risk_id: str, subject: str, message: str, units: tuple[str, ...] = ()) -> Risk:
+    """A risk with a registered id; an unknown id is a bug in relaygate (fails closed)."""
+    if risk_id not in RISKS:
+        raise InternalError(f"risk id {risk_id!r} is not in plan_risks.RISKS")
+    return Risk(risk_id, subject, message, units)
 
 
 def device_risks(base: Side, head: Side) -> list[Risk]:
@@ -166,11 +191,10 @@ def sender_risks(base: Side, head: Side) -> list[Risk]:
         if new.allow_null_sender and (old is None or not old.allow_null_sender):
             # The null sender skips every sender check a login would otherwise meet.
             risks.append(
-                Risk(
+                _risk(
                     "risk.null-sender-allowed",
                     new.name,
                     f"may now send with the null sender (MAIL FROM:<>): {new.null_sender_reason}",
-                    (),
                 )
             )
         had = set() if old is None or old.status is model.Status.RETIRED else set(old.senders)
@@ -195,7 +219,7 @@ def sender_risks(base: Side, head: Side) -> list[Risk]:
         what = " (a new record)" if old is None else ""
         detail = f"; {'; '.join(notes)}" if notes else ""
         risks.append(
-            Risk(
+            _risk(
                 "risk.sender-added",
                 new.name,
                 f"new senders{what}: {', '.join(added)}{detail}",
