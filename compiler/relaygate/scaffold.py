@@ -47,7 +47,6 @@ ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 KINDS = tuple(k.value for k in model.Kind)
 AUTHS = tuple(a.value for a in model.Auth)
 STATUSES = tuple(s.value for s in model.Status)
-ROLES = tuple(r.value for r in model.Role)
 NETREG_TYPES = ("static", "static-dhcp")
 STATUS_REASONS = (
     "spam",
