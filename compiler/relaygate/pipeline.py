@@ -469,6 +469,59 @@ class _ReadOnce:
         return found
 
 
+@dataclass(slots=True)
+class OverlaySource:
+    """A source with some files added in memory (never written): ``relaygate new``
+    checks a record inside the inventory it joins without copying the inventory.
+
+    ``files`` maps paths relative to the inventory to their bytes; folders on
+    their way that do not exist yet are listed as folders.
+    """
+
+    inner: Source
+    files: dict[str, bytes]
+
+    @property
+    def root(self) -> Path:
+        return self.inner.root
+
+    def _under(self, relative: str) -> dict[str, Kind]:
+        prefix = f"{relative}/" if relative else ""
+        found: dict[str, Kind] = {}
+        for path in self.files:
+            if path.startswith(prefix):
+                name, more, _ = path[len(prefix) :].partition("/")
+                found[name] = "folder" if more else "file"
+        return found
+
+    def kind(self, relative: str) -> Kind:
+        if relative in self.files:
+            return "file"
+        inner = self.inner.kind(relative)
+        return "folder" if inner == "missing" and self._under(relative) else inner
+
+    def entries(self, relative: str) -> list[tuple[str, Kind]]:
+        added = self._under(relative)
+        try:
+            listed = dict(self.inner.entries(relative))
+        except FileNotFoundError:
+            if not added:
+                raise
+            listed = {}
+        return sorted({**listed, **added}.items())
+
+    def read(
+        self, relative: str, display: str, max_bytes: int
+    ) -> tuple[bytes | None, list[Finding]]:
+        data = self.files.get(relative)
+        if data is None:
+            return self.inner.read(relative, display, max_bytes)
+        if len(data) > max_bytes:
+            message = f"{len(data)} bytes is over the cap of {max_bytes} bytes"
+            return None, [rule("file.too-large").at(display, 1, 1, message)]
+        return data, []
+
+
 def summarize(
     root: Path,
     as_of: dt.date,

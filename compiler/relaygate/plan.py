@@ -103,26 +103,6 @@ def _site_and_units(root: Path) -> tuple[model.Site | None, dict[str, model.Unit
     return site, units
 
 
-def relocate(finding: Finding, root: Path, shown: str) -> Finding:
-    """Show a finding's path as ``<shown>/...`` whichever folder it was found in under ``root``."""
-    path = Path(finding.path)
-    absolute = path if path.is_absolute() else Path.cwd() / path
-    try:
-        inner = absolute.resolve().relative_to(root.resolve())
-    except ValueError:
-        return finding
-    text = (Path(shown) / inner).as_posix() if shown not in ("", ".") else inner.as_posix()
-    return Finding(
-        path=text,
-        line=finding.line,
-        column=finding.column,
-        rule=finding.rule,
-        severity=finding.severity,
-        message=finding.message,
-        hint=finding.hint,
-    )
-
-
 def load_side(
     label: str,
     commit: str | None,
