@@ -31,11 +31,10 @@ from relaygate.cliutil import (
     inventory_root,
 )
 from relaygate.errors import UsageError
-from relaygate.findings import Finding
 from relaygate.lifecycle import edit, ingest, review, store
 from relaygate.lifecycle import notices as notice_files
 from relaygate.lifecycle.logs.files import Source
-from relaygate.pipeline import display_path, validate
+from relaygate.pipeline import display_path
 from relaygate.report import FORMATTERS, summary_line
 
 # --- activity ---------------------------------------------------------------------------
@@ -317,12 +316,8 @@ class EditCommand:
     what: str  # a past-tense summary for the report line
 
 
-def _key(finding: Finding) -> tuple[str, str]:
-    return (finding.rule, finding.message)
-
-
 def _run_edit(command: EditCommand, operation: Callable[[str], str]) -> None:
-    """Edit the record, re-validate, and keep the edit only if it adds no error to it."""
+    """Edit the record in memory, validate, and write it only if it adds no error to it."""
     path = edit.find_record(command.inventory, command.name)
     shown = display_path(path)
     before_text = path.read_text(encoding="utf-8")
@@ -330,18 +325,16 @@ def _run_edit(command: EditCommand, operation: Callable[[str], str]) -> None:
     if after_text == before_text:
         click.echo(f"{shown}: already {command.what}; nothing changed")
         sys.exit(EXIT_OK)
-    before = validate(command.inventory, command.as_of)
-    edit.write_atomic(path, after_text)
-    after = validate(command.inventory, command.as_of)
-    old = {_key(f) for f in before.findings if f.path == shown and f.is_error}
-    introduced = [
-        f for f in after.findings if f.path == shown and f.is_error and _key(f) not in old
-    ]
-    if introduced:
-        edit.write_atomic(path, before_text)
-        click.echo(FORMATTERS["text"](introduced, f"{shown}: not changed"), nl=False, err=True)
-        click.echo("relaygate: the edit would make the record invalid; it was undone", err=True)
+    after = edit.check(command.inventory, path, after_text, command.as_of)
+    if after.introduced:
+        click.echo(
+            FORMATTERS["text"](after.introduced, f"{shown}: not changed"), nl=False, err=True
+        )
+        click.echo(
+            "relaygate: the edit would make the record invalid; nothing was written", err=True
+        )
         sys.exit(EXIT_FINDINGS)
+    edit.replace_if_unchanged(path, before_text, after_text)
     click.echo(
         "".join(
             difflib.unified_diff(

@@ -35,7 +35,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from relaygate.errors import RelaygateError, UsageError
-from relaygate.pipeline import DEVICES_DIR
+from relaygate.findings import Finding
+from relaygate.pipeline import DEVICES_DIR, OverlaySource, display_path, load
+from relaygate.source import FolderSource
 
 REVOKE_REASONS = ("spam", "phishing", "compromised", "request")
 RETIRE_REASONS = ("inactive", "request")
@@ -352,3 +354,52 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+# --- checking an edit before it is written ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """The inventory validated with an edit made in memory."""
+
+    findings: list[Finding]  # every finding of the inventory with the edit
+    files_checked: int
+    #: Errors on the record that the edit adds (empty: the edit may be written).
+    introduced: list[Finding]
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.is_error)
+
+
+def _key(finding: Finding) -> tuple[str, str]:
+    return (finding.rule, finding.message)
+
+
+def check(inventory: Path, path: Path, after_text: str, as_of: dt.date) -> Checked:
+    """Validate the inventory with ``path`` holding ``after_text``, without writing it.
+
+    One validation when the edited record has no error. Only when it has
+    some is the inventory as it stands validated too, to tell the errors the
+    record already had (an emergency revoke of a broken record must still go
+    through) from the ones the edit adds.
+    """
+    shown = display_path(path)
+    relative = path.relative_to(inventory).as_posix()
+    edited = OverlaySource(FolderSource(inventory), {relative: after_text.encode("utf-8")})
+    after = load(inventory, as_of, shown=display_path(inventory), source=edited)
+    errors = [f for f in after.findings if f.path == shown and f.is_error]
+    introduced: list[Finding] = []
+    if errors:
+        before = load(inventory, as_of, shown=display_path(inventory))
+        old = {_key(f) for f in before.findings if f.path == shown and f.is_error}
+        introduced = [f for f in errors if _key(f) not in old]
+    return Checked(after.findings, after.files_checked, introduced)
+
+
+def replace_if_unchanged(path: Path, before_text: str, after_text: str) -> None:
+    """Write ``after_text`` unless the file no longer holds ``before_text`` (edited meanwhile)."""
+    if path.read_text(encoding="utf-8") != before_text:
+        raise EditError(f"{display_path(path)} changed while it was being checked; run again")
+    write_atomic(path, after_text)
