@@ -79,6 +79,7 @@ from relaygate.plan_types import (
     Risk,
     Side,
     SideSummary,
+    same_record,
 )
 from relaygate.render import Artifacts, Header
 from relaygate.source import Source, TreeSource
@@ -293,8 +294,11 @@ def access_deltas(before: set[Access], after: set[Access]) -> tuple[AccessDelta,
 
 def _access_changes(base: Side, head: Side) -> list[AccessChange]:
     changes = []
+    same = same_record(base, head)
     for key in sorted(set(base.devices) | set(head.devices)):
         old, new = base.devices.get(key), head.devices.get(key)
+        if same(old, new):
+            continue
         before = set(base.access(old)) if old else set()
         after = set(head.access(new)) if new else set()
         refused_before, refused_after = base.refused(old), head.refused(new)

@@ -24,6 +24,7 @@ from relaygate.plan_types import (
     Risk,
     Side,
     refusal,
+    same_record,
     segment_of,
 )
 
@@ -58,8 +59,11 @@ def _risk(risk_id: str, subject: str, message: str, units: tuple[str, ...] = ())
 
 def device_risks(base: Side, head: Side) -> list[Risk]:
     risks: list[Risk] = []
+    same = same_record(base, head)
     for key in sorted(set(base.devices) | set(head.devices)):
         old, new = base.devices.get(key), head.devices.get(key)
+        if same(old, new):
+            continue
         if new is not None and new.status is model.Status.ACTIVE:
             address = canonical_text(new.network)
             if new.is_legacy:
@@ -246,11 +250,14 @@ def file_risks(files: Sequence[FileChange], shown: str) -> list[Risk]:
 
 
 def mass_change(base: Side, head: Side) -> MassChange:
+    same = same_record(base, head)
     entries = {k: set(base.access(d)) for k, d in base.devices.items()}
     entries = {k: v for k, v in entries.items() if v}
     affected = 0
     for key, before in entries.items():
         new = head.devices.get(key)
+        if same(base.devices[key], new):
+            continue
         if new is None or set(head.access(new)) != before:
             affected += 1
     thresholds = [s.policy.mass_change_share for s in (base.site, head.site) if s is not None]
