@@ -161,14 +161,27 @@ def _render_and_verify(
 
 
 def read_tree(out: Path) -> dict[str, bytes]:
-    """Every file under ``out`` by relative path (empty if it does not exist)."""
+    """Every regular file under ``out`` by relative path, sorted (empty if it does not exist).
+
+    Links are neither followed nor read. ``os.scandir`` rather than ``Path.rglob``:
+    a compiled tree is thousands of small files, and pathlib's per-path cost was
+    most of the time.
+    """
     if not out.is_dir():
         return {}
-    return {
-        path.relative_to(out).as_posix(): path.read_bytes()
-        for path in sorted(out.rglob("*"))
-        if path.is_file() and not path.is_symlink()
-    }
+    found: dict[str, bytes] = {}
+    folders = [""]
+    while folders:
+        folder = folders.pop()
+        with os.scandir(out / folder if folder else out) as entries:
+            for entry in entries:
+                relative = f"{folder}/{entry.name}" if folder else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(relative)
+                elif entry.is_file(follow_symlinks=False):
+                    with open(entry.path, "rb") as handle:
+                        found[relative] = handle.read()
+    return dict(sorted(found.items()))
 
 
 def _comparable(path: str, data: bytes | None) -> bytes | None:
@@ -209,10 +222,13 @@ def write(out: Path, artifacts: Artifacts) -> list[str]:
         raise UsageError(f"{out} exists and is not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    made: set[Path] = set()
     try:
         for path, text in artifacts.items():
             target = staging / path
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(target.parent)
             old = out / path
             if path not in changed and old.is_file() and not old.is_symlink():
                 os.link(old, target)
