@@ -8,12 +8,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import netaddr
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relaygate import addresses
 from relaygate import compile as compile_
+from relaygate import verify as verify_module
+from relaygate.model import ModSegment
 from relaygate.verify import verify
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -162,3 +165,38 @@ def test_the_ipv4_shortcut_takes_canonical_text_and_only_that() -> None:
     assert addresses._canonical_v4("0.0.0.0/0") is not None
     for text in ("10.1.2.3/32", "10.1.2.1/24", "010.1.2.3", "10.1.2.3/08", "1.2.3", "1.2.3.4 "):
         assert addresses._canonical_v4(text) is None, text
+
+
+def _network(version: int, value: int, length: int) -> netaddr.IPNetwork:
+    bits = 32 if version == 4 else 128
+    value &= (1 << bits) - 1
+    return netaddr.IPNetwork((value >> (bits - length) << (bits - length), length), version=version)
+
+
+_V4 = st.builds(_network, st.just(4), st.integers(0, 2**32 - 1), st.integers(0, 32))
+_SMALL_V4 = st.builds(
+    _network, st.just(4), st.integers(0x0A000000, 0x0A0003FF), st.integers(20, 32)
+)
+_V6 = st.builds(_network, st.just(6), st.integers(0, 2**128 - 1), st.integers(0, 128))
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(
+    segments=st.lists(st.lists(st.one_of(_SMALL_V4, _V4, _V6), max_size=3), max_size=6),
+    networks=st.lists(st.one_of(_SMALL_V4, _V4, _V6), min_size=1, max_size=10),
+)
+def test_the_segment_index_places_networks_as_containment_does(
+    segments: list[list[netaddr.IPNetwork]], networks: list[netaddr.IPNetwork]
+) -> None:
+    mod = [
+        ModSegment(name=f"mod-{i}", vlan=i + 1, description="", prefixes=tuple(prefixes))
+        for i, prefixes in enumerate(segments)
+    ]
+    index = verify_module._segment_index(mod)
+    for network in networks:
+        expected = sorted(
+            s.name
+            for s in mod
+            if any(p.version == network.version and network in p for p in s.prefixes)
+        )
+        assert verify_module._segments_of(network, index) == expected

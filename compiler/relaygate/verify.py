@@ -196,25 +196,37 @@ def _aerleon_groups(text: str) -> dict[str, set[str]]:
     return groups
 
 
-_Ranges = tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...]
+#: Segment prefixes by (IP version, prefix length, network bits): the names of
+#: the segments with that prefix (two segments may list the same one); and the
+#: (version, length) pairs in use.
+_Index = tuple[dict[tuple[int, int, int], list[str]], tuple[tuple[int, int], ...]]
 
 
-def _segment_ranges(segments: Iterable[ModSegment]) -> _Ranges:
-    """Each segment's name and prefixes as (version, first, last) integers, computed once."""
-    return tuple(
-        (segment.name, tuple((p.version, p.first, p.last) for p in segment.prefixes))
-        for segment in segments
-    )
+def _segment_index(segments: Iterable[ModSegment]) -> _Index:
+    table: dict[tuple[int, int, int], list[str]] = {}
+    for segment in segments:
+        for prefix in segment.prefixes:
+            bits = 32 if prefix.version == 4 else 128
+            key = (prefix.version, prefix.prefixlen, prefix.first >> (bits - prefix.prefixlen))
+            table.setdefault(key, []).append(segment.name)
+    return table, tuple(sorted({(version, length) for version, length, _ in table}))
 
 
-def _segments_of(network: netaddr.IPNetwork, ranges: _Ranges) -> list[str]:
-    """The names of the segments with a prefix that holds all of ``network``."""
-    first, last, version = network.first, network.last, network.version
-    return [
-        name
-        for name, prefixes in ranges
-        if any(v == version and low <= first and last <= high for v, low, high in prefixes)
-    ]
+def _segments_of(network: netaddr.IPNetwork, index: _Index) -> list[str]:
+    """The names of the segments with a prefix that holds all of ``network``.
+
+    A prefix holds a network when it is no longer than the network's and
+    their leading bits agree: one lookup per prefix length in use, not a
+    comparison with every prefix of every segment.
+    """
+    table, lengths = index
+    version, length, first = network.version, network.prefixlen, network.first
+    bits = 32 if version == 4 else 128
+    names: list[str] = []
+    for v, prefix_length in lengths:
+        if v == version and prefix_length <= length:
+            names += table.get((v, prefix_length, first >> (bits - prefix_length)), [])
+    return sorted(set(names))
 
 
 def _compare(what: str, got: Iterable[str], want: Iterable[str], problems: list[str]) -> None:
@@ -411,9 +423,9 @@ def verify(
     # Each address is parsed once and placed in its segments by integer range
     # (an address in two segments is expected in both).
     by_segment: dict[str, set[str]] = {segment.name: set() for segment in site.mod_segments}
-    ranges = _segment_ranges(site.mod_segments)
+    index = _segment_index(site.mod_segments)
     for text in set(legacy) | suspended:
-        for name in _segments_of(netaddr.IPNetwork(text), ranges):
+        for name in _segments_of(netaddr.IPNetwork(text), index):
             by_segment[name].add(text)
     for segment in site.mod_segments:
         inside = by_segment[segment.name]
@@ -441,7 +453,7 @@ def verify(
     authenticated_in_mod = {
         canonical_text(d.network)
         for d in active
-        if not d.is_legacy and _segments_of(d.network, ranges)
+        if not d.is_legacy and _segments_of(d.network, index)
     }
     _compare("Aerleon groups", in_groups, set(legacy) | authenticated_in_mod | suspended, problems)
     return problems
