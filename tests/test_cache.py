@@ -494,3 +494,27 @@ def test_a_wrong_rendered_entry_is_refused_with_every_cache_warm(
         assert store.hits > len(_records(root))  # the files and checks did come from the cache
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("commit", "kept"), [("0" * 40, True), ("0" * 40 + "-dirty", False)])
+def test_artifacts_of_a_tree_with_local_changes_are_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commit: str, kept: bool
+) -> None:
+    root = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, root)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    renders: list[int] = []
+    real = compile_.render_all
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, str]:
+        renders.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compile_, "render_all", counted)
+    for _ in range(2):
+        store = Cache(folder, SECRET)
+        built = compile_.build(root, DAY, commit, store=store)
+        store.close()
+        assert built.artifacts is not None
+    assert len(renders) == (1 if kept else 2)

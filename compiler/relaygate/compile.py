@@ -109,7 +109,8 @@ def build_loaded(
     """Render and verify an inventory already loaded (``pipeline.load``); reads no file.
 
     With a ``store``, artifacts that were rendered and verified from exactly
-    these files, day and commit are taken from the cache.
+    these files, day and commit are taken from the cache (a commit with local
+    changes, ``...-dirty``, is never stored).
     """
     inventory = result.inventory
     if inventory is None or result.errors:
@@ -122,7 +123,11 @@ def build_loaded(
         ):
             return CompileResult(result, dict(cached))
     built = _render_and_verify(result, inventory, as_of, commit)
-    if store is not None and key is not None and built.artifacts is not None:
+    # A tree with uncommitted changes is a state that the next edit replaces: its
+    # artifacts (about 11 MB at 10k records) are not kept, or a working session
+    # would fill the cache to its cap in a few dozen compiles.
+    dirty = commit is not None and commit.endswith("-dirty")
+    if store is not None and key is not None and built.artifacts is not None and not dirty:
         store.put(key, built.artifacts)
     return built
 
