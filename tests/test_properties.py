@@ -13,9 +13,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relaygate import addresses
+from relaygate import addresses, checks
 from relaygate import compile as compile_
 from relaygate import verify as verify_module
+from relaygate.findings import Finding
+from relaygate.load import FORBIDDEN_CHARACTERS, Document
 from relaygate.model import ModSegment
 from relaygate.verify import verify
 
@@ -200,3 +202,71 @@ def test_the_segment_index_places_networks_as_containment_does(
             if any(p.version == network.version and network in p for p in s.prefixes)
         )
         assert verify_module._segments_of(network, index) == expected
+
+
+def _old_text_checks(document: Document) -> list[Finding]:
+    """``checks.text_checks`` as it was before its shortcut for values with nothing to see."""
+    found: list[Finding] = []
+    literal: set[str] | None = None
+    for pointer, value in checks._strings(document.data, ()):
+        field = "/".join(map(str, pointer))
+        if value != value.strip():
+            found.append(
+                document.finding("text.surrounding-whitespace", pointer, f"{field}: {value!r}")
+            )
+        if "\r" in value:
+            found.append(
+                document.finding(
+                    "text.forbidden-character", pointer, f"{field}: carriage return in a value"
+                )
+            )
+        elif "\n" in value.strip() and pointer[-1] not in checks.MULTILINE_FIELDS:
+            found.append(
+                document.finding(
+                    "text.forbidden-character", pointer, f"{field}: line break in a one-line value"
+                )
+            )
+        hits = FORBIDDEN_CHARACTERS.findall(value)
+        if hits:
+            if literal is None:
+                literal = set(FORBIDDEN_CHARACTERS.findall(document.text))
+            escaped = [c for c in hits if c not in literal]
+            if escaped:
+                found.append(
+                    document.finding(
+                        "text.forbidden-character",
+                        pointer,
+                        f"{field}: character U+{ord(escaped[0]):04X}",
+                    )
+                )
+        elif "\t" in value:
+            found.append(
+                document.finding("text.forbidden-character", pointer, f"{field}: tab character")
+            )
+    return found
+
+
+_TEXT = st.text(
+    alphabet=st.sampled_from(list("ab -.@\t\n\r\x0b\x0c\u00a0\u2000\u202e\u200b\ufeff\u3000é")),
+    max_size=8,
+)
+_VALUES = st.recursive(
+    _TEXT | st.integers(0, 9),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["name", "note", "senders", "model"]), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(
+    data=st.dictionaries(st.sampled_from(["name", "justification", "x"]), _VALUES, max_size=4),
+    literal=_TEXT,
+)
+def test_text_checks_find_what_they_found_before_their_shortcut(
+    data: dict[str, object], literal: str
+) -> None:
+    document = Document(path=Path("r.yaml"), display="r.yaml", data=data, text=f"a: {literal}\n")
+    assert list(checks.text_checks(document)) == _old_text_checks(document)
