@@ -518,3 +518,36 @@ def test_artifacts_of_a_tree_with_local_changes_are_not_kept(
         store.close()
         assert built.artifacts is not None
     assert len(renders) == (1 if kept else 2)
+
+
+def test_one_edited_record_reruns_its_own_checks_only_and_a_site_edit_reruns_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, root)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    store = Cache(folder, SECRET)
+    pipeline.load(root, DAY, shown="inventory", store=store)
+    store.close()
+    checked: list[str] = []
+    real = pipeline.checks.record_checks
+
+    def counted(device: Any, *args: Any, **kwargs: Any) -> Any:
+        checked.append(device.name)
+        return real(device, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.checks, "record_checks", counted)
+    path = _records(root)[0]
+    path.write_text(path.read_text("utf-8") + "# an edit\n", "utf-8")
+    store = Cache(folder, SECRET)
+    cached = pipeline.load(root, DAY, shown="inventory", store=store)
+    store.close()
+    assert checked == [path.stem]
+    assert cached.findings == pipeline.load(root, DAY, shown="inventory").findings
+    checked.clear()
+    _rewrite(root / "site.yaml", lambda data: data["policy"].update(max_exception_days=400))
+    store = Cache(folder, SECRET)
+    pipeline.load(root, DAY, shown="inventory", store=store)
+    store.close()
+    assert sorted(checked) == sorted(p.stem for p in _records(root))

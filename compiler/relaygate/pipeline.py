@@ -33,6 +33,8 @@ from relaygate.source import FolderSource, Kind, Source, TreeSource
 SITE_FILE = "site.yaml"
 UNITS_FILE = "units.yaml"
 NETREG_FILE = "netreg.yaml"
+#: The files whose facts a record's own checks read besides the record.
+_SHARED_FACTS = (SITE_FILE, UNITS_FILE, NETREG_FILE)
 DEVICES_DIR = "devices"
 _IGNORED = frozenset({".gitkeep"})
 
@@ -758,6 +760,11 @@ def load(
     )
 
 
+def _key_of(files: dict[str, LoadedFile], relative: str) -> str | None:
+    loaded = files.get(relative)
+    return None if loaded is None else loaded.key
+
+
 def _findings_key(
     store: Cache,
     files: dict[str, LoadedFile],
@@ -822,28 +829,66 @@ def _record_checks(
                 )
             )
         return found
+    # The rows of the last load under the same site, units, NetReg and day, by
+    # record path: a record whose file is unchanged has the same facts (its unit
+    # and address are in its bytes), so its rows stand without computing its key.
+    shared = [key for name in _SHARED_FACTS if (key := _key_of(files, name)) is not None]
+    table_key = (
+        store.key("record-table", context.as_of.isoformat(), *shared)
+        if len(shared) == len(_SHARED_FACTS)
+        else None
+    )
+    previous = store.get(table_key) if table_key is not None else None
+    table: dict[str, Any] = previous if isinstance(previous, dict) else {}
+    fresh: dict[str, list[Any]] = {}
+    rest: list[model.Device] = []
+    for device in devices:
+        relative = relatives[device.source]
+        file_key = files[relative].key
+        known = table.get(relative)
+        if (
+            file_key is not None
+            and isinstance(known, list)
+            and len(known) == 2
+            and known[0] == file_key
+            and isinstance(known[1], list)
+        ):
+            try:
+                found.extend(_unrow(known[1], device.source))
+            except (TypeError, ValueError):
+                pass  # another layout: computed again below
+            else:
+                fresh[relative] = known
+                continue
+        rest.append(device)
     _, facts_of = _facts(
         context.site_doc, units_doc, context.units, context.reservations, context.as_of
     )
     keys: dict[str, str] = {}
-    for device in devices:
+    for device in rest:
         relative = relatives[device.source]
         file_key = files[relative].key
         if file_key is not None:
             keys[device.source] = store.key("record", file_key, relative, facts_of(device))
     entries = store.get_many(list(keys.values()))
-    for device in devices:
+    for device in rest:
         document = context.docs[device.source]
         key = keys.get(device.source)
         rows = entries.get(key) if key is not None else None
         if isinstance(rows, list):
             try:
                 found.extend(_unrow(rows, document.display))
-                continue
             except (TypeError, ValueError):
-                pass
-        own = list(checks.record_checks(device, document, context, context.invalid_of(device)))
-        found.extend(own)
-        if key is not None:
-            store.put(key, _rows(own))
+                rows = None
+        if not isinstance(rows, list):
+            own = list(checks.record_checks(device, document, context, context.invalid_of(device)))
+            found.extend(own)
+            rows = _rows(own)
+            if key is not None:
+                store.put(key, rows)
+        file_key = files[relatives[device.source]].key
+        if file_key is not None:
+            fresh[relatives[device.source]] = [file_key, rows]
+    if table_key is not None and fresh != table:
+        store.put(table_key, fresh)
     return found
