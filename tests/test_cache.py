@@ -272,16 +272,17 @@ def test_a_second_run_reads_the_cache_and_a_changed_file_is_read_again(tmp_path:
     pipeline.load(root, DAY, store=second)
     second.close()
     assert second.misses == 0
-    assert second.hits > 2 * len(_records(root))  # each record: its file and its checks
+    # Each file, and the checks' whole answer (their inputs are all unchanged).
+    assert second.hits == 3 + len(_records(root)) + 1
 
     path = _records(root)[0]
     path.write_text(path.read_text("utf-8").replace("status: active", "status: bogus"), "utf-8")
     third = Cache(folder, SECRET)
     changed = pipeline.load(root, DAY, shown="inventory", store=third)
     third.close()
-    # The changed file and its record checks: a status that fails its schema leaves the
-    # checks that do not read the status to run.
-    assert third.misses == 2
+    # The changed file, its record checks (a status that fails its schema leaves the
+    # checks that do not read the status to run) and the whole answer.
+    assert third.misses == 3
     assert any(f.rule == "schema.enum" for f in changed.findings)
 
 
@@ -384,3 +385,169 @@ def test_a_cache_over_its_size_cap_starts_again(
     again.put("b", 1)
     again.close()
     assert Cache(folder, SECRET).get("b") == 1
+
+
+def test_unchanged_inputs_read_the_checks_answer_back_and_any_change_runs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, root)
+    path = _records(root)[0]
+    path.write_text(path.read_text("utf-8") + "bogus_field: 1\n", "utf-8")  # a finding
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    expected = pipeline.load(root, DAY, shown="inventory")
+    assert expected.findings  # something to read back
+    first = Cache(folder, SECRET)
+    pipeline.load(root, DAY, shown="inventory", store=first)
+    first.close()
+    calls: list[str] = []
+    real = pipeline.checks.inventory_checks
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append("inventory_checks")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.checks, "inventory_checks", counted)
+    second = Cache(folder, SECRET)
+    again = pipeline.load(root, DAY, shown="inventory", store=second)
+    second.close()
+    assert calls == []  # read back, not run
+    assert again.findings == expected.findings
+    assert again.inventory == expected.inventory
+    # The same files on another day, or one byte changed: the checks run again.
+    for change in ("day", "byte"):
+        if change == "byte":
+            path.write_text(path.read_text("utf-8") + "# a comment\n", "utf-8")
+        day = DAY + dt.timedelta(days=1) if change == "day" else DAY
+        third = Cache(folder, SECRET)
+        pipeline.load(root, day, shown="inventory", store=third)
+        third.close()
+        assert calls.pop() == "inventory_checks", change
+
+
+def _swap_first_legacy(text: str) -> str:
+    return text.replace("10.20.30.41\t", "10.20.30.42\t", 1)
+
+
+def _extra_nft_element(text: str) -> str:
+    return text.replace(
+        '10.20.30.41/32 comment "lib-hodges-3f-copier",',
+        '10.20.30.41/32 comment "lib-hodges-3f-copier",\n\t\t\t10.20.30.43/32 comment "x",',
+        1,
+    )
+
+
+def _extra_sender(text: str) -> str:
+    return text + "attacker@example.com\tOK\n"
+
+
+def _login_to_another_class(text: str) -> str:
+    entries = [line for line in text.splitlines() if "\t" in line and not line.startswith("#")]
+    first, second = (line.split("\t") for line in entries[-2:])
+    return text.replace(f"{first[0]}\t{first[1]}", f"{first[0]}\t{second[1]}", 1)
+
+
+@pytest.mark.parametrize(
+    ("target", "wrong"),
+    [
+        ("postfix/legacy_clients", _swap_first_legacy),
+        ("nftables/relay.nft", _extra_nft_element),
+        ("postfix/senders/", _extra_sender),
+        ("postfix/logins", _login_to_another_class),
+    ],
+)
+def test_a_wrong_rendered_entry_is_refused_with_every_cache_warm(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    wrong: Callable[[str], str],
+) -> None:
+    """A renderer bug on one entry is caught when everything else comes from the cache."""
+    root = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, root)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    for _ in range(2):  # fill every entry, then read them back
+        store = Cache(folder, SECRET)
+        compile_.build(root, DAY, store=store)
+        store.close()
+    path = _records(root)[0]
+    path.write_text(path.read_text("utf-8") + "# an edit: the artifacts are rendered again\n")
+    real = compile_.render_all
+
+    def buggy(*args: Any, **kwargs: Any) -> dict[str, str]:
+        artifacts = real(*args, **kwargs)
+        name = target if target in artifacts else min(p for p in artifacts if p.startswith(target))
+        artifacts[name] = wrong(artifacts[name])
+        assert artifacts[name] != real(*args, **kwargs)[name], "the bug did not apply"
+        return artifacts
+
+    store = Cache(folder, SECRET)
+    try:
+        good = compile_.build(root, DAY, store=store)  # positive control: warm and correct
+        assert good.artifacts is not None
+        path.write_text(path.read_text("utf-8") + "# another edit\n")
+        monkeypatch.setattr(compile_, "render_all", buggy)
+        with pytest.raises(VerificationFailed):
+            compile_.build(root, DAY, store=store)
+        assert store.hits > len(_records(root))  # the files and checks did come from the cache
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("commit", "kept"), [("0" * 40, True), ("0" * 40 + "-dirty", False)])
+def test_artifacts_of_a_tree_with_local_changes_are_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commit: str, kept: bool
+) -> None:
+    root = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, root)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    renders: list[int] = []
+    real = compile_.render_all
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, str]:
+        renders.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compile_, "render_all", counted)
+    for _ in range(2):
+        store = Cache(folder, SECRET)
+        built = compile_.build(root, DAY, commit, store=store)
+        store.close()
+        assert built.artifacts is not None
+    assert len(renders) == (1 if kept else 2)
+
+
+def test_one_edited_record_reruns_its_own_checks_only_and_a_site_edit_reruns_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, root)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    store = Cache(folder, SECRET)
+    pipeline.load(root, DAY, shown="inventory", store=store)
+    store.close()
+    checked: list[str] = []
+    real = pipeline.checks.record_checks
+
+    def counted(device: Any, *args: Any, **kwargs: Any) -> Any:
+        checked.append(device.name)
+        return real(device, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.checks, "record_checks", counted)
+    path = _records(root)[0]
+    path.write_text(path.read_text("utf-8") + "# an edit\n", "utf-8")
+    store = Cache(folder, SECRET)
+    cached = pipeline.load(root, DAY, shown="inventory", store=store)
+    store.close()
+    assert checked == [path.stem]
+    assert cached.findings == pipeline.load(root, DAY, shown="inventory").findings
+    checked.clear()
+    _rewrite(root / "site.yaml", lambda data: data["policy"].update(max_exception_days=400))
+    store = Cache(folder, SECRET)
+    pipeline.load(root, DAY, shown="inventory", store=store)
+    store.close()
+    assert sorted(checked) == sorted(p.stem for p in _records(root))

@@ -659,3 +659,19 @@ def test_health_probes_follow_the_compiled_policy() -> None:
     )
     with pytest.raises(InternalError, match="health probe 'legacy device, a foreign sender'"):
         health_probes(widened, 25, 587)
+
+
+def test_read_tree_reads_regular_files_only_and_never_follows_a_link(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "postfix" / "senders").mkdir(parents=True)
+    (out / "postfix" / "senders" / "a").write_bytes(b"x\tOK\n")
+    (out / "manifest.json").write_bytes(b"{}\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not ours\n")
+    os.symlink(outside, out / "linked-folder")
+    os.symlink(outside / "secret", out / "postfix" / "linked-file")
+    tree = compile_.read_tree(out)
+    assert tree == {"manifest.json": b"{}\n", "postfix/senders/a": b"x\tOK\n"}
+    assert list(tree) == sorted(tree)
+    assert compile_.read_tree(tmp_path / "missing") == {}

@@ -246,7 +246,7 @@ def test_revoke_command_compiles_to_a_reject_and_a_firewall_drop(
     assert "tcp dport { 25, 587 } ip saddr @revoked_v4 drop" in nft
 
 
-def test_an_edit_that_breaks_the_record_is_undone(inventory: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+def test_an_edit_that_breaks_the_record_is_not_written(inventory: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     path = inventory / "devices/libraries/lib-illiad.yaml"
     before = path.read_bytes()
     result = run_cli(
@@ -263,7 +263,7 @@ def test_an_edit_that_breaks_the_record_is_undone(inventory: Path, run_cli) -> N
     )
     assert result.code == 1, result
     assert "schema.pattern: status_ticket: 'not-a-ticket'" in result.stderr, result
-    assert "the edit would make the record invalid; it was undone" in result.stderr
+    assert "the edit would make the record invalid; nothing was written" in result.stderr
     assert path.read_bytes() == before
     result = run_cli(
         "retire",
@@ -412,3 +412,62 @@ def test_review_with_a_missing_store_is_a_usage_error(inventory: Path, run_cli) 
     assert result.code == 2, result
     assert "no activity store there" in result.stderr
     assert not missing.exists()
+
+
+def _counting_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = edit.load
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append("overlay" if kwargs.get("source") is not None else "as it stands")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(edit, "load", counted)
+    return calls
+
+
+def test_a_clean_edit_validates_once_and_writes(  # type: ignore[no-untyped-def]
+    inventory: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _counting_loads(monkeypatch)
+    path = inventory / "devices/libraries/lib-illiad.yaml"
+    flags = ["--inventory", str(inventory), "--as-of", AS_OF, "--reason", "spam"]
+    result = run_cli("revoke", "lib-illiad", *flags, "--ticket", "SEC-1234")
+    assert result.code == 0, result
+    assert calls == ["overlay"]
+    assert "status: revoked" in path.read_text("utf-8")
+
+
+def test_a_record_already_broken_can_still_be_revoked(  # type: ignore[no-untyped-def]
+    inventory: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error the record already had does not block an edit; only added ones do."""
+    path = inventory / "devices/libraries/lib-illiad.yaml"
+    path.write_text(path.read_text("utf-8") + "bogus_field: 1\n", "utf-8")  # an error already
+    calls = _counting_loads(monkeypatch)
+    flags = ["--inventory", str(inventory), "--as-of", AS_OF, "--reason", "spam"]
+    result = run_cli("revoke", "lib-illiad", *flags, "--ticket", "SEC-1234")
+    assert result.code == 1, result  # the inventory still has the old error
+    assert calls == ["overlay", "as it stands"]  # the second only to tell old from new
+    assert "status: revoked" in path.read_text("utf-8")
+    assert "schema.unknown-field" in result.stdout
+
+
+def test_a_file_changed_while_it_was_checked_is_not_overwritten(  # type: ignore[no-untyped-def]
+    inventory: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = inventory / "devices/libraries/lib-illiad.yaml"
+    real = edit.check
+
+    def meanwhile(*args: object, **kwargs: object) -> object:
+        checked = real(*args, **kwargs)  # type: ignore[arg-type]
+        path.write_text(path.read_text("utf-8") + "# someone else\n", "utf-8")
+        return checked
+
+    monkeypatch.setattr(edit, "check", meanwhile)
+    flags = ["--inventory", str(inventory), "--as-of", AS_OF, "--reason", "spam"]
+    result = run_cli("revoke", "lib-illiad", *flags, "--ticket", "SEC-1234")
+    assert result.code != 0, result
+    assert "changed while it was being checked" in result.stderr
+    assert path.read_text("utf-8").endswith("# someone else\n")
+    assert "status: revoked" not in path.read_text("utf-8")

@@ -10,8 +10,9 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+import yaml
 
-from relaygate import gitrepo, pipeline
+from relaygate import gitrepo, load, pipeline
 from relaygate.load import FORBIDDEN_CHARACTERS, load_document, parse_text
 from relaygate.source import TreeSource
 
@@ -174,3 +175,21 @@ def test_findings_are_shown_under_the_inventory_whatever_the_working_directory(
     paths = {f.path for f in loaded.findings if f.rule == "schema.enum"}
     assert paths == {"inv/devices/libraries/lib-hodges-3f-copier.yaml"}
     assert loaded.relative("inv/devices/libraries/x.yaml") == "devices/libraries/x.yaml"
+
+
+_SCALARS = ["yes", "no", "on", "true", "null", "~", "", "1.0", "1e3", "0x1F", "010", "2026-11-29"]
+
+
+def test_remembered_tags_are_the_tags_the_resolver_computes() -> None:
+    """The loader remembers the tag of short scalars; a second read must see the same tags."""
+    text = "".join(f"k{i}: {value}\nq{i}: '{value}'\n" for i, value in enumerate(_SCALARS))
+    load._RESOLVED.clear()
+    plain = yaml.compose(text, Loader=load._Base)
+    first = yaml.compose(text, Loader=load._Loader)
+    remembered = len(load._RESOLVED)
+    again = yaml.compose(text, Loader=load._Loader)
+    assert remembered > len(_SCALARS)  # the memo is really used on the second read
+    tags = [(k.tag, v.tag) for k, v in plain.value]
+    assert [(k.tag, v.tag) for k, v in first.value] == tags
+    assert [(k.tag, v.tag) for k, v in again.value] == tags
+    assert {v.tag for _, v in plain.value} > {"tag:yaml.org,2002:str"}  # varied tags

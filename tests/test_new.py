@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from relaygate import scaffold
+from relaygate import pipeline, scaffold
+from relaygate.source import FolderSource
 from tests.conftest import AS_OF
 
 PLOTTER_FLAGS = [
@@ -312,3 +313,41 @@ def test_a_unit_typed_without_a_choice_list_gets_a_suggestion(inventory: Path) -
     problem = scaffold.answer_problem("unit", "enginering", {}, context)
     assert problem == "unit 'enginering' is not in units.yaml; did you mean 'engineering'?"
     assert scaffold.answer_problem("unit", "engineering", {}, context) is None
+
+
+def test_the_record_is_checked_in_place_without_copying_the_inventory(  # type: ignore[no-untyped-def]
+    run_cli, inventory: Path, monkeypatch
+) -> None:
+    def no_copy(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("new copied the inventory")
+
+    monkeypatch.setattr("shutil.copytree", no_copy)
+    monkeypatch.setattr("tempfile.TemporaryDirectory", no_copy)
+    # A collision with a record already there is a cross-record finding: the
+    # record really is checked among the others.
+    taken = [f if f != "10.40.32.90" else "10.40.32.15" for f in PLOTTER_FLAGS]
+    refused = new(run_cli, inventory, *taken, "--acknowledge-all")
+    assert refused.code == 1, refused
+    assert "error identity.duplicate-address: address 10.40.32.15 is also used by" in refused.stdout
+    # The finding on the record already there names the new one, by its path in the inventory.
+    assert "eng-perkins-2f-copier.yaml:7:10: error identity.duplicate-address" in refused.stdout
+    path = inventory / "devices" / "engineering" / "eng-perkins-plotter.yaml"
+    assert not path.exists()
+    written = new(run_cli, inventory, *PLOTTER_FLAGS, "--acknowledge-all")  # positive control
+    assert written.code == 0, written
+    assert path.read_text("utf-8") == PLOTTER
+
+
+def test_the_overlay_lists_a_new_unit_folder_and_its_record(inventory: Path) -> None:
+    overlay = pipeline.OverlaySource(
+        FolderSource(inventory), {"devices/new-unit/x.yaml": b"a: 1\n"}
+    )
+    assert ("new-unit", "folder") in overlay.entries("devices")
+    assert overlay.entries("devices/new-unit") == [("x.yaml", "file")]
+    assert overlay.kind("devices/new-unit") == "folder"
+    assert overlay.read("devices/new-unit/x.yaml", "x", 100) == (b"a: 1\n", [])
+    data, findings = overlay.read("devices/new-unit/x.yaml", "x", 3)
+    assert data is None and findings[0].rule == "file.too-large"
+    relatives, _ = pipeline.discover(overlay, "inventory")
+    assert "devices/new-unit/x.yaml" in relatives
+    assert len(relatives) == len(pipeline.discover(FolderSource(inventory), "inventory")[0]) + 1

@@ -1528,3 +1528,39 @@ def test_the_stricter_share_of_the_two_sides_decides_the_limit_risk(  # type: ig
         risky.append([r["message"] for r in plan["risks"] if r["id"] == "risk.limits-raised"])
     assert risky[0] == []
     assert len(risky[1]) == 1 and risky[1][0].endswith("policy.mass_change_share is 10%)")
+
+
+@pytest.mark.parametrize("change", ["segment", "netreg", "record"])
+def test_a_cached_plan_is_the_uncached_plan(tmp_path: Path, run_cli, change: str) -> None:  # type: ignore[no-untyped-def]
+    """With the cache, unchanged records are one object on both sides and skip the
+    per-record comparison; a change around them (the site, NetReg) must still show."""
+    repo = make_repo(tmp_path)
+    inventory = repo / "inventory"
+    if change == "segment":
+        edit(inventory / "site.yaml", "prefixes: [10.90.35.0/24]", "prefixes: [10.90.35.0/28]")
+        edit(
+            inventory / "site.yaml",
+            "prefixes: [10.80.34.0/24]",
+            "prefixes: [10.80.34.0/24, 10.90.35.16/28]",
+        )
+    elif change == "netreg":  # lib-gate-counter loses its reservation: it lapses
+        edit(
+            inventory / "netreg.yaml",
+            "  - {address: 10.20.30.88, fqdn: lib-gate-counter.lib.example.edu, type: static-dhcp,"
+            ' mac: "00:50:c2:7d:10:88"}\n',
+            "",
+        )
+    else:
+        edit(inventory / "devices/libraries/lib-gate-counter.yaml", "model:", "model: X #")
+    argv = ["plan", "--inventory", str(inventory), "--base", "main", "--as-of", AS_OF]
+    uncached = run_cli(*argv, "--format", "json", "--no-cache")
+    for _ in range(2):  # fills the cache, then reads it
+        cached = run_cli(*argv, "--format", "json")
+        assert (cached.code, cached.stdout) == (uncached.code, uncached.stdout)
+    plan = json.loads(uncached.stdout)
+    if change == "segment":
+        assert "risk.segment-changed" in [r["id"] for r in plan["risks"]]
+    elif change == "netreg":
+        assert [a["device"] for a in plan["access"]] == ["lib-gate-counter"]
+    else:
+        assert plan["access"] == [] and plan["risks"] == []

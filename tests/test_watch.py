@@ -806,7 +806,7 @@ def test_apply_with_a_malformed_ticket_leaves_the_record(watch_cli: Cli, campus:
     result = watch_cli(log, "--apply", "--ticket", "sec 1")
     assert result.code == 1, result
     assert record.read_text() == before
-    assert "the edit would make the record invalid; it was undone" in result.stderr, result
+    assert "the edit would make the record invalid; nothing was written" in result.stderr, result
     assert "--apply: 0 records suspended" in result.stdout, result
 
 

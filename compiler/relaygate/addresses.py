@@ -50,8 +50,13 @@ def _max_len(version: int) -> int:
     return 32 if version == 4 else 128
 
 
+@lru_cache(maxsize=1 << 16)
 def canonical_text(network: netaddr.IPNetwork) -> str:
-    """The canonical spelling: a bare address for a host, ``net/len`` otherwise."""
+    """The canonical spelling: a bare address for a host, ``net/len`` otherwise.
+
+    Cached (netaddr's formatting dominates plan and verify): networks that
+    compare equal have the same first and last address, hence the same text.
+    """
     if network.prefixlen == _max_len(network.version):
         return str(network.ip)
     return f"{network.network}/{network.prefixlen}"
@@ -69,8 +74,39 @@ def parse(text: str) -> Parsed | str:
     return _parse(text)
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+#: An IPv4 host or prefix already in its one canonical spelling (no leading
+#: zeros, a prefix length below 32 without leading zeros): ``_parse`` builds it
+#: from integers, skipping netaddr's text parsing; everything else goes the
+#: long way. A test compares both ways on every shape.
+_CANONICAL_V4 = re.compile(
+    rf"({_OCTET})\.({_OCTET})\.({_OCTET})\.({_OCTET})(?:/(3[01]|[12]?[0-9]))?"
+)
+
+
+def _canonical_v4(text: str) -> Parsed | None:
+    """The parse of a canonical IPv4 host or prefix, or None to take the long way."""
+    match = _CANONICAL_V4.fullmatch(text)
+    if match is None:
+        return None
+    a, b, c, d, length = match.groups()
+    value = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+    bits = 32 if length is None else int(length)
+    if value & ((1 << (32 - bits)) - 1):
+        return None  # host bits set: the long way says so
+    network = netaddr.IPNetwork((value, bits), version=4)
+    return Parsed(text=text, network=network, canonical=text, problem=None)
+
+
 @lru_cache(maxsize=1 << 16)
 def _parse(text: str) -> Parsed | str:
+    fast = _canonical_v4(text)
+    if fast is not None:
+        return fast
+    return _parse_text(text)
+
+
+def _parse_text(text: str) -> Parsed | str:
     if text != text.strip() or any(c.isspace() for c in text):
         return "whitespace in an address"
     if len(text) > MAX_TEXT:

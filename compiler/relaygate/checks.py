@@ -104,10 +104,18 @@ def _strings(value: Any, pointer: Pointer) -> Iterator[tuple[Pointer, str]]:
         yield pointer, value
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _strings(item, (*pointer, key))
+            if isinstance(item, str):  # most values: no nested generator for them
+                yield (*pointer, key), item
+            else:
+                yield from _strings(item, (*pointer, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _strings(item, (*pointer, index))
+
+
+#: A value with none of these characters and no surrounding whitespace gets no
+#: text finding below; the rest are looked at one check at a time.
+_NEEDS_A_LOOK = re.compile("[\r\n\t" + FORBIDDEN_CHARACTERS.pattern.removeprefix("["))
 
 
 def text_checks(document: Document) -> Iterator[Finding]:
@@ -118,6 +126,8 @@ def text_checks(document: Document) -> Iterator[Finding]:
     """
     literal: set[str] | None = None
     for pointer, value in _strings(document.data, ()):
+        if value == value.strip() and not _NEEDS_A_LOOK.search(value):
+            continue
         field = "/".join(map(str, pointer))
         if value != value.strip():
             yield document.finding("text.surrounding-whitespace", pointer, f"{field}: {value!r}")

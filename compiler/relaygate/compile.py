@@ -109,7 +109,8 @@ def build_loaded(
     """Render and verify an inventory already loaded (``pipeline.load``); reads no file.
 
     With a ``store``, artifacts that were rendered and verified from exactly
-    these files, day and commit are taken from the cache.
+    these files, day and commit are taken from the cache (a commit with local
+    changes, ``...-dirty``, is never stored).
     """
     inventory = result.inventory
     if inventory is None or result.errors:
@@ -122,7 +123,11 @@ def build_loaded(
         ):
             return CompileResult(result, dict(cached))
     built = _render_and_verify(result, inventory, as_of, commit)
-    if store is not None and key is not None and built.artifacts is not None:
+    # A tree with uncommitted changes is a state that the next edit replaces: its
+    # artifacts (about 11 MB at 10k records) are not kept, or a working session
+    # would fill the cache to its cap in a few dozen compiles.
+    dirty = commit is not None and commit.endswith("-dirty")
+    if store is not None and key is not None and built.artifacts is not None and not dirty:
         store.put(key, built.artifacts)
     return built
 
@@ -165,14 +170,27 @@ def _render_and_verify(
 
 
 def read_tree(out: Path) -> dict[str, bytes]:
-    """Every file under ``out`` by relative path (empty if it does not exist)."""
+    """Every regular file under ``out`` by relative path, sorted (empty if it does not exist).
+
+    Links are neither followed nor read. ``os.scandir`` rather than ``Path.rglob``:
+    a compiled tree is thousands of small files, and pathlib's per-path cost was
+    most of the time.
+    """
     if not out.is_dir():
         return {}
-    return {
-        path.relative_to(out).as_posix(): path.read_bytes()
-        for path in sorted(out.rglob("*"))
-        if path.is_file() and not path.is_symlink()
-    }
+    found: dict[str, bytes] = {}
+    folders = [""]
+    while folders:
+        folder = folders.pop()
+        with os.scandir(out / folder if folder else out) as entries:
+            for entry in entries:
+                relative = f"{folder}/{entry.name}" if folder else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(relative)
+                elif entry.is_file(follow_symlinks=False):
+                    with open(entry.path, "rb") as handle:
+                        found[relative] = handle.read()
+    return dict(sorted(found.items()))
 
 
 def _comparable(path: str, data: bytes | None) -> bytes | None:
@@ -213,10 +231,13 @@ def write(out: Path, artifacts: Artifacts) -> list[str]:
         raise UsageError(f"{out} exists and is not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    made: set[Path] = set()
     try:
         for path, text in artifacts.items():
             target = staging / path
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(target.parent)
             old = out / path
             if path not in changed and old.is_file() and not old.is_symlink():
                 os.link(old, target)

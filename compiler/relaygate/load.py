@@ -35,7 +35,34 @@ from relaygate.rules import rule
 
 # libyaml is a declared requirement (PyYAML wheels carry it); without it
 # parsing is about ten times slower, and the benchmark says so.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: Tags already resolved, by (node kind, text, implicit flags): most scalars are keys
+#: that every record repeats, and the resolver tries a list of regexes on each.
+_RESOLVED: dict[tuple[Any, str, Any], str] = {}
+_RESOLVED_MAX = 4096
+_RESOLVED_TEXT = 64
+
+
+class _Loader(_Base):  # type: ignore[misc]
+    """The safe loader, remembering the tag of short scalars.
+
+    ``resolve`` is a pure function of its arguments for the safe loader (it
+    has no path resolvers), so a remembered tag is the tag it would compute.
+    """
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if not isinstance(value, str) or len(value) > _RESOLVED_TEXT:
+            return super().resolve(kind, value, implicit)
+        key = (kind, value, implicit)
+        tag = _RESOLVED.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(_RESOLVED) < _RESOLVED_MAX:
+                _RESOLVED[key] = tag
+        return tag
+
+
+assert not _Base.yaml_path_resolvers, "path resolvers make a tag depend on the node's path"
 
 Pointer = tuple[str | int, ...]
 

@@ -33,6 +33,8 @@ from relaygate.source import FolderSource, Kind, Source, TreeSource
 SITE_FILE = "site.yaml"
 UNITS_FILE = "units.yaml"
 NETREG_FILE = "netreg.yaml"
+#: The files whose facts a record's own checks read besides the record.
+_SHARED_FACTS = (SITE_FILE, UNITS_FILE, NETREG_FILE)
 DEVICES_DIR = "devices"
 _IGNORED = frozenset({".gitkeep"})
 
@@ -469,6 +471,59 @@ class _ReadOnce:
         return found
 
 
+@dataclass(slots=True)
+class OverlaySource:
+    """A source with some files added in memory (never written): ``relaygate new``
+    checks a record inside the inventory it joins without copying the inventory.
+
+    ``files`` maps paths relative to the inventory to their bytes; folders on
+    their way that do not exist yet are listed as folders.
+    """
+
+    inner: Source
+    files: dict[str, bytes]
+
+    @property
+    def root(self) -> Path:
+        return self.inner.root
+
+    def _under(self, relative: str) -> dict[str, Kind]:
+        prefix = f"{relative}/" if relative else ""
+        found: dict[str, Kind] = {}
+        for path in self.files:
+            if path.startswith(prefix):
+                name, more, _ = path[len(prefix) :].partition("/")
+                found[name] = "folder" if more else "file"
+        return found
+
+    def kind(self, relative: str) -> Kind:
+        if relative in self.files:
+            return "file"
+        inner = self.inner.kind(relative)
+        return "folder" if inner == "missing" and self._under(relative) else inner
+
+    def entries(self, relative: str) -> list[tuple[str, Kind]]:
+        added = self._under(relative)
+        try:
+            listed = dict(self.inner.entries(relative))
+        except FileNotFoundError:
+            if not added:
+                raise
+            listed = {}
+        return sorted({**listed, **added}.items())
+
+    def read(
+        self, relative: str, display: str, max_bytes: int
+    ) -> tuple[bytes | None, list[Finding]]:
+        data = self.files.get(relative)
+        if data is None:
+            return self.inner.read(relative, display, max_bytes)
+        if len(data) > max_bytes:
+            message = f"{len(data)} bytes is over the cap of {max_bytes} bytes"
+            return None, [rule("file.too-large").at(display, 1, 1, message)]
+        return data, []
+
+
 def summarize(
     root: Path,
     as_of: dt.date,
@@ -636,26 +691,41 @@ def load(
             partial.append(device)
             invalid[display] = loaded.invalid
 
-    context = checks.Context(
-        as_of=as_of,
-        site=site,
-        units=units,
-        reservations=reservations,
-        site_doc=site_doc,
-        docs={**documents, **partial_docs},
-        invalid=invalid,
-    )
-    # Records with schema errors take part in the checks (of their valid fields
-    # only) and in nothing else: not in ``devices``, never in the model.
-    checked = devices + partial
-    findings.extend(_record_checks(root, checked, files, context, units_doc, store))
     devices.sort(key=lambda d: (d.name, d.source))
-    checked.sort(key=lambda d: (d.name, d.source))
-    findings.extend(checks.inventory_checks(checked, context))
-
-    if not isinstance(files_from, TreeSource):  # editor schemas are a working-tree matter
-        findings.extend(schema_files.stale_findings(root, shown))
-    findings = sorted(set(findings), key=Finding.sort_key)
+    # Editor schemas beside the inventory are a working-tree matter.
+    stale = [] if isinstance(files_from, TreeSource) else schema_files.stale_findings(root, shown)
+    whole = (
+        _findings_key(store, files, record_paths, structure, stale, as_of, shown, limits)
+        if store is not None
+        else None
+    )
+    known = _cached_findings(store, whole) if store is not None and whole is not None else None
+    if known is not None:
+        # Every input of every check is unchanged: the checks' answer is read back.
+        findings = known
+    else:
+        context = checks.Context(
+            as_of=as_of,
+            site=site,
+            units=units,
+            reservations=reservations,
+            site_doc=site_doc,
+            docs={**documents, **partial_docs},
+            invalid=invalid,
+        )
+        # Records with schema errors take part in the checks (of their valid fields
+        # only) and in nothing else: not in ``devices``, never in the model.
+        checked = devices + partial
+        relatives = {join_shown(shown, relative): relative for relative in record_paths}
+        findings.extend(_record_checks(relatives, checked, files, context, units_doc, store))
+        checked.sort(key=lambda d: (d.name, d.source))
+        findings.extend(checks.inventory_checks(checked, context))
+        findings.extend(stale)
+        findings = sorted(set(findings), key=Finding.sort_key)
+        if store is not None and whole is not None:
+            store.put(
+                whole, [[f.path, *row] for f, row in zip(findings, _rows(findings), strict=True)]
+            )
     lapsed = lapses(devices, findings)
     inventory = None
     if (
@@ -690,15 +760,66 @@ def load(
     )
 
 
+def _key_of(files: dict[str, LoadedFile], relative: str) -> str | None:
+    loaded = files.get(relative)
+    return None if loaded is None else loaded.key
+
+
+def _findings_key(
+    store: Cache,
+    files: dict[str, LoadedFile],
+    record_paths: list[str],
+    structure: list[Finding],
+    stale: list[Finding],
+    as_of: dt.date,
+    shown: str,
+    limits: Limits,
+) -> str | None:
+    """A key over every input of every check of a load, or None when one has no key.
+
+    Each file's key already covers its bytes and its kind's schema; the paths,
+    the other entries under ``devices/``, the editor schemas, the day, how the
+    inventory is shown and the size limits are the rest (the version and code
+    are in every key). A file that could not be read has no key: no entry.
+    """
+    parts: list[str | bytes] = ["findings", as_of.isoformat(), shown, repr(limits)]
+    for relative in (SITE_FILE, UNITS_FILE, NETREG_FILE, *record_paths):
+        loaded = files.get(relative)
+        if loaded is None or loaded.key is None:
+            return None
+        parts += [relative, loaded.key]
+    parts += [f.as_text() for f in structure]
+    parts.append("editor schemas")
+    parts += [f.as_text() for f in stale]
+    return store.key(*parts)
+
+
+def _cached_findings(store: Cache, key: str) -> list[Finding] | None:
+    entry = store.get(key)
+    if not isinstance(entry, list):
+        return None
+    try:
+        return [
+            Finding(str(p), int(ln), int(c), str(r), Severity(sv), str(m), str(h))
+            for p, ln, c, r, sv, m, h in entry
+        ]
+    except (TypeError, ValueError):
+        return None  # another layout: computed again
+
+
 def _record_checks(
-    root: Path,
+    relatives: dict[str, str],
     devices: list[model.Device],
     files: dict[str, LoadedFile],
     context: checks.Context,
     units_doc: Document | None,
     store: Cache | None,
 ) -> list[Finding]:
-    """Every record's own checks, taken from the cache where their inputs are unchanged."""
+    """Every record's own checks, taken from the cache where their inputs are unchanged.
+
+    ``relatives`` maps each record's shown path (``Device.source``) to its path
+    relative to the inventory.
+    """
     found: list[Finding] = []
     if store is None:
         for device in devices:
@@ -708,34 +829,66 @@ def _record_checks(
                 )
             )
         return found
+    # The rows of the last load under the same site, units, NetReg and day, by
+    # record path: a record whose file is unchanged has the same facts (its unit
+    # and address are in its bytes), so its rows stand without computing its key.
+    shared = [key for name in _SHARED_FACTS if (key := _key_of(files, name)) is not None]
+    table_key = (
+        store.key("record-table", context.as_of.isoformat(), *shared)
+        if len(shared) == len(_SHARED_FACTS)
+        else None
+    )
+    previous = store.get(table_key) if table_key is not None else None
+    table: dict[str, Any] = previous if isinstance(previous, dict) else {}
+    fresh: dict[str, list[Any]] = {}
+    rest: list[model.Device] = []
+    for device in devices:
+        relative = relatives[device.source]
+        file_key = files[relative].key
+        known = table.get(relative)
+        if (
+            file_key is not None
+            and isinstance(known, list)
+            and len(known) == 2
+            and known[0] == file_key
+            and isinstance(known[1], list)
+        ):
+            try:
+                found.extend(_unrow(known[1], device.source))
+            except (TypeError, ValueError):
+                pass  # another layout: computed again below
+            else:
+                fresh[relative] = known
+                continue
+        rest.append(device)
     _, facts_of = _facts(
         context.site_doc, units_doc, context.units, context.reservations, context.as_of
     )
     keys: dict[str, str] = {}
-    for device in devices:
-        document = context.docs[device.source]
-        relative = root_relative(root, document)
+    for device in rest:
+        relative = relatives[device.source]
         file_key = files[relative].key
         if file_key is not None:
             keys[device.source] = store.key("record", file_key, relative, facts_of(device))
     entries = store.get_many(list(keys.values()))
-    for device in devices:
+    for device in rest:
         document = context.docs[device.source]
         key = keys.get(device.source)
         rows = entries.get(key) if key is not None else None
         if isinstance(rows, list):
             try:
                 found.extend(_unrow(rows, document.display))
-                continue
             except (TypeError, ValueError):
-                pass
-        own = list(checks.record_checks(device, document, context, context.invalid_of(device)))
-        found.extend(own)
-        if key is not None:
-            store.put(key, _rows(own))
+                rows = None
+        if not isinstance(rows, list):
+            own = list(checks.record_checks(device, document, context, context.invalid_of(device)))
+            found.extend(own)
+            rows = _rows(own)
+            if key is not None:
+                store.put(key, rows)
+        file_key = files[relatives[device.source]].key
+        if file_key is not None:
+            fresh[relatives[device.source]] = [file_key, rows]
+    if table_key is not None and fresh != table:
+        store.put(table_key, fresh)
     return found
-
-
-def root_relative(root: Path, document: Document) -> str:
-    """A document's path relative to the inventory folder it was loaded from."""
-    return document.path.relative_to(root).as_posix()

@@ -80,6 +80,7 @@ from relaygate.plan_types import (
     Risk,
     Side,
     SideSummary,
+    same_record,
 )
 from relaygate.render import Artifacts, Header
 from relaygate.source import Source, TreeSource
@@ -102,26 +103,6 @@ def _site_and_units(root: Path) -> tuple[model.Site | None, dict[str, model.Unit
     if loaded is not None and not schema.check(loaded, "units"):
         units = model.build_units(loaded.data)
     return site, units
-
-
-def relocate(finding: Finding, root: Path, shown: str) -> Finding:
-    """Show a finding's path as ``<shown>/...`` whichever folder it was found in under ``root``."""
-    path = Path(finding.path)
-    absolute = path if path.is_absolute() else Path.cwd() / path
-    try:
-        inner = absolute.resolve().relative_to(root.resolve())
-    except ValueError:
-        return finding
-    text = (Path(shown) / inner).as_posix() if shown not in ("", ".") else inner.as_posix()
-    return Finding(
-        path=text,
-        line=finding.line,
-        column=finding.column,
-        rule=finding.rule,
-        severity=finding.severity,
-        message=finding.message,
-        hint=finding.hint,
-    )
 
 
 def load_side(
@@ -314,8 +295,11 @@ def access_deltas(before: set[Access], after: set[Access]) -> tuple[AccessDelta,
 
 def _access_changes(base: Side, head: Side) -> list[AccessChange]:
     changes = []
+    same = same_record(base, head)
     for key in sorted(set(base.devices) | set(head.devices)):
         old, new = base.devices.get(key), head.devices.get(key)
+        if same(old, new):
+            continue
         before = set(base.access(old)) if old else set()
         after = set(head.access(new)) if new else set()
         refused_before, refused_after = base.refused(old), head.refused(new)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from relaygate import model
 from relaygate.limits import Limit, record_limit
+from relaygate.plan_risks import new_risk
 from relaygate.plan_types import LimitChange, LimitsSummary, Risk, Side
 
 
@@ -94,7 +95,7 @@ def limit_risks(base: Side, head: Side, summary: LimitsSummary | None, shown: st
     ):
         rise = summary.total_after / summary.total_before - 1
         risks.append(
-            Risk(
+            new_risk(
                 "risk.limits-raised",
                 shown if shown not in ("", ".") else "inventory",
                 f"daily limits rise from {summary.total_before} to {summary.total_after}"
@@ -110,7 +111,7 @@ def limit_risks(base: Side, head: Side, summary: LimitsSummary | None, shown: st
             continue
         was = "a new override" if before is None else f"override was {before}"
         risks.append(
-            Risk(
+            new_risk(
                 "risk.limit-override",
                 new.name,
                 f"volume_limit.per_day {new.volume_limit.per_day} set by hand ({was})",

@@ -13,6 +13,7 @@ from pathlib import Path
 from relaygate import model
 from relaygate.addresses import canonical_text
 from relaygate.checks import sender_key
+from relaygate.errors import InternalError
 from relaygate.pipeline import SITE_FILE, UNITS_FILE
 from relaygate.plan_types import (
     REFUSED,
@@ -23,18 +24,50 @@ from relaygate.plan_types import (
     Risk,
     Side,
     refusal,
+    same_record,
     segment_of,
 )
 
+#: Every risk id a plan can raise, with when it is raised (listed by ``relaygate rules``).
+#: Ids are public like rule ids (a pull-request comment and its approvals name them).
+RISKS: dict[str, str] = {
+    "risk.legacy-exception-new": "an active record with unauthenticated access (ip/none) that"
+    " was not legacy before (new record, auth downgraded, or retired record back)",
+    "risk.legacy-exception-renewed": "a new approved_on and a later expires_on",
+    "risk.exception-term-extended": "a later expires_on with the same approved_on"
+    " (no new approval)",
+    "risk.prefix-broadened": "the record's address covers more addresses than before",
+    "risk.address-changed": "a legacy record moves to another address",
+    "risk.segment-changed": "the record's MOD segment changed",
+    "risk.revocation-lifted": "a revoked or suspended record becomes active, retired or is"
+    " deleted: the relay stops refusing it",
+    "risk.null-sender-allowed": "a record may now send with the null sender (MAIL FROM:<>)",
+    "risk.sender-added": "a live record may use senders it did not have",
+    "risk.site-changed": "site.yaml changed",
+    "risk.units-changed": "units.yaml changed",
+    "risk.mass-change": "more than policy.mass_change_share of the base's allow entries are"
+    " removed or changed",
+    "risk.limits-raised": "the active records' daily limits rise, in total, by more than"
+    " policy.mass_change_share (a site volume_limits change, or many records at once)",
+    "risk.limit-override": "an active record's volume_limit.per_day is new or raised (a limit"
+    " set by hand rather than from its estimate)",
+}
 
-def _risk(risk_id: str, subject: str, message: str) -> Risk:
-    return Risk(risk_id, subject, message)
+
+def new_risk(risk_id: str, subject: str, message: str, units: tuple[str, ...] = ()) -> Risk:
+    """A risk with a registered id; an unknown id is a bug in relaygate (fails closed)."""
+    if risk_id not in RISKS:
+        raise InternalError(f"risk id {risk_id!r} is not in plan_risks.RISKS")
+    return Risk(risk_id, subject, message, units)
 
 
 def device_risks(base: Side, head: Side) -> list[Risk]:
     risks: list[Risk] = []
+    same = same_record(base, head)
     for key in sorted(set(base.devices) | set(head.devices)):
         old, new = base.devices.get(key), head.devices.get(key)
+        if same(old, new):
+            continue
         if new is not None and new.status is model.Status.ACTIVE:
             address = canonical_text(new.network)
             if new.is_legacy:
@@ -47,7 +80,7 @@ def device_risks(base: Side, head: Side) -> list[Risk]:
                         else "was retired"
                     )
                     risks.append(
-                        _risk(
+                        new_risk(
                             "risk.legacy-exception-new",
                             new.name,
                             f"new unauthenticated (auth {new.auth.value}) access from {address}"
@@ -59,7 +92,7 @@ def device_risks(base: Side, head: Side) -> list[Risk]:
                     if after.expires_on > before.expires_on:
                         if after.approved_on != before.approved_on:
                             risks.append(
-                                _risk(
+                                new_risk(
                                     "risk.legacy-exception-renewed",
                                     new.name,
                                     f"exception renewed: approved {after.approved_on}, expires"
@@ -68,7 +101,7 @@ def device_risks(base: Side, head: Side) -> list[Risk]:
                             )
                         else:
                             risks.append(
-                                _risk(
+                                new_risk(
                                     "risk.exception-term-extended",
                                     new.name,
                                     f"expires_on {before.expires_on} -> {after.expires_on}"
@@ -82,7 +115,7 @@ def device_risks(base: Side, head: Side) -> list[Risk]:
                     and new.network.size > old.network.size
                 ):
                     risks.append(
-                        _risk(
+                        new_risk(
                             "risk.prefix-broadened",
                             new.name,
                             f"address {old_address} -> {address}"
@@ -91,7 +124,7 @@ def device_risks(base: Side, head: Side) -> list[Risk]:
                     )
                 elif new.is_legacy and old_address != address:
                     risks.append(
-                        _risk(
+                        new_risk(
                             "risk.address-changed",
                             new.name,
                             f"unauthenticated access moves from {old_address} to {address}",
@@ -101,7 +134,7 @@ def device_risks(base: Side, head: Side) -> list[Risk]:
                 new_segment = segment_of(head.site, new.network)
                 if old_segment != new_segment:
                     risks.append(
-                        _risk(
+                        new_risk(
                             "risk.segment-changed",
                             new.name,
                             f"MOD segment {old_segment or '(none)'} -> {new_segment or '(none)'}",
@@ -110,7 +143,7 @@ def device_risks(base: Side, head: Side) -> list[Risk]:
         if old is not None and old.status in REFUSED and refusal(new) is None:
             now = "the record is removed" if new is None else f"status {new.status.value}"
             risks.append(
-                _risk(
+                new_risk(
                     "risk.revocation-lifted",
                     old.name,
                     f"was {old.status.value} ({old.status_reason or 'no reason'}"
@@ -166,11 +199,10 @@ def sender_risks(base: Side, head: Side) -> list[Risk]:
         if new.allow_null_sender and (old is None or not old.allow_null_sender):
             # The null sender skips every sender check a login would otherwise meet.
             risks.append(
-                Risk(
+                new_risk(
                     "risk.null-sender-allowed",
                     new.name,
                     f"may now send with the null sender (MAIL FROM:<>): {new.null_sender_reason}",
-                    (),
                 )
             )
         had = set() if old is None or old.status is model.Status.RETIRED else set(old.senders)
@@ -195,7 +227,7 @@ def sender_risks(base: Side, head: Side) -> list[Risk]:
         what = " (a new record)" if old is None else ""
         detail = f"; {'; '.join(notes)}" if notes else ""
         risks.append(
-            Risk(
+            new_risk(
                 "risk.sender-added",
                 new.name,
                 f"new senders{what}: {', '.join(added)}{detail}",
@@ -216,17 +248,20 @@ def file_risks(files: Sequence[FileChange], shown: str) -> list[Risk]:
             names = [f.field for f in change.fields]
             more = f" and {len(names) - 5} more" if len(names) > 5 else ""
             risks.append(
-                _risk(ids[change.path], change.path, f"changed: {', '.join(names[:5])}{more}")
+                new_risk(ids[change.path], change.path, f"changed: {', '.join(names[:5])}{more}")
             )
     return risks
 
 
 def mass_change(base: Side, head: Side) -> MassChange:
+    same = same_record(base, head)
     entries = {k: set(base.access(d)) for k, d in base.devices.items()}
     entries = {k: v for k, v in entries.items() if v}
     affected = 0
     for key, before in entries.items():
         new = head.devices.get(key)
+        if same(base.devices[key], new):
+            continue
         if new is None or set(head.access(new)) != before:
             affected += 1
     thresholds = [s.policy.mass_change_share for s in (base.site, head.site) if s is not None]
@@ -241,7 +276,7 @@ def mass_risk(mass: MassChange, shown: str) -> list[Risk]:
     if share <= mass.threshold:
         return []
     return [
-        _risk(
+        new_risk(
             "risk.mass-change",
             shown if shown not in ("", ".") else "inventory",
             f"{mass.removed_or_changed} of {mass.base_entries} allow entries removed or changed"

@@ -8,6 +8,7 @@ that side (``access``) and how the relay refuses it (``refused``).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,12 +220,33 @@ class Plan:
     limits_summary: LimitsSummary | None = None
 
 
+def same_record(
+    base: Side, head: Side
+) -> Callable[[model.Device | None, model.Device | None], bool]:
+    """A test for "this record is the very same on both sides" (computed once per plan).
+
+    True for one ``Device`` object on both sides (the same bytes at the same
+    path are built once per process) when the two sites are equal and the
+    record lapses the same way on both: then everything a plan derives from
+    one record (access, refusal, segment, every per-record risk) is the same
+    on both sides, and a 10k-record plan skips comparing it. A per-record risk
+    that reads anything else (units, NetReg) must be added to this test.
+    """
+    sites_equal = base.site == head.site
+
+    def same(old: model.Device | None, new: model.Device | None) -> bool:
+        return sites_equal and old is not None and old is new and base.lapse(old) == head.lapse(new)
+
+    return same
+
+
 def segment_of(site: model.Site | None, network: netaddr.IPNetwork) -> str | None:
     if site is None:
         return None
+    first, last, version = network.first, network.last, network.version
     for segment in site.mod_segments:
         for prefix in segment.prefixes:
-            if prefix.version == network.version and network in prefix:
+            if prefix.version == version and prefix.first <= first and last <= prefix.last:
                 return segment.name
     return None
 

@@ -23,8 +23,6 @@ import difflib
 import json
 import os
 import re
-import shutil
-import tempfile
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,17 +35,17 @@ from relaygate import addresses, model
 from relaygate.checks import justification_shortfall
 from relaygate.errors import InternalError, UsageError
 from relaygate.findings import Finding
-from relaygate.load import Limits, load_document, parse_text
-from relaygate.pipeline import DEVICES_DIR, display_path, touched, validate
-from relaygate.plan import relocate, site_and_units
+from relaygate.load import parse_text
+from relaygate.pipeline import DEVICES_DIR, OverlaySource, display_path, load, touched
+from relaygate.plan import site_and_units
 from relaygate.schema import MAIL_ADDRESS
+from relaygate.source import FolderSource
 
 SCHEMA_LINE = "# yaml-language-server: $schema=../../../schemas/device.schema.json"
 ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 KINDS = tuple(k.value for k in model.Kind)
 AUTHS = tuple(a.value for a in model.Auth)
 STATUSES = tuple(s.value for s in model.Status)
-ROLES = tuple(r.value for r in model.Role)
 NETREG_TYPES = ("static", "static-dhcp")
 STATUS_REASONS = (
     "spam",
@@ -456,17 +454,16 @@ def create(inventory: Path, values: Mapping[str, Any], as_of: dt.date, *, write:
     _site, units = site_and_units(inventory)
     data = record_data(values, units)
     text = render(data)
-    with tempfile.TemporaryDirectory(prefix="relaygate-new-") as tmp:
-        copy = Path(tmp) / "inventory"
-        shutil.copytree(inventory, copy, symlinks=True)
-        candidate = copy / path.relative_to(inventory)
-        candidate.parent.mkdir(parents=True, exist_ok=True)
-        candidate.write_text(text, encoding="utf-8")
-        loaded = load_document(candidate, shown, Limits().record_bytes).document
-        if loaded is None or loaded.data != data:
-            raise InternalError(f"the record text does not read back as written:\n{text}")
-        result = validate(copy, as_of)
-        findings = tuple(relocate(f, copy, display_path(inventory)) for f in result.findings)
+    loaded = parse_text(path, shown, text, []).document
+    if loaded is None or loaded.data != data:
+        raise InternalError(f"the record text does not read back as written:\n{text}")
+    # The inventory as it would be with the record: the file is added in memory,
+    # every other file is read where it is (nothing is copied or written).
+    overlay = OverlaySource(
+        FolderSource(inventory), {path.relative_to(inventory).as_posix(): text.encode("utf-8")}
+    )
+    result = load(inventory, as_of, shown=display_path(inventory), source=overlay)
+    findings = tuple(result.findings)
     # A new record is a change that touches it: a lapse on it (no NetReg
     # reservation yet, an approver units.yaml does not list) is an error here.
     findings = tuple(touched(list(findings), {shown}))

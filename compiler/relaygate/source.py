@@ -54,6 +54,18 @@ def _kind(mode: int) -> Kind:
     return "other"
 
 
+def _entry_kind(entry: os.DirEntry[str]) -> Kind:
+    """``_kind`` of an entry from the folder listing's own type (no ``lstat`` per file;
+    ``os.DirEntry`` falls back to one where the file system does not say)."""
+    if entry.is_symlink():
+        return "link"
+    if entry.is_dir(follow_symlinks=False):
+        return "folder"
+    if entry.is_file(follow_symlinks=False):
+        return "file"
+    return "other"
+
+
 @dataclass(frozen=True, slots=True)
 class FolderSource:
     """The files of an inventory folder on disk."""
@@ -71,7 +83,7 @@ class FolderSource:
         with os.scandir(self.root / relative) as entries:
             for entry in entries:
                 try:
-                    kind = _kind(entry.stat(follow_symlinks=False).st_mode)
+                    kind = _entry_kind(entry)
                 except FileNotFoundError:
                     kind = "missing"
                 found.append((entry.name, kind))

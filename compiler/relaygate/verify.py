@@ -35,7 +35,7 @@ from relaygate import addresses
 from relaygate.addresses import canonical_text
 from relaygate.errors import InternalError
 from relaygate.limits import record_limit
-from relaygate.model import Device, Inventory, Status
+from relaygate.model import Device, Inventory, ModSegment, Status
 from relaygate.policy import build_policy
 from relaygate.render import Header, postfix, postfwd
 from relaygate.render.postfix import syntax
@@ -200,6 +200,39 @@ def _aerleon_groups(text: str) -> dict[str, set[str]]:
     return groups
 
 
+#: Segment prefixes by (IP version, prefix length, network bits): the names of
+#: the segments with that prefix (two segments may list the same one); and the
+#: (version, length) pairs in use.
+_Index = tuple[dict[tuple[int, int, int], list[str]], tuple[tuple[int, int], ...]]
+
+
+def _segment_index(segments: Iterable[ModSegment]) -> _Index:
+    table: dict[tuple[int, int, int], list[str]] = {}
+    for segment in segments:
+        for prefix in segment.prefixes:
+            bits = 32 if prefix.version == 4 else 128
+            key = (prefix.version, prefix.prefixlen, prefix.first >> (bits - prefix.prefixlen))
+            table.setdefault(key, []).append(segment.name)
+    return table, tuple(sorted({(version, length) for version, length, _ in table}))
+
+
+def _segments_of(network: netaddr.IPNetwork, index: _Index) -> list[str]:
+    """The names of the segments with a prefix that holds all of ``network``.
+
+    A prefix holds a network when it is no longer than the network's and
+    their leading bits agree: one lookup per prefix length in use, not a
+    comparison with every prefix of every segment.
+    """
+    table, lengths = index
+    version, length, first = network.version, network.prefixlen, network.first
+    bits = 32 if version == 4 else 128
+    names: list[str] = []
+    for v, prefix_length in lengths:
+        if v == version and prefix_length <= length:
+            names += table.get((v, prefix_length, first >> (bits - prefix_length)), [])
+    return sorted(set(names))
+
+
 def _compare(what: str, got: Iterable[str], want: Iterable[str], problems: list[str]) -> None:
     got_set, want_set = set(got), set(want)
     for extra in sorted(got_set - want_set):
@@ -276,8 +309,9 @@ def verify(
     named = _class_names(fragment, problems)
     sender_classes = sorted(c for c in named if postfix.SENDER_CLASS.fullmatch(c))
     login_class_names = sorted(c for c in named if postfix.LOGIN_CLASS.fullmatch(c))
+    defined = frozenset(sender_classes)  # membership tests: a list would make them quadratic
     for name in named:
-        if name not in sender_classes and name not in login_class_names:
+        if name not in defined and not postfix.LOGIN_CLASS.fullmatch(name):
             problems.append(f"postfix: restriction class {name!r} is not a relaygate class")
     class_senders: dict[str, tuple[str, ...]] = {}
     for name in sender_classes:
@@ -290,7 +324,7 @@ def verify(
     bound: dict[str, tuple[str, ...]] = {}
     for path in ("postfix/legacy_clients", "postfix/legacy_clients.cidr"):
         for key, value in map_entries(get(path), path, problems).items():
-            if value not in sender_classes:
+            if value not in defined:
                 problems.append(f"{path}: {key} maps to {value!r}, not a defined class")
                 continue
             bound[_canonical(key)] = class_senders.get(value, ())
@@ -405,16 +439,15 @@ def verify(
 
     # --- ACLs ---
     port = site.relay_port
+    # Each address is parsed once and placed in its segments by integer range
+    # (an address in two segments is expected in both).
+    by_segment: dict[str, set[str]] = {segment.name: set() for segment in site.mod_segments}
+    index = _segment_index(site.mod_segments)
+    for text in set(legacy) | suspended:
+        for name in _segments_of(netaddr.IPNetwork(text), index):
+            by_segment[name].add(text)
     for segment in site.mod_segments:
-        inside = {
-            a
-            for a in set(legacy) | suspended
-            if any(
-                netaddr.IPNetwork(a) in p
-                for p in segment.prefixes
-                if p.version == netaddr.IPNetwork(a).version
-            )
-        }
+        inside = by_segment[segment.name]
         ios: set[str] = set()
         junos: set[str] = set()
         for version in (4, 6):
@@ -439,13 +472,7 @@ def verify(
     authenticated_in_mod = {
         canonical_text(d.network)
         for d in active
-        if not d.is_legacy
-        and any(
-            d.network in p
-            for s in site.mod_segments
-            for p in s.prefixes
-            if p.version == d.network.version
-        )
+        if not d.is_legacy and _segments_of(d.network, index)
     }
     _compare("Aerleon groups", in_groups, set(legacy) | authenticated_in_mod | suspended, problems)
     return problems

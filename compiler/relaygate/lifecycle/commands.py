@@ -560,7 +560,7 @@ class EditCommand:
 
 
 def _run_edit(command: EditCommand, operation: Callable[[str], str]) -> None:
-    """Edit the record, re-validate, and keep the edit only if it adds no error to it."""
+    """Edit the record in memory, check it, and write it only if it adds no error to it."""
     outcome = edit.change_record(command.inventory, command.name, command.as_of, operation)
     sys.exit(print_outcome(outcome, command.what))
 
@@ -572,7 +572,9 @@ def print_outcome(outcome: edit.Outcome, what: str, next_step: bool = True) -> i
         click.echo(
             FORMATTERS["text"](outcome.introduced, f"{shown}: not changed"), nl=False, err=True
         )
-        click.echo("relaygate: the edit would make the record invalid; it was undone", err=True)
+        click.echo(
+            "relaygate: the edit would make the record invalid; nothing was written", err=True
+        )
         return EXIT_FINDINGS
     after = outcome.after
     if not outcome.changed or after is None:

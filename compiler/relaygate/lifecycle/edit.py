@@ -40,7 +40,8 @@ from ruamel.yaml.error import YAMLError
 
 from relaygate.errors import RelaygateError, UsageError
 from relaygate.findings import Finding
-from relaygate.pipeline import DEVICES_DIR, LoadedInventory, display_path, validate
+from relaygate.pipeline import DEVICES_DIR, OverlaySource, display_path, load
+from relaygate.source import FolderSource
 
 REVOKE_REASONS = ("spam", "phishing", "compromised", "request")
 RETIRE_REASONS = ("inactive", "request")
@@ -359,35 +360,81 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-# --- one edit, validated ----------------------------------------------------------------
+# --- checking an edit before it is written ----------------------------------------------
 
 
-@dataclass(slots=True)
-class Outcome:
-    """What ``change_record`` did: ``changed`` False when the text was already so.
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """The inventory validated with an edit made in memory."""
 
-    ``introduced``: errors the edit would have added to the record (it was
-    undone); ``after``: the inventory validated after the edit (None if it was
-    not made or was undone); ``diff``: the unified diff of the record.
-    """
+    findings: list[Finding]  # every finding of the inventory with the edit
+    files_checked: int
+    #: Errors on the record that the edit adds (empty: the edit may be written).
+    introduced: list[Finding]
 
-    path: str
-    changed: bool
-    diff: str = ""
-    introduced: list[Finding] = field(default_factory=list)
-    after: LoadedInventory | None = None
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.is_error)
 
 
 def _key(finding: Finding) -> tuple[str, str]:
     return (finding.rule, finding.message)
 
 
+def check(inventory: Path, path: Path, after_text: str, as_of: dt.date) -> Checked:
+    """Validate the inventory with ``path`` holding ``after_text``, without writing it.
+
+    One validation when the edited record has no error. Only when it has
+    some is the inventory as it stands validated too, to tell the errors the
+    record already had (an emergency revoke of a broken record must still go
+    through) from the ones the edit adds.
+    """
+    shown = display_path(path)
+    relative = path.relative_to(inventory).as_posix()
+    edited = OverlaySource(FolderSource(inventory), {relative: after_text.encode("utf-8")})
+    after = load(inventory, as_of, shown=display_path(inventory), source=edited)
+    errors = [f for f in after.findings if f.path == shown and f.is_error]
+    introduced: list[Finding] = []
+    if errors:
+        before = load(inventory, as_of, shown=display_path(inventory))
+        old = {_key(f) for f in before.findings if f.path == shown and f.is_error}
+        introduced = [f for f in errors if _key(f) not in old]
+    return Checked(after.findings, after.files_checked, introduced)
+
+
+def replace_if_unchanged(path: Path, before_text: str, after_text: str) -> None:
+    """Write ``after_text`` unless the file no longer holds ``before_text`` (edited meanwhile)."""
+    if path.read_text(encoding="utf-8") != before_text:
+        raise EditError(f"{display_path(path)} changed while it was being checked; run again")
+    write_atomic(path, after_text)
+
+
+# --- one edit, checked, then written ----------------------------------------------------
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What ``change_record`` did: ``changed`` False when the text was already so.
+
+    ``introduced``: errors the edit would have added to the record (nothing
+    was written); ``after``: the inventory checked with the edit (None if it
+    was not made); ``diff``: the unified diff of the record.
+    """
+
+    path: str
+    changed: bool
+    diff: str = ""
+    introduced: list[Finding] = field(default_factory=list)
+    after: Checked | None = None
+
+
 def change_record(
     root: Path, name: str, as_of: dt.date, operation: Callable[[str], str]
 ) -> Outcome:
-    """Edit the record ``name``, re-validate, and keep the edit only if it adds no error to it.
+    """Edit the record ``name`` in memory, check it, and write it only if it adds no error.
 
-    Raises EditError (the operation refused) or UsageError (no such record).
+    Raises EditError (the operation refused, or the file changed meanwhile) or
+    UsageError (no such record).
     """
     path = find_record(root, name)
     shown = display_path(path)
@@ -395,16 +442,10 @@ def change_record(
     after_text = operation(before_text)
     if after_text == before_text:
         return Outcome(shown, changed=False)
-    before = validate(root, as_of)
-    write_atomic(path, after_text)
-    after = validate(root, as_of)
-    old = {_key(f) for f in before.findings if f.path == shown and f.is_error}
-    introduced = [
-        f for f in after.findings if f.path == shown and f.is_error and _key(f) not in old
-    ]
-    if introduced:
-        write_atomic(path, before_text)
-        return Outcome(shown, changed=False, introduced=introduced)
+    after = check(root, path, after_text, as_of)
+    if after.introduced:
+        return Outcome(shown, changed=False, introduced=after.introduced)
+    replace_if_unchanged(path, before_text, after_text)
     diff = "".join(
         difflib.unified_diff(
             before_text.splitlines(keepends=True),

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import jinja2
@@ -58,9 +57,9 @@ class Header:
 
 @cache
 def environment() -> jinja2.Environment:
-    root = resources.files("relaygate") / "resources" / "templates"
+    """The one Jinja environment; templates are package data (``resources/templates``)."""
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(root)),
+        loader=jinja2.PackageLoader("relaygate", "resources/templates"),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
