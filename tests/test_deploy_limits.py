@@ -695,3 +695,186 @@ def test_deploy_yml_brings_the_compiled_ruleset_to_every_relay(
         assert ask(relay, "192.0.2.1") == [DUNNO]
     # A second deploy.yml changing nothing, daemon included: tests/test_deploy.py's
     # idempotence test (its lab runs postfwd too).
+
+
+# --- enough policy servers: sessions held open never starve the check -----------------------
+
+HELD = "hodges-held"
+RULES_HELD = "# lab ruleset held\n" + rule(HODGES[0], 2, HELD) + rule(KEPT, 2, "kept")
+#: Small process limits for the lab relay's smtpd services (master.cf maxproc), so the daemon's
+#: server count is small and every one of its servers can be held in a second or two (the
+#: relay port keeps room for the health gate's 6 parallel sessions).
+SMALL_LIMITS = {"smtp/inet": 8, "submission/inet": 4, f"127.0.0.1:{XCLIENT_PORT}/inet": 4}
+
+#: Opens N connections to the policy port, sends one END-OF-MESSAGE request on each and keeps
+#: them open (as an idle smtpd process keeps its policy connection); prints each answer
+#: ("no answer" after the timeout), then holds until stdin closes. Runs in the namespace.
+HOLDER = r"""
+import json, socket, sys
+port, count, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+held = []
+for number in range(count):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(("request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\n"
+               "protocol_name=ESMTP\nclient_address=192.0.2.%d\nclient_name=unknown\n"
+               "sender=lab@example.edu\nrecipient=probe@example.net\nrecipient_count=1\n"
+               "instance=hold.%d\nsize=1\n\n" % (number % 250 + 1, number)).encode())
+    data = b""
+    try:
+        while not data.endswith(b"\n\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        print(json.dumps(data.decode().strip() or "closed"), flush=True)
+    except socket.timeout:
+        print(json.dumps("no answer"), flush=True)
+    held.append(s)
+sys.stdin.read()
+"""
+
+#: Opens N SMTP sessions through the XCLIENT port as CLIENT, one message in each, in turn, and
+#: keeps every session open; prints [code, text, seconds] per message, then holds until stdin
+#: closes. Runs in the namespace.
+SESSIONS = r"""
+import json, smtplib, sys, time
+port, client, sender, recipient, count = (int(sys.argv[1]), sys.argv[2], sys.argv[3],
+                                           sys.argv[4], int(sys.argv[5]))
+held = []
+for number in range(count):
+    session = smtplib.SMTP("127.0.0.1", port, timeout=60)
+    session.ehlo("lab-test")
+    assert session.docmd("XCLIENT", "ADDR=%s NAME=[UNAVAILABLE]" % client)[0] == 220
+    session.ehlo_resp = None
+    session.does_esmtp = False
+    session.ehlo("lab-test")
+    assert session.docmd("MAIL", "FROM:<%s>" % sender)[0] == 250
+    assert session.docmd("RCPT", "TO:<%s>" % recipient)[0] == 250
+    assert session.docmd("DATA")[0] == 354
+    started = time.monotonic()
+    session.send(b"Subject: held %d\r\n\r\nhello\r\n.\r\n" % number)
+    code, text = session.getreply()
+    print(json.dumps([code, text.decode(), time.monotonic() - started]), flush=True)
+    held.append(session)
+sys.stdin.read()
+"""
+
+
+def in_namespace(relay: Relay, script: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", relay.namespace, sys.executable, "-c", script, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_lines(process: subprocess.Popen[str], count: int) -> list[Any]:
+    assert process.stdout is not None
+    lines = []
+    for _ in range(count):
+        line = process.stdout.readline()
+        assert line, f"the helper ended early: {process.stderr.read() if process.stderr else ''}"
+        lines.append(json.loads(line))
+    return lines
+
+
+def release_helper(process: subprocess.Popen[str]) -> None:
+    """Close its stdin (it lets go of what it holds) and reap it, pipes closed."""
+    try:
+        process.communicate("", timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+
+
+def set_process_limits(relay: Relay, limits: dict[str, int | str]) -> None:
+    """master.cf maxproc of the named services (``-``: default_process_limit); Postfix reloads."""
+    fields = [f"{service}/process_limit={limit}" for service, limit in limits.items()]
+    subprocess.run(["postconf", "-c", str(relay.config), "-F", *fields], check=True)
+    relay.in_namespace("postfix", "-c", str(relay.config), "reload")
+    time.sleep(1)  # the reloaded master restarts its listeners
+
+
+def daemon_words(relay: Relay) -> list[str]:
+    pid = daemon_pid(relay)
+    assert pid is not None, f"{relay.name}: postfwd is not running"
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().split()
+
+
+def test_sessions_held_open_cannot_starve_the_limit(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """A device holding sessions open (each smtpd keeps its policy connection) must not use up
+    postfwd's servers: the module runs one per smtpd process the relay may run, plus a
+    margin, so with every one of them held the limited device's next message still gets
+    its 450 at once (not, after the 10 s timeout, the DUNNO that lets it pass)."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[0]
+    set_process_limits(relay, dict(SMALL_LIMITS))
+    holders: list[subprocess.Popen[str]] = []
+    try:
+        done = apply(lab, with_limits(releases.revoked, RULES_HELD), relays=[relay])
+        assert done.code == 0, str(done)
+        smtpd = sum(SMALL_LIMITS.values())  # 16 smtpd processes at most
+        servers = smtpd + 10
+        assert f"up to {servers} policy servers for {smtpd} smtpd processes" in done.stdout
+        words = daemon_words(relay)
+        assert f"--max_servers={servers}" in words, words
+        # Every smtpd process the relay may run holds a policy connection: the other services'
+        # (and the margin's) as held connections, the XCLIENT service's as the device's own
+        # sessions. That is every server postfwd may run.
+        others = servers - SMALL_LIMITS[f"127.0.0.1:{XCLIENT_PORT}/inet"]
+        holder = in_namespace(relay, HOLDER, str(PORT), str(others), "5")
+        holders.append(holder)
+        assert read_lines(holder, others) == [DUNNO] * others
+        device = in_namespace(relay, SESSIONS, str(XCLIENT_PORT), *HODGES, RECIPIENT, "4")
+        holders.append(device)
+        results = read_lines(device, 4)
+        # Its limit (2) delivered: the positive control...
+        assert [r[0] for r in results[:2]] == [250, 250], results
+        # ...then 450 naming it, at once, in the 3rd and 4th session with all servers held.
+        for code, text, seconds in results[2:]:
+            assert code == 450, results
+            assert f"{HELD} is over its limit of 2 messages a day" in text, results
+            assert seconds < 3, f"the end of DATA took {seconds:.1f} s: {results}"
+        # The control that the holding is real: one connection more than the servers postfwd
+        # may run gets no answer (the starvation the server count prevents).
+        extra = in_namespace(relay, HOLDER, str(PORT), "1", "2")
+        holders.append(extra)
+        assert read_lines(extra, 1) == ["no answer"]
+    finally:
+        for process in holders:
+            release_helper(process)
+        set_process_limits(relay, dict.fromkeys(SMALL_LIMITS, "-"))
+
+
+def test_a_relay_with_an_unlimited_smtpd_service_is_refused(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """maxproc 0 (no limit) on an smtpd service: no server count is enough, so the deploy
+    refuses the relay before any change; with a maxproc the same release deploys."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[0]
+    if daemon_pid(relay) is None:
+        assert apply(lab, with_limits(releases.revoked, RULES_HELD), relays=[relay]).code == 0
+    service = f"127.0.0.1:{XCLIENT_PORT}/inet"
+    set_process_limits(relay, {service: 0})
+    try:
+        before = (relay.live(), relay.state_hash(), daemon_pid(relay), daemon_words(relay))
+        refused = apply(lab, with_limits(releases.revoked, RULES_B), relays=[relay])
+        assert refused.code != 0, str(refused)
+        assert fatal(refused, f"master.cf {service} maxproc is 0 (no limit)") == ["relay-a"]
+        assert f"Set a maxproc (master.cf column 7) for {service}. Nothing was changed" in (
+            refused.stdout
+        )
+        assert "Rolled back" not in refused.stdout
+        assert (relay.live(), relay.state_hash(), daemon_pid(relay), daemon_words(relay)) == before
+    finally:
+        set_process_limits(relay, {service: "-"})
+    # The positive control: the same release, the service limited again (by the default).
+    done = apply(lab, with_limits(releases.revoked, RULES_B), relays=[relay])
+    assert done.code == 0, str(done)
+    assert (state(relay) / "postfwd.cf").read_text() == RULES_B
+    assert f"--max_servers={3 * 100 + 10}" in daemon_words(relay)
