@@ -38,7 +38,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import jinja2
 import pytest
+import yaml
 
 from relaygate import compile as compile_
 from relaygate import release
@@ -133,6 +135,18 @@ def with_limits(facts: dict[str, Any], ruleset: str) -> dict[str, Any]:
     files["postfwd/postfwd.cf"] = ruleset
     if "smtpd_end_of_data_restrictions" not in files["main.cf.fragment"]:
         files["main.cf.fragment"] += POLICY_LINE % PORT
+    return {**facts, "bundle": {**facts["bundle"], "files": files}}
+
+
+def without_limits(facts: dict[str, Any]) -> dict[str, Any]:
+    """The release without postfwd's ruleset and without main.cf's policy check."""
+    files = dict(facts["bundle"]["files"])
+    files.pop("postfwd/postfwd.cf", None)
+    files["main.cf.fragment"] = "".join(
+        line
+        for line in files["main.cf.fragment"].splitlines(keepends=True)
+        if not line.startswith("smtpd_end_of_data_restrictions")
+    )
     return {**facts, "bundle": {**facts["bundle"], "files": files}}
 
 
@@ -878,3 +892,181 @@ def test_a_relay_with_an_unlimited_smtpd_service_is_refused(
     assert done.code == 0, str(done)
     assert (state(relay) / "postfwd.cf").read_text() == RULES_B
     assert f"--max_servers={3 * 100 + 10}" in daemon_words(relay)
+
+
+# --- the listener on the policy port must be the relay's own postfwd -------------------------
+
+#: A rogue policy server: answers every request with action=DUNNO (so the DUNNO check alone
+#: passes), as any local process that took the port first could, and then answer anything.
+ROGUE = r"""
+import socket, sys, threading
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+print("listening", flush=True)
+def serve(conn):
+    data = b""
+    while True:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return
+        data += chunk
+        while b"\n\n" in data:
+            _, data = data.split(b"\n\n", 1)
+            conn.sendall(b"action=DUNNO\n\n")
+while True:
+    conn, _ = s.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+
+def test_a_rogue_listener_on_the_policy_port_fails_the_gate(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """The relay's postfwd is down and another process answers DUNNO on its port: the DUNNO
+    check passes, the listener check (its pid is not the pidfile's process tree) fails the
+    gate and the relay rolls back. Without the rogue, the same release deploys."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[1]
+    if daemon_pid(relay) is not None:
+        kill_daemon(relay)
+    live = relay.live()
+    rogue = in_namespace(relay, ROGUE, str(PORT))
+    try:
+        assert rogue.stdout is not None and rogue.stdout.readline().strip() == "listening"
+        assert ask(relay, "192.0.2.1") == [DUNNO]  # it answers as postfwd would
+        failed = apply(
+            lab,
+            with_limits(releases.revoked, RULES_HELD),
+            "-e",
+            "relaygate_postfwd_wait=2",
+            relays=[relay],
+        )
+    finally:
+        rogue.kill()
+        rogue.communicate()
+    assert failed.code != 0, str(failed)
+    # The DUNNO check passed (the rogue answers it); the listener's pid failed the gate.
+    assert fatal(failed, "is not the relay's postfwd") == ["relay-b"], str(failed)
+    assert re.search(rf"127\.0\.0\.1:{PORT} held by pid {rogue.pid} \(\S*python", failed.stdout)
+    assert fatal(failed, "Rolled back: restored main.cf") == ["relay-b"], str(failed)
+    assert relay.live() == live
+    # The positive control: the rogue gone, the same release deploys, the gate names the
+    # listener's pids (all the relay's postfwd).
+    done = apply(lab, with_limits(releases.revoked, RULES_HELD), relays=[relay])
+    assert done.code == 0, str(done)
+    match = re.search(
+        r"only the relay's postfwd listens on 127\.0\.0\.1:\d+ \(pids ([\d, ]+);", done.stdout
+    )
+    assert match, str(done)
+    pid = daemon_pid(relay)
+    assert pid is not None
+    listening = {int(p) for p in match.group(1).split(", ")}
+    assert listening and listening <= set(process_tree(pid)), (listening, process_tree(pid))
+    assert ask(relay, KEPT, 3) == [DUNNO, DUNNO, over("kept", 2)]
+
+
+# --- postfwd at boot: the role's systemd unit runs the module's command line ---------------
+
+UNIT = PLAYBOOKS / "roles" / "relaygate" / "templates" / "relaygate-postfwd.service.j2"
+
+
+def render_unit(relay: Relay, folder: Path) -> Path:
+    """The role's unit template, rendered with this lab relay's variables and the role's
+    defaults (as the template task renders it)."""
+    defaults = yaml.safe_load((PLAYBOOKS / "roles/relaygate/defaults/main.yml").read_text())
+    variables = {**defaults, **relay.host_vars(sys.executable)}
+    text = (
+        jinja2.Environment(undefined=jinja2.StrictUndefined)
+        .from_string(UNIT.read_text())
+        .render(**variables)
+    )
+    path = folder / f"{defaults['relaygate_postfwd_unit']}.service"
+    path.write_text(text)
+    return path
+
+
+def unit_fields(path: Path) -> dict[str, str]:
+    fields = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            fields[key] = value
+    return fields
+
+
+def test_the_boot_unit_is_valid_and_orders_postfwd_before_postfix(lab: Lab, tmp_path: Path) -> None:
+    relay = lab.relays[0]
+    path = render_unit(relay, tmp_path)
+    fields = unit_fields(path)
+    assert fields["Before"] == "postfix.service"
+    assert fields["Type"] == "forking"
+    assert fields["PIDFile"] == str(relay.root / "postfwd" / "postfwd.pid")
+    env = relay.config / "relaygate.generations" / "postfwd" / "postfwd.env"
+    assert fields["EnvironmentFile"] == str(env)
+    assert fields["ConditionPathExists"] == str(env)
+    assert fields["ExecStart"] == "postfwd2 $RELAYGATE_POSTFWD_ARGS"
+    assert "postfix.service" in fields["WantedBy"].split()
+    require(
+        shutil.which("systemd-analyze") is not None,
+        "systemd-analyze is not installed (Debian package systemd): the unit is not verified",
+    )
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    said = [line for line in (done.stdout + done.stderr).splitlines() if path.name in line]
+    assert done.returncode == 0 and not said, done.stdout + done.stderr
+    # The check can fail: a unit with a typo is refused.
+    broken = tmp_path / "broken" / path.name
+    broken.parent.mkdir()
+    broken.write_text(path.read_text().replace("Type=forking", "Type=forkin"))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(broken)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "forkin" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_the_boot_unit_starts_the_module_s_own_instance(
+    lab: Lab, releases: Releases, first: PlaybookRun, tmp_path: Path
+) -> None:
+    """What systemd does at boot, done by hand (the lab has no systemd): the unit's
+    ExecStartPre and ExecStart, $RELAYGATE_POSTFWD_ARGS from the file the module wrote. The
+    daemon it starts is the one the module knows: the next deploy finds nothing to do."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[1]
+    release = with_limits(releases.revoked, RULES_HELD)
+    assert apply(lab, release, relays=[relay]).code == 0
+    running = daemon_words(relay)
+    fields = unit_fields(render_unit(relay, tmp_path))
+    env = Path(fields["EnvironmentFile"])
+    values = dict(
+        line.split("=", 1) for line in env.read_text().splitlines() if not line.startswith("#")
+    )
+    # systemd splits an unbraced $VAR at whitespace into words.
+    program, variable = fields["ExecStart"].split()
+    words = [program, *values[variable.lstrip("$")].split()]
+    assert running[-(len(words) - 1) :] == words[1:], (running, words)
+    assert f"--port={PORT}" in words and any(w.startswith("--max_servers=") for w in words)
+    kill_daemon(relay)  # the reboot
+    shutil.rmtree(relay.root / "postfwd")
+    subprocess.run(fields["ExecStartPre"].split(), check=True)
+    subprocess.run(["ip", "netns", "exec", relay.namespace, *words], check=True, timeout=30)
+    deadline = time.monotonic() + 10
+    while ask(relay, "192.0.2.1") != [DUNNO]:
+        assert time.monotonic() < deadline, "the unit's postfwd does not answer"
+        time.sleep(0.2)
+    pid = daemon_pid(relay)
+    assert pid is not None and Path(fields["PIDFile"]).read_text().split()[0] == str(pid)
+    again = apply(lab, release, relays=[relay])
+    assert again.code == 0, str(again)
+    assert recap_changed(again) == {"relay-b": 0}, str(again)
+    assert daemon_pid(relay) == pid
+    # A release without limits stops the daemon and removes the file: nothing starts at boot.
+    plain = apply(lab, without_limits(releases.revoked), relays=[relay])
+    assert plain.code == 0, str(plain)
+    assert daemon_pid(relay) is None
+    assert not env.exists()
