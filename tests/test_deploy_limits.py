@@ -267,10 +267,12 @@ for number in range(count):
 """
 
 
-def ask(relay: Relay, client: str, count: int = 1, every: float = 0.0) -> list[str]:
+def ask(
+    relay: Relay, client: str, count: int = 1, every: float = 0.0, port: int = PORT
+) -> list[str]:
     """postfwd's answers to ``count`` END-OF-MESSAGE requests from ``client``."""
     done = relay.in_namespace(
-        sys.executable, "-c", POLICY_CLIENT, str(PORT), client, str(count), str(every)
+        sys.executable, "-c", POLICY_CLIENT, str(port), client, str(count), str(every)
     )
     return [str(json.loads(line)) for line in done.stdout.splitlines()]
 
@@ -1053,8 +1055,21 @@ def test_the_boot_unit_starts_the_module_s_own_instance(
     assert f"--port={PORT}" in words and any(w.startswith("--max_servers=") for w in words)
     kill_daemon(relay)  # the reboot
     shutil.rmtree(relay.root / "postfwd")
-    subprocess.run(fields["ExecStartPre"].split(), check=True)
-    subprocess.run(["ip", "netns", "exec", relay.namespace, *words], check=True, timeout=30)
+    assert fields["ExecStartPre"].startswith("+")  # as root, before User= applies
+    subprocess.run(fields["ExecStartPre"][1:].split(), check=True)
+    # User=, Group=, AmbientCapabilities=CAP_NET_BIND_SERVICE, as setpriv does them.
+    assert fields["AmbientCapabilities"] == "CAP_NET_BIND_SERVICE"
+    as_unit = [
+        "setpriv",
+        f"--reuid={fields['User']}",
+        f"--regid={fields['Group']}",
+        "--init-groups",
+        "--inh-caps=+net_bind_service",
+        "--ambient-caps=+net_bind_service",
+    ]
+    subprocess.run(
+        ["ip", "netns", "exec", relay.namespace, *as_unit, *words], check=True, timeout=30
+    )
     deadline = time.monotonic() + 10
     while ask(relay, "192.0.2.1") != [DUNNO]:
         assert time.monotonic() < deadline, "the unit's postfwd does not answer"
@@ -1070,3 +1085,33 @@ def test_the_boot_unit_starts_the_module_s_own_instance(
     assert plain.code == 0, str(plain)
     assert daemon_pid(relay) is None
     assert not env.exists()
+
+
+def test_postfwd_binds_a_privileged_policy_port(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """A policy port below 1024 (no unprivileged local process can take it first): the
+    daemon runs as its user with CAP_NET_BIND_SERVICE only, and binds it; back on the
+    unprivileged port, the same."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[0]
+    low = 940
+    facts = with_limits(releases.revoked, RULES_HELD)
+    files = dict(facts["bundle"]["files"])
+    files["main.cf.fragment"] = files["main.cf.fragment"].replace(
+        f"inet:127.0.0.1:{PORT},", f"inet:127.0.0.1:{low},"
+    )
+    assert f"inet:127.0.0.1:{low}," in files["main.cf.fragment"]
+    done = apply(lab, {**facts, "bundle": {**facts["bundle"], "files": files}}, relays=[relay])
+    assert done.code == 0, str(done)
+    assert f"only the relay's postfwd listens on 127.0.0.1:{low}" in done.stdout, str(done)
+    pid = daemon_pid(relay)
+    assert pid is not None and f"--port={low}" in daemon_words(relay)
+    tree = process_tree(pid)
+    assert {Path(f"/proc/{p}").stat().st_uid for p in tree} == {pwd.getpwnam("postfw").pw_uid}
+    assert ask(relay, KEPT, 3, port=low) == [DUNNO, DUNNO, over("kept", 2)]
+    assert ask(relay, "192.0.2.1")[0].startswith("refused")  # not on the old port any more
+    back = apply(lab, with_limits(releases.revoked, RULES_HELD), relays=[relay])
+    assert back.code == 0, str(back)
+    assert f"restarted postfwd on 127.0.0.1:{PORT}" in back.stdout, str(back)
+    assert ask(relay, "192.0.2.1") == [DUNNO]

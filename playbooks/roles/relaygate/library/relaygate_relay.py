@@ -820,6 +820,24 @@ class Postfwd:
             f"--max_spare_servers={min(50, self.servers - 1)}",
         ]
 
+    def launcher(self) -> list[str]:
+        """Runs postfwd as its user from the start, allowed to bind a port below 1024.
+
+        postfwd2's master drops to ``--user`` before it forks the policy server, which binds
+        the port: started as root with ``--user``, a privileged port is never bound (the
+        policy server dies, nothing listens). Started as the user with only
+        CAP_NET_BIND_SERVICE it binds it; the boot-time unit does the same (User=,
+        AmbientCapabilities=).
+        """
+        return [
+            "setpriv",
+            f"--reuid={self.user}",
+            f"--regid={self.user}",
+            "--init-groups",
+            "--inh-caps=+net_bind_service",
+            "--ambient-caps=+net_bind_service",
+        ]
+
     def plan_servers(self, smtpd: int) -> int:
         """The number of policy servers for a relay whose Postfix may run ``smtpd`` smtpd
         processes (Refused when that is more than a daemon should run)."""
@@ -1039,7 +1057,7 @@ class Postfwd:
         stale = self.pidfile
         if stale.exists() and self.pid() is None:
             stale.unlink()  # a dead instance's pidfile
-        run([*self.exec, *self.argv(port)])
+        run([*self.exec, *self.launcher(), *self.argv(port)])
         deadline = time.monotonic() + self.wait
         while self.pid() is None:
             if time.monotonic() >= deadline:
