@@ -144,8 +144,14 @@ notes:
     C(CONFIG/relaygate.generations/postfwd/postfwd.cf), its pidfile in I(postfwd_run_dir)) or
     reloads it with a SIGHUP to its policy server, which keeps listening; it runs with
     C(--keep_rates), so a reload keeps the counters. The health gate requires it to answer a
-    policy request with DUNNO. A fast revoke never touches it. The host's stock postfwd
-    service and its C(/etc/postfix/postfwd.cf) are never touched.
+    policy request with DUNNO, and the port's listener to be that instance (its pidfile's
+    process tree, C(ss -ltnp)). The daemon runs one policy server per smtpd process the relay
+    may run (the smtpd services' maxproc, C(postconf -F)) plus a margin; an smtpd service
+    without a limit (maxproc 0) is refused before any change. It is started as its user with
+    CAP_NET_BIND_SERVICE (C(setpriv)), so a port below 1024 works; its options are kept in
+    C(CONFIG/relaygate.generations/postfwd/postfwd.env) for the role's boot-time unit.
+    A fast revoke never touches it. The host's stock postfwd service and its
+    C(/etc/postfix/postfwd.cf) are never touched.
 author: relaygate maintainers
 """
 
