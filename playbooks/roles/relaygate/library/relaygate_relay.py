@@ -230,8 +230,9 @@ POSTFWD_STATE = "postfwd"
 POLICY_SERVICE = re.compile(r"check_policy_service\s*\{?\s*inet:([^:\s,}]+):(\d+)")
 #: A client no campus record can hold (TEST-NET-1, RFC 5737): in no rule, so postfwd says DUNNO.
 GATE_CLIENT = "192.0.2.1"
-#: postfwd policy servers beyond one per smtpd process the relay may run (the gate's request,
-#: the old and new smtpd processes side by side for a moment after a reload).
+#: postfwd policy servers beyond one per smtpd process the relay may run (the health gate's
+#: request, a check tool). A Postfix reload does not add processes: sessions held across it
+#: keep their old processes counted against maxproc (measured on Postfix 3.7).
 POSTFWD_SPARE = 10
 #: More policy servers than this is refused: lower the smtpd services' maxproc.
 POSTFWD_MAX_SERVERS = 2000
