@@ -124,6 +124,8 @@ class Relay:
             "relaygate_postfwd_package": False,
             "relaygate_postfwd_exec": ["ip", "netns", "exec", self.namespace],
             "relaygate_postfwd_run_dir": str(self.root / "postfwd"),
+            # No systemd in the lab: no boot-time unit (tests render and verify it alone).
+            "relaygate_postfwd_systemd": False,
             "relaygate_postfwd_args": [
                 "--min_servers=1",
                 "--min_spare_servers=1",

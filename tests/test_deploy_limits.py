@@ -38,7 +38,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import jinja2
 import pytest
+import yaml
 
 from relaygate import compile as compile_
 from relaygate import release
@@ -133,6 +135,18 @@ def with_limits(facts: dict[str, Any], ruleset: str) -> dict[str, Any]:
     files["postfwd/postfwd.cf"] = ruleset
     if "smtpd_end_of_data_restrictions" not in files["main.cf.fragment"]:
         files["main.cf.fragment"] += POLICY_LINE % PORT
+    return {**facts, "bundle": {**facts["bundle"], "files": files}}
+
+
+def without_limits(facts: dict[str, Any]) -> dict[str, Any]:
+    """The release without postfwd's ruleset and without main.cf's policy check."""
+    files = dict(facts["bundle"]["files"])
+    files.pop("postfwd/postfwd.cf", None)
+    files["main.cf.fragment"] = "".join(
+        line
+        for line in files["main.cf.fragment"].splitlines(keepends=True)
+        if not line.startswith("smtpd_end_of_data_restrictions")
+    )
     return {**facts, "bundle": {**facts["bundle"], "files": files}}
 
 
@@ -253,10 +267,12 @@ for number in range(count):
 """
 
 
-def ask(relay: Relay, client: str, count: int = 1, every: float = 0.0) -> list[str]:
+def ask(
+    relay: Relay, client: str, count: int = 1, every: float = 0.0, port: int = PORT
+) -> list[str]:
     """postfwd's answers to ``count`` END-OF-MESSAGE requests from ``client``."""
     done = relay.in_namespace(
-        sys.executable, "-c", POLICY_CLIENT, str(PORT), client, str(count), str(every)
+        sys.executable, "-c", POLICY_CLIENT, str(port), client, str(count), str(every)
     )
     return [str(json.loads(line)) for line in done.stdout.splitlines()]
 
@@ -695,3 +711,407 @@ def test_deploy_yml_brings_the_compiled_ruleset_to_every_relay(
         assert ask(relay, "192.0.2.1") == [DUNNO]
     # A second deploy.yml changing nothing, daemon included: tests/test_deploy.py's
     # idempotence test (its lab runs postfwd too).
+
+
+# --- enough policy servers: sessions held open never starve the check -----------------------
+
+HELD = "hodges-held"
+RULES_HELD = "# lab ruleset held\n" + rule(HODGES[0], 2, HELD) + rule(KEPT, 2, "kept")
+#: Small process limits for the lab relay's smtpd services (master.cf maxproc), so the daemon's
+#: server count is small and every one of its servers can be held in a second or two (the
+#: relay port keeps room for the health gate's 6 parallel sessions).
+SMALL_LIMITS = {"smtp/inet": 8, "submission/inet": 4, f"127.0.0.1:{XCLIENT_PORT}/inet": 4}
+
+#: Opens N connections to the policy port, sends one END-OF-MESSAGE request on each and keeps
+#: them open (as an idle smtpd process keeps its policy connection); prints each answer
+#: ("no answer" after the timeout), then holds until stdin closes. Runs in the namespace.
+HOLDER = r"""
+import json, socket, sys
+port, count, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+held = []
+for number in range(count):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(("request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\n"
+               "protocol_name=ESMTP\nclient_address=192.0.2.%d\nclient_name=unknown\n"
+               "sender=lab@example.edu\nrecipient=probe@example.net\nrecipient_count=1\n"
+               "instance=hold.%d\nsize=1\n\n" % (number % 250 + 1, number)).encode())
+    data = b""
+    try:
+        while not data.endswith(b"\n\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        print(json.dumps(data.decode().strip() or "closed"), flush=True)
+    except socket.timeout:
+        print(json.dumps("no answer"), flush=True)
+    held.append(s)
+sys.stdin.read()
+"""
+
+#: Opens N SMTP sessions through the XCLIENT port as CLIENT, one message in each, in turn, and
+#: keeps every session open; prints [code, text, seconds] per message, then holds until stdin
+#: closes. Runs in the namespace.
+SESSIONS = r"""
+import json, smtplib, sys, time
+port, client, sender, recipient, count = (int(sys.argv[1]), sys.argv[2], sys.argv[3],
+                                           sys.argv[4], int(sys.argv[5]))
+held = []
+for number in range(count):
+    session = smtplib.SMTP("127.0.0.1", port, timeout=60)
+    session.ehlo("lab-test")
+    assert session.docmd("XCLIENT", "ADDR=%s NAME=[UNAVAILABLE]" % client)[0] == 220
+    session.ehlo_resp = None
+    session.does_esmtp = False
+    session.ehlo("lab-test")
+    assert session.docmd("MAIL", "FROM:<%s>" % sender)[0] == 250
+    assert session.docmd("RCPT", "TO:<%s>" % recipient)[0] == 250
+    assert session.docmd("DATA")[0] == 354
+    started = time.monotonic()
+    session.send(b"Subject: held %d\r\n\r\nhello\r\n.\r\n" % number)
+    code, text = session.getreply()
+    print(json.dumps([code, text.decode(), time.monotonic() - started]), flush=True)
+    held.append(session)
+sys.stdin.read()
+"""
+
+
+def in_namespace(relay: Relay, script: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", relay.namespace, sys.executable, "-c", script, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_lines(process: subprocess.Popen[str], count: int) -> list[Any]:
+    assert process.stdout is not None
+    lines = []
+    for _ in range(count):
+        line = process.stdout.readline()
+        assert line, f"the helper ended early: {process.stderr.read() if process.stderr else ''}"
+        lines.append(json.loads(line))
+    return lines
+
+
+def release_helper(process: subprocess.Popen[str]) -> None:
+    """Close its stdin (it lets go of what it holds) and reap it, pipes closed."""
+    try:
+        process.communicate("", timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+
+
+def set_process_limits(relay: Relay, limits: dict[str, int | str]) -> None:
+    """master.cf maxproc of the named services (``-``: default_process_limit); Postfix reloads."""
+    fields = [f"{service}/process_limit={limit}" for service, limit in limits.items()]
+    subprocess.run(["postconf", "-c", str(relay.config), "-F", *fields], check=True)
+    relay.in_namespace("postfix", "-c", str(relay.config), "reload")
+    time.sleep(1)  # the reloaded master restarts its listeners
+
+
+def daemon_words(relay: Relay) -> list[str]:
+    pid = daemon_pid(relay)
+    assert pid is not None, f"{relay.name}: postfwd is not running"
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().split()
+
+
+def test_sessions_held_open_cannot_starve_the_limit(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """A device holding sessions open (each smtpd keeps its policy connection) must not use up
+    postfwd's servers: the module runs one per smtpd process the relay may run, plus a
+    margin, so with every one of them held the limited device's next message still gets
+    its 450 at once (not, after the 10 s timeout, the DUNNO that lets it pass)."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[0]
+    set_process_limits(relay, dict(SMALL_LIMITS))
+    holders: list[subprocess.Popen[str]] = []
+    try:
+        done = apply(lab, with_limits(releases.revoked, RULES_HELD), relays=[relay])
+        assert done.code == 0, str(done)
+        smtpd = sum(SMALL_LIMITS.values())  # 16 smtpd processes at most
+        servers = smtpd + 10
+        assert f"up to {servers} policy servers for {smtpd} smtpd processes" in done.stdout
+        words = daemon_words(relay)
+        assert f"--max_servers={servers}" in words, words
+        # Every smtpd process the relay may run holds a policy connection: the other services'
+        # (and the margin's) as held connections, the XCLIENT service's as the device's own
+        # sessions. That is every server postfwd may run.
+        others = servers - SMALL_LIMITS[f"127.0.0.1:{XCLIENT_PORT}/inet"]
+        holder = in_namespace(relay, HOLDER, str(PORT), str(others), "5")
+        holders.append(holder)
+        assert read_lines(holder, others) == [DUNNO] * others
+        device = in_namespace(relay, SESSIONS, str(XCLIENT_PORT), *HODGES, RECIPIENT, "4")
+        holders.append(device)
+        results = read_lines(device, 4)
+        # Its limit (2) delivered: the positive control...
+        assert [r[0] for r in results[:2]] == [250, 250], results
+        # ...then 450 naming it, at once, in the 3rd and 4th session with all servers held.
+        for code, text, seconds in results[2:]:
+            assert code == 450, results
+            assert f"{HELD} is over its limit of 2 messages a day" in text, results
+            assert seconds < 3, f"the end of DATA took {seconds:.1f} s: {results}"
+        # The control that the holding is real: one connection more than the servers postfwd
+        # may run gets no answer (the starvation the server count prevents).
+        extra = in_namespace(relay, HOLDER, str(PORT), "1", "2")
+        holders.append(extra)
+        assert read_lines(extra, 1) == ["no answer"]
+    finally:
+        for process in holders:
+            release_helper(process)
+        set_process_limits(relay, dict.fromkeys(SMALL_LIMITS, "-"))
+
+
+def test_a_relay_with_an_unlimited_smtpd_service_is_refused(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """maxproc 0 (no limit) on an smtpd service: no server count is enough, so the deploy
+    refuses the relay before any change; with a maxproc the same release deploys."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[0]
+    if daemon_pid(relay) is None:
+        assert apply(lab, with_limits(releases.revoked, RULES_HELD), relays=[relay]).code == 0
+    service = f"127.0.0.1:{XCLIENT_PORT}/inet"
+    set_process_limits(relay, {service: 0})
+    try:
+        before = (relay.live(), relay.state_hash(), daemon_pid(relay), daemon_words(relay))
+        refused = apply(lab, with_limits(releases.revoked, RULES_B), relays=[relay])
+        assert refused.code != 0, str(refused)
+        assert fatal(refused, f"master.cf {service} maxproc is 0 (no limit)") == ["relay-a"]
+        assert f"Set a maxproc (master.cf column 7) for {service}. Nothing was changed" in (
+            refused.stdout
+        )
+        assert "Rolled back" not in refused.stdout
+        assert (relay.live(), relay.state_hash(), daemon_pid(relay), daemon_words(relay)) == before
+    finally:
+        set_process_limits(relay, {service: "-"})
+    # The positive control: the same release, the service limited again (by the default).
+    done = apply(lab, with_limits(releases.revoked, RULES_B), relays=[relay])
+    assert done.code == 0, str(done)
+    assert (state(relay) / "postfwd.cf").read_text() == RULES_B
+    assert f"--max_servers={3 * 100 + 10}" in daemon_words(relay)
+
+
+# --- the listener on the policy port must be the relay's own postfwd -------------------------
+
+#: A rogue policy server: answers every request with action=DUNNO (so the DUNNO check alone
+#: passes), as any local process that took the port first could, and then answer anything.
+ROGUE = r"""
+import socket, sys, threading
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+print("listening", flush=True)
+def serve(conn):
+    data = b""
+    while True:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return
+        data += chunk
+        while b"\n\n" in data:
+            _, data = data.split(b"\n\n", 1)
+            conn.sendall(b"action=DUNNO\n\n")
+while True:
+    conn, _ = s.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+
+def test_a_rogue_listener_on_the_policy_port_fails_the_gate(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """The relay's postfwd is down and another process answers DUNNO on its port: the DUNNO
+    check passes, the listener check (its pid is not the pidfile's process tree) fails the
+    gate and the relay rolls back. Without the rogue, the same release deploys."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[1]
+    if daemon_pid(relay) is not None:
+        kill_daemon(relay)
+    live = relay.live()
+    rogue = in_namespace(relay, ROGUE, str(PORT))
+    try:
+        assert rogue.stdout is not None and rogue.stdout.readline().strip() == "listening"
+        assert ask(relay, "192.0.2.1") == [DUNNO]  # it answers as postfwd would
+        failed = apply(
+            lab,
+            with_limits(releases.revoked, RULES_HELD),
+            "-e",
+            "relaygate_postfwd_wait=2",
+            relays=[relay],
+        )
+    finally:
+        rogue.kill()
+        rogue.communicate()
+    assert failed.code != 0, str(failed)
+    # The DUNNO check passed (the rogue answers it); the listener's pid failed the gate.
+    assert fatal(failed, "is not the relay's postfwd") == ["relay-b"], str(failed)
+    assert re.search(rf"127\.0\.0\.1:{PORT} held by pid {rogue.pid} \(\S*python", failed.stdout)
+    assert fatal(failed, "Rolled back: restored main.cf") == ["relay-b"], str(failed)
+    assert relay.live() == live
+    # The positive control: the rogue gone, the same release deploys, the gate names the
+    # listener's pids (all the relay's postfwd).
+    done = apply(lab, with_limits(releases.revoked, RULES_HELD), relays=[relay])
+    assert done.code == 0, str(done)
+    match = re.search(
+        r"only the relay's postfwd listens on 127\.0\.0\.1:\d+ \(pids ([\d, ]+);", done.stdout
+    )
+    assert match, str(done)
+    pid = daemon_pid(relay)
+    assert pid is not None
+    listening = {int(p) for p in match.group(1).split(", ")}
+    assert listening and listening <= set(process_tree(pid)), (listening, process_tree(pid))
+    assert ask(relay, KEPT, 3) == [DUNNO, DUNNO, over("kept", 2)]
+
+
+# --- postfwd at boot: the role's systemd unit runs the module's command line ---------------
+
+UNIT = PLAYBOOKS / "roles" / "relaygate" / "templates" / "relaygate-postfwd.service.j2"
+
+
+def render_unit(relay: Relay, folder: Path) -> Path:
+    """The role's unit template, rendered with this lab relay's variables and the role's
+    defaults (as the template task renders it)."""
+    defaults = yaml.safe_load((PLAYBOOKS / "roles/relaygate/defaults/main.yml").read_text())
+    variables = {**defaults, **relay.host_vars(sys.executable)}
+    text = (
+        jinja2.Environment(undefined=jinja2.StrictUndefined)
+        .from_string(UNIT.read_text())
+        .render(**variables)
+    )
+    path = folder / f"{defaults['relaygate_postfwd_unit']}.service"
+    path.write_text(text)
+    return path
+
+
+def unit_fields(path: Path) -> dict[str, str]:
+    fields = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            fields[key] = value
+    return fields
+
+
+def test_the_boot_unit_is_valid_and_orders_postfwd_before_postfix(lab: Lab, tmp_path: Path) -> None:
+    relay = lab.relays[0]
+    path = render_unit(relay, tmp_path)
+    fields = unit_fields(path)
+    assert fields["Before"] == "postfix.service"
+    assert fields["Type"] == "forking"
+    assert fields["PIDFile"] == str(relay.root / "postfwd" / "postfwd.pid")
+    env = relay.config / "relaygate.generations" / "postfwd" / "postfwd.env"
+    assert fields["EnvironmentFile"] == str(env)
+    assert fields["ConditionPathExists"] == str(env)
+    assert fields["ExecStart"] == "postfwd2 $RELAYGATE_POSTFWD_ARGS"
+    assert "postfix.service" in fields["WantedBy"].split()
+    require(
+        shutil.which("systemd-analyze") is not None,
+        "systemd-analyze is not installed (Debian package systemd): the unit is not verified",
+    )
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    said = [line for line in (done.stdout + done.stderr).splitlines() if path.name in line]
+    assert done.returncode == 0 and not said, done.stdout + done.stderr
+    # The check can fail: a unit with a typo is refused.
+    broken = tmp_path / "broken" / path.name
+    broken.parent.mkdir()
+    broken.write_text(path.read_text().replace("Type=forking", "Type=forkin"))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(broken)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "forkin" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_the_boot_unit_starts_the_module_s_own_instance(
+    lab: Lab, releases: Releases, first: PlaybookRun, tmp_path: Path
+) -> None:
+    """What systemd does at boot, done by hand (the lab has no systemd): the unit's
+    ExecStartPre and ExecStart, $RELAYGATE_POSTFWD_ARGS from the file the module wrote. The
+    daemon it starts is the one the module knows: the next deploy finds nothing to do."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[1]
+    release = with_limits(releases.revoked, RULES_HELD)
+    assert apply(lab, release, relays=[relay]).code == 0
+    running = daemon_words(relay)
+    fields = unit_fields(render_unit(relay, tmp_path))
+    env = Path(fields["EnvironmentFile"])
+    values = dict(
+        line.split("=", 1) for line in env.read_text().splitlines() if not line.startswith("#")
+    )
+    # systemd splits an unbraced $VAR at whitespace into words.
+    program, variable = fields["ExecStart"].split()
+    words = [program, *values[variable.lstrip("$")].split()]
+    assert running[-(len(words) - 1) :] == words[1:], (running, words)
+    assert f"--port={PORT}" in words and any(w.startswith("--max_servers=") for w in words)
+    kill_daemon(relay)  # the reboot
+    shutil.rmtree(relay.root / "postfwd")
+    assert fields["ExecStartPre"].startswith("+")  # as root, before User= applies
+    subprocess.run(fields["ExecStartPre"][1:].split(), check=True)
+    # User=, Group=, AmbientCapabilities=CAP_NET_BIND_SERVICE, as setpriv does them.
+    assert fields["AmbientCapabilities"] == "CAP_NET_BIND_SERVICE"
+    as_unit = [
+        "setpriv",
+        f"--reuid={fields['User']}",
+        f"--regid={fields['Group']}",
+        "--init-groups",
+        "--inh-caps=+net_bind_service",
+        "--ambient-caps=+net_bind_service",
+    ]
+    subprocess.run(
+        ["ip", "netns", "exec", relay.namespace, *as_unit, *words], check=True, timeout=30
+    )
+    deadline = time.monotonic() + 10
+    while ask(relay, "192.0.2.1") != [DUNNO]:
+        assert time.monotonic() < deadline, "the unit's postfwd does not answer"
+        time.sleep(0.2)
+    pid = daemon_pid(relay)
+    assert pid is not None and Path(fields["PIDFile"]).read_text().split()[0] == str(pid)
+    again = apply(lab, release, relays=[relay])
+    assert again.code == 0, str(again)
+    assert recap_changed(again) == {"relay-b": 0}, str(again)
+    assert daemon_pid(relay) == pid
+    # A release without limits stops the daemon and removes the file: nothing starts at boot.
+    plain = apply(lab, without_limits(releases.revoked), relays=[relay])
+    assert plain.code == 0, str(plain)
+    assert daemon_pid(relay) is None
+    assert not env.exists()
+
+
+def test_postfwd_binds_a_privileged_policy_port(
+    lab: Lab, releases: Releases, first: PlaybookRun
+) -> None:
+    """A policy port below 1024 (no unprivileged local process can take it first): the
+    daemon runs as its user with CAP_NET_BIND_SERVICE only, and binds it; back on the
+    unprivileged port, the same."""
+    assert first.code == 0, str(first)
+    relay = lab.relays[0]
+    low = 940
+    facts = with_limits(releases.revoked, RULES_HELD)
+    files = dict(facts["bundle"]["files"])
+    files["main.cf.fragment"] = files["main.cf.fragment"].replace(
+        f"inet:127.0.0.1:{PORT},", f"inet:127.0.0.1:{low},"
+    )
+    assert f"inet:127.0.0.1:{low}," in files["main.cf.fragment"]
+    done = apply(lab, {**facts, "bundle": {**facts["bundle"], "files": files}}, relays=[relay])
+    assert done.code == 0, str(done)
+    assert f"only the relay's postfwd listens on 127.0.0.1:{low}" in done.stdout, str(done)
+    pid = daemon_pid(relay)
+    assert pid is not None and f"--port={low}" in daemon_words(relay)
+    tree = process_tree(pid)
+    assert {Path(f"/proc/{p}").stat().st_uid for p in tree} == {pwd.getpwnam("postfw").pw_uid}
+    assert ask(relay, KEPT, 3, port=low) == [DUNNO, DUNNO, over("kept", 2)]
+    assert ask(relay, "192.0.2.1")[0].startswith("refused")  # not on the old port any more
+    back = apply(lab, with_limits(releases.revoked, RULES_HELD), relays=[relay])
+    assert back.code == 0, str(back)
+    assert f"restarted postfwd on 127.0.0.1:{PORT}" in back.stdout, str(back)
+    assert ask(relay, "192.0.2.1") == [DUNNO]

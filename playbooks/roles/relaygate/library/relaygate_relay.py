@@ -144,8 +144,14 @@ notes:
     C(CONFIG/relaygate.generations/postfwd/postfwd.cf), its pidfile in I(postfwd_run_dir)) or
     reloads it with a SIGHUP to its policy server, which keeps listening; it runs with
     C(--keep_rates), so a reload keeps the counters. The health gate requires it to answer a
-    policy request with DUNNO. A fast revoke never touches it. The host's stock postfwd
-    service and its C(/etc/postfix/postfwd.cf) are never touched.
+    policy request with DUNNO, and the port's listener to be that instance (its pidfile's
+    process tree, C(ss -ltnp)). The daemon runs one policy server per smtpd process the relay
+    may run (the smtpd services' maxproc, C(postconf -F)) plus a margin; an smtpd service
+    without a limit (maxproc 0) is refused before any change. It is started as its user with
+    CAP_NET_BIND_SERVICE (C(setpriv)), so a port below 1024 works; its options are kept in
+    C(CONFIG/relaygate.generations/postfwd/postfwd.env) for the role's boot-time unit.
+    A fast revoke never touches it. The host's stock postfwd service and its
+    C(/etc/postfix/postfwd.cf) are never touched.
 author: relaygate maintainers
 """
 
@@ -224,6 +230,15 @@ POSTFWD_STATE = "postfwd"
 POLICY_SERVICE = re.compile(r"check_policy_service\s*\{?\s*inet:([^:\s,}]+):(\d+)")
 #: A client no campus record can hold (TEST-NET-1, RFC 5737): in no rule, so postfwd says DUNNO.
 GATE_CLIENT = "192.0.2.1"
+#: postfwd policy servers beyond one per smtpd process the relay may run (the health gate's
+#: request, a check tool). A Postfix reload does not add processes: sessions held across it
+#: keep their old processes counted against maxproc (measured on Postfix 3.7).
+POSTFWD_SPARE = 10
+#: More policy servers than this is refused: lower the smtpd services' maxproc.
+POSTFWD_MAX_SERVERS = 2000
+#: The start options of the running instance, read by the boot-time unit (systemd
+#: EnvironmentFile): the one place the command line is kept between runs.
+POSTFWD_ENV = "postfwd.env"
 #: The compiled fragment names maps under this folder; the relay serves them from a generation.
 MAPS_PREFIX = "${config_directory}/relaygate/"
 REVOKE_MAPS = ("refused_clients", "refused_clients.cidr", "refused_logins")
@@ -687,6 +702,47 @@ def postfwd_rules(text: str) -> int:
     return count
 
 
+def smtpd_processes(postconf: Any, fragment: dict[str, str]) -> int:
+    """How many smtpd processes the relay's Postfix may run at once: the sum of the
+    process limits of every master.cf service whose command is smtpd (``-`` is
+    default_process_limit, with the compiled main.cf's value if it sets one).
+
+    Each smtpd process keeps its connection to the policy server open between messages
+    (smtpd_policy_service_max_idle), and postfwd serves one connection per policy server: the
+    daemon needs at least this many servers, or a device holding sessions open makes the next
+    check wait for its timeout and the message pass unlimited (default_action=DUNNO).
+    Refused (before any change) when a service has no limit (maxproc 0) or the limit is not a
+    number.
+    """
+    default = fragment.get("default_process_limit") or postconf("-h", "default_process_limit")
+    fields: dict[str, dict[str, str]] = {}
+    for line in postconf("-F", "*/*/process_limit", "*/*/command").splitlines():
+        match = re.fullmatch(r"(\S+/(?:inet|unix|pass|unix-dgram|fifo))/(\w+) = ?(.*)", line)
+        if match:
+            fields.setdefault(match.group(1), {})[match.group(2)] = match.group(3).strip()
+    total = 0
+    for service, field in sorted(fields.items()):
+        if (field.get("command") or "").split()[:1] != ["smtpd"]:
+            continue
+        limit = field.get("process_limit", "-")
+        value = default.strip() if limit == "-" else limit
+        where = "default_process_limit" if limit == "-" else f"master.cf {service} maxproc"
+        if not value.isdigit():
+            raise Refused(
+                f"{where} is {value!r}, not a number: the volume-limit daemon needs one policy"
+                f" server per smtpd process. Nothing was changed"
+            )
+        if int(value) == 0:
+            raise Refused(
+                f"{where} is 0 (no limit) for the smtpd service {service}: the volume-limit"
+                " daemon needs one policy server per smtpd process, and an unlimited service"
+                " can hold every server open so that further messages pass without a limit."
+                f" Set a maxproc (master.cf column 7) for {service}. Nothing was changed"
+            )
+        total += int(value)
+    return total
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid``."""
     found, pending = [], [pid]
@@ -726,6 +782,8 @@ class Postfwd:
         self.wait = float(params["postfwd_wait"])
         self.state = relay.folder / POSTFWD_STATE
         self.run_dir = Path(params["postfwd_run_dir"])
+        #: Policy servers the daemon may run (set by the plan from the relay's smtpd limits).
+        self.servers = 0
 
     @property
     def ruleset(self) -> Path:
@@ -752,8 +810,54 @@ class Postfwd:
             "--nodns",
             f"--user={self.user}",
             f"--group={self.user}",
+            *self.server_options(),
             *self.args,
         ]
+
+    def server_options(self) -> list[str]:
+        """One policy server per smtpd process Postfix may run, and a margin (see
+        smtpd_processes); the spare counts kept within it, as Net::Server requires. None
+        before the plan counted them (a run that only stops the daemon)."""
+        if not self.servers:
+            return []
+        return [
+            f"--max_servers={self.servers}",
+            f"--min_servers={min(10, self.servers)}",
+            f"--min_spare_servers={min(5, self.servers - 1)}",
+            f"--max_spare_servers={min(50, self.servers - 1)}",
+        ]
+
+    def launcher(self) -> list[str]:
+        """Runs postfwd as its user from the start, allowed to bind a port below 1024.
+
+        postfwd2's master drops to ``--user`` before it forks the policy server, which binds
+        the port: started as root with ``--user``, a privileged port is never bound (the
+        policy server dies, nothing listens). Started as the user with only
+        CAP_NET_BIND_SERVICE it binds it; the boot-time unit does the same (User=,
+        AmbientCapabilities=).
+        """
+        return [
+            "setpriv",
+            f"--reuid={self.user}",
+            f"--regid={self.user}",
+            "--init-groups",
+            "--inh-caps=+net_bind_service",
+            "--ambient-caps=+net_bind_service",
+        ]
+
+    def plan_servers(self, smtpd: int) -> int:
+        """The number of policy servers for a relay whose Postfix may run ``smtpd`` smtpd
+        processes (Refused when that is more than a daemon should run)."""
+        servers = smtpd + POSTFWD_SPARE
+        if servers > POSTFWD_MAX_SERVERS:
+            raise Refused(
+                f"the relay's smtpd services may run {smtpd} processes at once; the"
+                f" volume-limit daemon would need {servers} policy servers (more than"
+                f" {POSTFWD_MAX_SERVERS}). Lower default_process_limit or the smtpd services'"
+                " maxproc. Nothing was changed"
+            )
+        self.servers = servers
+        return servers
 
     def validate(self, data: bytes) -> int:
         """Parse the ruleset with postfwd itself (``postfwd -C``); the number of rules.
@@ -868,6 +972,56 @@ class Postfwd:
                 )
             time.sleep(0.3)
 
+    def listeners(self, port: int) -> list[tuple[str, list[int]]]:
+        """Every TCP socket listening on ``port`` where Postfix runs, with the processes
+        that hold it (``ss -ltnp``, through the exec words)."""
+        argv = [*self.exec, "ss", "-H", "-l", "-t", "-n", "-p", f"sport = :{port}"]
+        try:
+            done = run(argv, check=False)
+        except FileNotFoundError:
+            raise Refused("ss (iproute2) is not installed on the relay") from None
+        if done.returncode:
+            raise Refused(f"{' '.join(argv)} failed: {done.stderr.strip()}")
+        found = []
+        for line in done.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 4:
+                pids = [int(pid) for pid in re.findall(r"pid=(\d+)", line)]
+                found.append((parts[3], pids))
+        return found
+
+    def owns_port(self, port: int) -> list[int]:
+        """The pids of this instance that listen on ``port``; Refused when anything else
+        listens there too (a process that bound the port first would answer Postfix's
+        checks, and Postfix obeys any action it answers), or nothing of ours does."""
+        pid = self.pid()
+        ours = set() if pid is None else {pid, *descendants(pid)}
+        sockets = self.listeners(port)
+        foreign = sorted(
+            {
+                f"{address} held by "
+                + (
+                    ", ".join(f"pid {p} ({self.name_of(p)})" for p in pids if p not in ours)
+                    or "no process this host shows"
+                )
+                for address, pids in sockets
+                if not pids or any(p not in ours for p in pids)
+            }
+        )
+        if foreign or not sockets:
+            raise Refused(
+                f"health gate: the listener on 127.0.0.1:{port} is not the relay's postfwd"
+                f" (pidfile {self.pidfile}: {pid if pid is not None else 'no live instance'}):"
+                f" {'; '.join(foreign) or 'nothing listens'}. Postfix would obey whatever"
+                " answers there; stop that process"
+            )
+        return sorted({p for _, pids in sockets for p in pids})
+
+    @staticmethod
+    def name_of(pid: int) -> str:
+        words = Postfwd.cmdline(pid)
+        return " ".join(words)[:80] if words else "gone"
+
     def install(self, data: bytes) -> None:
         """The daemon's ruleset becomes ``data`` (renamed into place)."""
         self.state.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -877,16 +1031,46 @@ class Postfwd:
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.chown(self.run_dir, user=self.user, group=self.user)
 
+    @property
+    def env_file(self) -> Path:
+        return self.state / POSTFWD_ENV
+
+    def env_text(self, port: int) -> bytes:
+        """The boot-time unit's EnvironmentFile: the start options, as this module starts it.
+
+        systemd splits ``$RELAYGATE_POSTFWD_ARGS`` at whitespace into words, so a word with
+        whitespace (a path) is refused rather than split.
+        """
+        words = self.argv(port)[1:]
+        bad = [word for word in words if re.search(r"[\s\"'\\$%]", word)]
+        if bad:
+            raise Refused(
+                f"postfwd option {bad[0]!r} has a character the boot-time unit cannot pass"
+                " (whitespace, quote, backslash, $ or %); use paths without them"
+            )
+        return (
+            "# relaygate_relay writes this file each time it starts the relay's postfwd: the\n"
+            "# options it runs with, read at boot by the relaygate-postfwd unit.\n"
+            f"RELAYGATE_POSTFWD_ARGS={' '.join(words)}\n"
+        ).encode()
+
+    def record(self, port: int) -> None:
+        """Keep the running instance's options for the boot-time unit."""
+        self.state.mkdir(mode=0o755, parents=True, exist_ok=True)
+        write_atomic(self.env_file, self.env_text(port))
+
     def start(self, port: int) -> None:
+        self.env_text(port)  # refuses options the boot-time unit could not pass
         stale = self.pidfile
         if stale.exists() and self.pid() is None:
             stale.unlink()  # a dead instance's pidfile
-        run([*self.exec, *self.argv(port)])
+        run([*self.exec, *self.launcher(), *self.argv(port)])
         deadline = time.monotonic() + self.wait
         while self.pid() is None:
             if time.monotonic() >= deadline:
                 raise Refused(f"postfwd did not start (no live pid in {self.pidfile})")
             time.sleep(0.1)
+        self.record(port)
 
     def reload(self) -> None:
         """SIGHUP to the policy server: it rereads the ruleset and goes on listening.
@@ -929,6 +1113,8 @@ class Postfwd:
                     os.kill(process, signal.SIGKILL)
         if self.pidfile.exists():
             self.pidfile.unlink()
+        # Not started at boot any more (a start writes it again).
+        self.env_file.unlink(missing_ok=True)
 
 
 # The probe runs where campus clients are (probe_exec), on its own Python, standard library only.
@@ -1387,10 +1573,24 @@ class Run:
         installed = daemon.ruleset.read_bytes() if daemon.ruleset.is_file() else None
         if ruleset is None:
             if pid is not None or installed is not None:
+                # A rollback may start it again as it ran: with its server count if it can.
+                with contextlib.suppress(Refused):
+                    daemon.plan_servers(
+                        smtpd_processes(lambda *args: relay.postconf(*args).stdout, fragment)
+                    )
                 limits["action"] = "stop"
                 relay.changes.append("postfwd: stop the relay's daemon (the release has no limits)")
             return limits
         assert port is not None
+        # Before anything changes: a relay whose smtpd processes are unlimited is refused.
+        if any(word.startswith("--max_servers") for word in daemon.args):
+            raise Refused(
+                "postfwd_args sets --max_servers: the module sets it from the relay's smtpd"
+                " process limits (one policy server per smtpd process). Nothing was changed"
+            )
+        smtpd = smtpd_processes(lambda *args: relay.postconf(*args).stdout, fragment)
+        limits["servers"] = daemon.plan_servers(smtpd)
+        limits["smtpd"] = smtpd
         limits["rules"] = postfwd_rules(ruleset.decode("utf-8", "replace"))
         if installed != ruleset or pid is None:
             limits["rules"] = daemon.validate(ruleset)
@@ -1420,6 +1620,12 @@ class Run:
         elif installed != ruleset:
             limits["action"] = "reload"
             relay.changes.append("postfwd: reload the new ruleset (counters kept)")
+        elif not daemon.env_file.is_file() or daemon.env_file.read_bytes() != daemon.env_text(port):
+            limits["action"] = "record"
+            relay.changes.append(
+                f"postfwd: record its options in {GENERATIONS}/{POSTFWD_STATE}/{POSTFWD_ENV}"
+                " for the boot-time unit"
+            )
         if installed != ruleset:
             self.relay.diff.append(
                 {
@@ -1629,13 +1835,18 @@ class Run:
     def apply_limits(self, limits: dict[str, Any]) -> None:
         """Give the relay's postfwd the release's ruleset: start, reload (SIGHUP) or restart."""
         action, daemon = limits["action"], self.postfwd
-        if action not in ("start", "reload", "restart"):
+        if action not in ("start", "reload", "restart", "record"):
             return
         port, rules = limits["port"], limits.get("rules", "?")
+        if action == "record":
+            daemon.record(port)
+            self.relay.act(f"recorded postfwd's options in {POSTFWD_ENV}")
+            return
         self.postfwd_touched = True
         daemon.install(limits["ruleset"])
         if action == "reload":
             daemon.reload()
+            daemon.record(port)
             self.relay.act(f"reloaded postfwd (SIGHUP; {rules} rules, counters kept)")
             return
         if action == "restart":
@@ -1650,7 +1861,20 @@ class Run:
         port = limits["port"]
         said = self.postfwd.answers(port, float(self.params["postfwd_wait"]))
         self.relay.act(f"health gate: postfwd answers on 127.0.0.1:{port} ({said})")
-        return {"pid": self.postfwd.pid(), "port": port, "answer": said}
+        # The answer proves something answers; the listener's pid proves it is ours.
+        listening = self.postfwd.owns_port(port)
+        self.relay.act(
+            f"health gate: only the relay's postfwd listens on 127.0.0.1:{port}"
+            f" (pids {', '.join(map(str, listening))}; up to {self.postfwd.servers} policy"
+            f" servers for {limits.get('smtpd', '?')} smtpd processes)"
+        )
+        return {
+            "pid": self.postfwd.pid(),
+            "port": port,
+            "answer": said,
+            "listeners": listening,
+            "servers": self.postfwd.servers,
+        }
 
     def rollback_limits(self, snapshot: Path) -> list[str]:
         """The daemon back to the snapshot's ruleset, on the port the old main.cf calls.
