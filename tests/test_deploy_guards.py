@@ -28,6 +28,7 @@ from tests.deploy_support import (
 )
 from tests.test_deploy import (
     DROPPED,
+    FAST_REVOKED,
     HODGES,
     SCANNER,
     Outputs,
@@ -112,8 +113,8 @@ def test_a_firewall_closing_submission_fails_the_gate_and_the_batch_ends_consist
 def test_login_probes_check_submission_and_agree_with_a_campus_client(
     lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
 ) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
     relay = lab.relays[0]
+    ensure(lab, first_deploy, outputs, outputs.base, [relay])
     facts = release.verify_release(outputs.revoked, outputs.inventory, probe_login=PROBE_LOGIN)
     cases = [c for c in facts.facts["probe"]["full"] if c["login"]]
     assert [(c["why"], c["expect"]) for c in cases][:3] == [
@@ -213,8 +214,8 @@ def test_a_master_cf_override_of_compiled_policy_is_refused_before_any_change(
 def test_an_entry_added_to_a_live_lmdb_map_is_detected_and_repaired(
     lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
 ) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
     relay = lab.relays[0]
+    ensure(lab, first_deploy, outputs, outputs.base, [relay])
     intruder = "10.0.0.99"
     live = relay.config / "relaygate.generations" / relay.live() / "legacy_clients"
     klass = (live.read_text().split(f"{HODGES[0]}\t")[1]).split("\n")[0]
@@ -281,6 +282,7 @@ def test_revoke_adds_elements_swaps_refused_maps_and_is_fast_on_three_relays(
     }
     classes = {r.name: r.postconf("smtpd_restriction_classes") for r in lab.relays}
     started = time.monotonic()
+    FAST_REVOKED.update(r.namespace for r in lab.relays)
     process = start_playbook(
         "deploy.yml",
         lab.inventory(relaygate_release_inventory=str(outputs.inventory)),
@@ -323,8 +325,8 @@ def test_revoke_adds_elements_swaps_refused_maps_and_is_fast_on_three_relays(
 def test_auth_only_after_starttls_without_a_certificate_is_refused(
     lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
 ) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
     relay = lab.relays[1]
+    ensure(lab, first_deploy, outputs, outputs.base, [relay])
     subprocess.run(
         [
             "postconf",
