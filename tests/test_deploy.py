@@ -9,8 +9,9 @@ inventory made here, so the controller can prove each one is what a commit compi
 The tests of a module share one lab (module scope) to stay within a few minutes; each
 states the policy it needs first (``ensure``), so any one of them can run alone. The
 deploy's guards (health gate, overrides, drift, revoke, mass change) are in
-tests/test_deploy_guards.py, on a lab of their own built by these fixtures: `make test`
-runs each file on one worker, so the two labs work side by side.
+tests/test_deploy_guards.py, on a lab of their own (built by ``make_outputs`` and
+``running_lab`` here): `make test` runs each file on one worker, so the two labs work
+side by side.
 
 Fault injection uses two environment variables the module reads (RELAYGATE_TEST_KILL_AT,
 RELAYGATE_TEST_PAUSE_AT): the module process dies by SIGKILL, or holds its lock, at a
