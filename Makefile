@@ -32,14 +32,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite runs on every core (pytest-xdist; PYTEST_WORKERS=0 for one process), a whole
+# file per worker: a file's lab or running Postfix is built once and its tests run in order.
+# The slowest files go first (tests/conftest.py, SLOW_FIRST), so the workers end together.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 test: lint typecheck unit
 
 # The inner loop: lint, types and every test that needs no root, Postfix, nft or Ansible.
 fast: lint typecheck
-	$(BIN)/pytest -m "not integration" -q
+	$(BIN)/pytest -m "not integration" -q $(PYTEST_PARALLEL)
 
 FUZZ_SECONDS ?= 60
 

@@ -6,8 +6,12 @@ reaches the relay through its firewall (tests/deploy_support.py). ``ansible-play
 runs as a subprocess with ``ansible_connection=local`` and loads nft only through
 ``ip netns exec``. The compiled folders come from a git repository of the example
 inventory made here, so the controller can prove each one is what a commit compiles to.
-The tests share one lab (module scope) to stay within a few minutes; each states the
-policy it needs first (``ensure``), so any one of them can run alone.
+The tests of a module share one lab (module scope) to stay within a few minutes; each
+states the policy it needs first (``ensure``), so any one of them can run alone. The
+deploy's guards (health gate, overrides, drift, revoke, mass change) are in
+tests/test_deploy_guards.py, on a lab of their own (built by ``make_outputs`` and
+``running_lab`` here): `make test` runs each file on one worker, so the two labs work
+side by side.
 
 Fault injection uses two environment variables the module reads (RELAYGATE_TEST_KILL_AT,
 RELAYGATE_TEST_PAUSE_AT): the module process dies by SIGKILL, or holds its lock, at a
@@ -19,6 +23,7 @@ the CI jobs and ansible-lint.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -33,6 +38,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -126,10 +132,9 @@ class Outputs:
         return self.repo / "inventory"
 
 
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+def make_outputs(root: Path) -> Outputs:
+    """The policy repository in ``root`` and the folders compiled from its commits."""
     require(shutil.which("git") is not None, "git is not installed")
-    root = tmp_path_factory.mktemp("deploy-outputs")
     repo = root / "repo"
     shutil.copytree(EXAMPLE, repo / "inventory")
     git(repo, "init", "-q")
@@ -155,11 +160,17 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
     return Outputs(repo, base, revoked, mass, revoke_extra, tampered)
 
 
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+    return make_outputs(tmp_path_factory.mktemp("deploy-outputs"))
+
+
 # --- the lab ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab(outputs: Outputs) -> Iterator[Lab]:
+@contextlib.contextmanager
+def running_lab(outputs: Outputs) -> Iterator[Lab]:
+    """Three lab relays (tests/deploy_support.py), stopped and removed afterwards."""
     require(os.geteuid() == 0, "network namespaces and a Postfix instance need root")
     require_postfix_lmdb()
     for tool in ("ip", "nft", "openssl", "saslpasswd2", "git"):
@@ -181,6 +192,25 @@ def lab(outputs: Outputs) -> Iterator[Lab]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def deploy_first(lab: Lab, outputs: Outputs) -> PlaybookRun:
+    """The first deploy of the example campus onto the fresh lab, all relays in one batch."""
+    done = deploy(lab, outputs, outputs.base, "-e", "relaygate_serial=3")
+    lab.deployed = str(outputs.base) if done.code == 0 else None
+    return done
+
+
+# The module's lab (tests/test_deploy_guards.py has the same three fixtures, for its own).
+@pytest.fixture(scope="module")
+def lab(outputs: Outputs) -> Iterator[Lab]:
+    with running_lab(outputs) as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def first_deploy(lab: Lab, outputs: Outputs) -> PlaybookRun:
+    return deploy_first(lab, outputs)
+
+
 def deploy(
     lab: Lab,
     outputs: Outputs,
@@ -192,29 +222,76 @@ def deploy(
     **extra: object,
 ) -> PlaybookRun:
     inventory = lab.inventory(relays, relaygate_release_inventory=str(outputs.inventory), **extra)
+    if "revoke" in args:  # --tags revoke
+        FAST_REVOKED.update(r.namespace for r in relays or lab.relays)
     return playbook(
         "deploy.yml", inventory, lab.root / work, "-e", f"relaygate_out={out}", *args, env=env
     )
 
 
-@pytest.fixture(scope="module")
-def first_deploy(lab: Lab, outputs: Outputs) -> PlaybookRun:
-    """The first deploy of the example campus onto the fresh lab, all relays in one batch."""
-    done = deploy(lab, outputs, outputs.base, "-e", "relaygate_serial=3")
-    lab.deployed = str(outputs.base) if done.code == 0 else None
+def deployed(
+    lab: Lab,
+    outputs: Outputs,
+    out: Path,
+    *args: str,
+    changed: int | None = None,
+    relays: list[Relay] | None = None,
+    **options: Any,
+) -> PlaybookRun:
+    """Deploy ``out`` and assert the run succeeded; with ``changed``, also that the recap of
+    every relay deployed to shows no failed task and exactly ``changed`` changes."""
+    done = deploy(lab, outputs, out, *args, relays=relays, **options)
+    assert done.code == 0, str(done)
+    if changed is not None:
+        for relay in relays or lab.relays:
+            counts = done.recap[relay.name]
+            assert counts["failed"] == 0 and counts["changed"] == changed, (relay.name, done)
     return done
 
 
-def ensure(lab: Lab, first_deploy: PlaybookRun, outputs: Outputs, out: Path) -> None:
-    """Bring every relay to the policy compiled in ``out`` (only the relays not on it)."""
+def refused(
+    lab: Lab,
+    outputs: Outputs,
+    out: Path,
+    *args: str,
+    says: tuple[str, ...] = (),
+    relays: list[Relay] | None = None,
+    **options: Any,
+) -> PlaybookRun:
+    """Deploy ``out`` and assert the run failed, its output saying each of ``says``."""
+    done = deploy(lab, outputs, out, *args, relays=relays, **options)
+    assert done.code != 0, str(done)
+    for text in says:
+        assert text in done.stdout, f"expected {text!r} in:\n{done}"
+    return done
+
+
+#: Relays (by namespace) a fast revoke (``--tags revoke``) may have changed: main.cf still
+#: names the generation it served, so ``ensure`` redeploys them in full.
+FAST_REVOKED: set[str] = set()
+
+
+def ensure(
+    lab: Lab,
+    first_deploy: PlaybookRun,
+    outputs: Outputs,
+    out: Path,
+    relays: list[Relay] | None = None,
+) -> None:
+    """Bring the relays a test uses (all by default) to the policy compiled in ``out``:
+    in one deploy, of the relays not on it."""
     assert first_deploy.code == 0, f"the first deploy failed:\n{first_deploy}"
     generation = release.verify_release(out, None).facts["generation"]
-    behind = [r for r in lab.relays if not r.live().startswith(generation)]
+    behind = [
+        r
+        for r in relays or lab.relays
+        if r.namespace in FAST_REVOKED or not r.live().startswith(generation)
+    ]
     if not behind:
         lab.deployed = str(out)
         return
     lab.deployed = None
-    done = deploy(
+    deployed(
         lab,
         outputs,
         out,
@@ -224,7 +301,7 @@ def ensure(lab: Lab, first_deploy: PlaybookRun, outputs: Outputs, out: Path) -> 
         "relaygate_serial=3",
         relays=behind,
     )
-    assert done.code == 0, str(done)
+    FAST_REVOKED.difference_update(r.namespace for r in behind)
     lab.deployed = str(out)
 
 
@@ -292,12 +369,11 @@ def test_second_deploy_and_check_mode_change_nothing(
 ) -> None:
     ensure(lab, first_deploy, outputs, outputs.base)
     before = hashes(lab)
-    again = deploy(lab, outputs, outputs.base, "-e", "relaygate_serial=3")
-    assert again.code == 0, str(again)
-    for host, counts in again.recap.items():
+    again = deployed(lab, outputs, outputs.base, "-e", "relaygate_serial=3", changed=0)
+    for host, counts in again.recap.items():  # the controller's play too
         assert counts["changed"] == 0 and counts["failed"] == 0, (host, again.recap)
-    dry = deploy(lab, outputs, outputs.base, "--check", "-e", "relaygate_serial=3")
-    assert dry.code == 0 and all(c["changed"] == 0 for c in dry.recap.values()), str(dry)
+    dry = deployed(lab, outputs, outputs.base, "--check", "-e", "relaygate_serial=3", changed=0)
+    assert all(c["changed"] == 0 for c in dry.recap.values()), str(dry)
     assert hashes(lab) == before
 
 
@@ -307,11 +383,11 @@ def test_check_diff_shows_each_file_and_set_and_changes_nothing(
 ) -> None:
     ensure(lab, first_deploy, outputs, outputs.base)
     before = hashes(lab)
-    dry = deploy(lab, outputs, outputs.revoked, "--check", "--diff", "-e", "relaygate_serial=3")
-    assert dry.code == 0, str(dry)
+    dry = deployed(
+        lab, outputs, outputs.revoked, "--check", "--diff", "-e", "relaygate_serial=3", changed=1
+    )
     assert hashes(lab) == before
     for relay in lab.relays:
-        assert dry.recap[relay.name]["changed"] == 1, dry.recap
         assert relay.outside(*SCANNER[:1], RELAY_PORT, SCANNER[1])[0] == 250  # nothing applied
     # Native diff: one per file (before/after headers) and one per nft set.
     assert "--- before: relaygate.generations/live/legacy_clients" in dry.stdout
@@ -328,8 +404,8 @@ def test_check_diff_shows_each_file_and_set_and_changes_nothing(
 def test_concurrent_runs_one_holds_the_lock_the_other_fails_and_one_policy_results(
     lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
 ) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
     relay = lab.relays[0]
+    ensure(lab, first_deploy, outputs, outputs.base, [relay])
     inventory_a = lab.inventory([relay], relaygate_release_inventory=str(outputs.inventory))
     release_a = lab.root / "release-run-a"
     release_a.unlink(missing_ok=True)
@@ -355,21 +431,22 @@ def test_concurrent_runs_one_holds_the_lock_the_other_fails_and_one_policy_resul
         time.sleep(0.1)
     assert snapshots(), "run A never took its snapshot"
     run_id_a = snapshots()[0]  # the snapshot is named by the run
-    run_b = deploy(
-        lab,
-        outputs,
-        outputs.base,
-        relays=[relay],
-        work="ansible-b",
-        relaygate_lock_timeout=1,
-    )
-    release_a.write_text("go on")
-    result_a = finish(run_a)
-    lab.deployed = None
+    try:
+        run_b = refused(
+            lab,
+            outputs,
+            outputs.base,
+            says=("is locked by another relaygate run", f"run {run_id_a}"),
+            relays=[relay],
+            work="ansible-b",
+            relaygate_lock_timeout=1,
+        )
+    finally:
+        release_a.write_text("go on")
+        result_a = finish(run_a)
+        lab.deployed = None
     assert result_a.code == 0, str(result_a)
-    assert run_b.code != 0, str(run_b)
-    assert "is locked by another relaygate run" in run_b.stdout
-    assert f"run {run_id_a}" in run_b.stdout and "Nothing was changed on this relay" in run_b.stdout
+    assert "Nothing was changed on this relay" in run_b.stdout
     assert run_b.recap[relay.name]["failed"] == 1 and run_b.recap[relay.name]["changed"] == 0
     # One consistent policy: A's, committed under A's name; B left nothing behind.
     assert outside_policy(relay) | {"unknown": 0, "rhodes": 0} == {
@@ -398,8 +475,7 @@ def test_killing_the_run_at_any_step_leaves_a_working_relay_on_old_or_new_policy
         # Always a real change: to the policy main.cf does not serve now. Each run starts
         # from the state the killed one left (its lock released, its snapshot stale).
         target = outputs.revoked if relay.live().startswith(base) else outputs.base
-        killed = deploy(lab, outputs, target, relays=[relay], env={"RELAYGATE_TEST_KILL_AT": step})
-        assert killed.code != 0, f"{step}: {killed}"
+        refused(lab, outputs, target, relays=[relay], env={"RELAYGATE_TEST_KILL_AT": step})
         seen = outside_policy(relay)
         # Working, on one of the two policies, and never "451 Server configuration error".
         assert seen["hodges own"] == 250 and seen["hodges foreign"] == 554, (step, seen)
@@ -407,8 +483,7 @@ def test_killing_the_run_at_any_step_leaves_a_working_relay_on_old_or_new_policy
         assert relay.xclient(*HODGES)[0] == 250, step
         assert relay.xclient(*SCANNER)[0] in (250, 554), step
     # The next run takes the lock the dead one held, gates the relay and converges.
-    again = deploy(lab, outputs, target, relays=[relay])
-    assert again.code == 0, str(again)
+    again = deployed(lab, outputs, target, relays=[relay])
     assert "ended without finishing" in again.stdout
     want = REVOKED_POLICY if target == outputs.revoked else BASE_POLICY
     assert {k: v for k, v in outside_policy(relay).items() if k in want} == want
@@ -420,8 +495,8 @@ def test_killing_the_run_at_any_step_leaves_a_working_relay_on_old_or_new_policy
 def test_no_session_sees_a_configuration_error_during_a_switch(
     lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
 ) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
     relay = lab.relays[2]
+    ensure(lab, first_deploy, outputs, outputs.base, [relay])
     replies: list[tuple[int, str]] = []
     stop = threading.Event()
 
@@ -432,142 +507,13 @@ def test_no_session_sees_a_configuration_error_during_a_switch(
     thread = threading.Thread(target=hammer)
     thread.start()
     try:
-        done = deploy(lab, outputs, outputs.revoked, relays=[relay])
+        deployed(lab, outputs, outputs.revoked, relays=[relay], changed=1)
     finally:
         stop.set()
         thread.join()
     lab.deployed = None
-    assert done.code == 0, str(done)
     assert len(replies) > 10, replies
     assert all(code == 250 for code, _ in replies), [r for r in replies if r[0] != 250][:5]
-
-
-# --- 2. the health gate from the campus side; 8. batches ------------------------------------------
-
-
-@pytest.mark.integration
-def test_a_firewall_closing_submission_fails_the_gate_and_the_batch_ends_consistent(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
-) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
-    first, broken, last = lab.relays
-    # A firewall that passes every check but closes 587 to campus (a table of the relay
-    # host's own, beside relaygate's).
-    before = hashes(lab)
-    broken.in_namespace("nft", "add table inet sitefw")
-    broken.in_namespace(
-        "nft", "add chain inet sitefw input { type filter hook input priority 10 ; }"
-    )
-    broken.in_namespace("nft", f"add rule inet sitefw input tcp dport {SUBMISSION_PORT} drop")
-    try:
-        done = deploy(lab, outputs, outputs.revoked, "-e", "relaygate_serial=2")
-    finally:
-        broken.in_namespace("nft", "delete table inet sitefw")
-    lab.deployed = None
-    assert done.code != 0, str(done)
-    recap = done.recap
-    # An honest recap: the relay that failed says so, its batch partner committed, the
-    # next batch was not touched.
-    assert recap[broken.name]["failed"] == 1 and recap[broken.name]["changed"] == 0, recap
-    assert recap[first.name]["failed"] == 0 and recap[first.name]["changed"] == 1, recap
-    assert last.name not in recap or recap[last.name]["changed"] == 0, recap
-    assert "campus client reaches submission" in done.stdout
-    assert "expected greet, got refuse" in done.stdout
-    assert "Rolled back: restored main.cf" in done.stdout
-    assert broken.state_hash() == before[broken.name]
-    assert last.state_hash() == before[last.name]
-    assert outside_policy(first)["scanner own"] == DROPPED  # new policy, committed
-    assert outside_policy(broken)["scanner own"] == 250  # old policy, working
-    previous = first.config / "relaygate.generations" / "previous" / "main.cf"
-    assert previous.is_file()
-
-
-@pytest.mark.integration
-def test_login_probes_check_submission_and_agree_with_a_campus_client(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
-) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
-    relay = lab.relays[0]
-    facts = release.verify_release(outputs.revoked, outputs.inventory, probe_login=PROBE_LOGIN)
-    cases = [c for c in facts.facts["probe"]["full"] if c["login"]]
-    assert [(c["why"], c["expect"]) for c in cases][:3] == [
-        ("login, its own sender", "accept"),
-        ("login, a foreign sender", "refuse"),
-        ("login, the null sender", "refuse"),
-    ]
-    # Where the relay binds logins to their records' addresses, also from another one.
-    assert all(c["expect"] == "refuse" for c in cases[3:]), cases
-    done = deploy(lab, outputs, outputs.revoked, relays=[relay], relaygate_probe_login=PROBE_LOGIN)
-    lab.deployed = None
-    own = next(c for c in cases if c["expect"] == "accept")
-    foreign = next(c for c in cases if c["why"] == "login, a foreign sender")
-    # Positive and negative controls from a campus client (not the probe).
-    assert relay.outside(own["source"], SUBMISSION_PORT, own["sender"], login=True)[0] == 250
-    code = relay.outside(own["source"], SUBMISSION_PORT, foreign["sender"], login=True)[0]
-    assert 500 <= code < 600, code
-    null = relay.outside(own["source"], SUBMISSION_PORT, "", login=True)[0]
-    if null == 250:
-        # The compiled policy lets a login relay with the null sender: the gate must refuse it.
-        assert done.code != 0 and "login, the null sender" in done.stdout, str(done)
-        assert "expected refuse, got accept" in done.stdout
-    else:
-        assert done.code == 0, str(done)
-
-
-@pytest.mark.integration
-def test_a_master_cf_override_of_compiled_policy_is_refused_before_any_change(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
-) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
-    relay = lab.relays[2]
-    master = relay.config / "master.cf"
-    original = master.read_text()
-    subprocess.run(
-        [
-            "postconf",
-            "-c",
-            str(relay.config),
-            "-P",
-            "smtp/inet/smtpd_relay_restrictions=permit",
-        ],
-        check=True,
-    )
-    try:
-        before = relay.state_hash()
-        done = deploy(lab, outputs, outputs.revoked, relays=[relay])
-        assert done.code != 0, str(done)
-        # Found on the controller (the module checks it again under the lock).
-        assert "its settings would widen the compiled policy" in done.stdout
-        assert "smtp/inet overrides -o smtpd_relay_restrictions=permit" in done.stdout
-        assert relay.state_hash() == before
-    finally:
-        master.write_text(original)
-    # XCLIENT from anywhere on the relay port: any client could claim a device's address.
-    # Stopped on the controller, before any relay changes.
-    subprocess.run(
-        [
-            "postconf",
-            "-c",
-            str(relay.config),
-            "-P",
-            "smtp/inet/smtpd_authorized_xclient_hosts=0.0.0.0/0",
-        ],
-        check=True,
-    )
-    try:
-        before = hashes(lab)
-        done = deploy(lab, outputs, outputs.revoked)
-        assert done.code != 0, str(done)
-        assert "its settings would widen the compiled policy" in done.stdout
-        assert "smtpd_authorized_xclient_hosts = 0.0.0.0/0" in done.stdout
-        assert "Apply the release to this relay" not in done.stdout
-        assert hashes(lab) == before
-    finally:
-        master.write_text(original)
-    # Positive control: the same relay without the override takes the same release.
-    done = deploy(lab, outputs, outputs.revoked, relays=[relay])
-    lab.deployed = None
-    assert done.code == 0, str(done)
 
 
 # --- 3. authenticity ----------------------------------------------------------------------------
@@ -579,10 +525,8 @@ def test_a_tampered_and_rehashed_folder_is_refused_before_any_relay(
 ) -> None:
     assert first_deploy.code == 0
     before = hashes(lab)
-    refused = deploy(lab, outputs, outputs.tampered)
-    assert refused.code != 0, str(refused)
-    assert "differs from what the inventory at" in refused.stdout
-    assert set(refused.recap) == {"localhost"}, refused.recap
+    done = refused(lab, outputs, outputs.tampered, says=("differs from what the inventory at",))
+    assert set(done.recap) == {"localhost"}, done.recap
     assert hashes(lab) == before
 
 
@@ -721,116 +665,6 @@ def test_release_facts_hold_the_allow_entries_and_the_probe(outputs: Outputs) ->
     assert facts["generation"] != release.verify_release(outputs.revoked, None).facts["generation"]
 
 
-# --- 4. drift --------------------------------------------------------------------------------
-
-
-@pytest.mark.integration
-def test_an_entry_added_to_a_live_lmdb_map_is_detected_and_repaired(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
-) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
-    relay = lab.relays[0]
-    intruder = "10.0.0.99"
-    live = relay.config / "relaygate.generations" / relay.live() / "legacy_clients"
-    klass = (live.read_text().split(f"{HODGES[0]}\t")[1]).split("\n")[0]
-    subprocess.run(
-        ["postmap", "-c", str(relay.config), "-i", f"lmdb:{live}"],
-        input=f"{intruder} {klass}\n",
-        text=True,
-        check=True,
-    )
-    assert relay.xclient(intruder, HODGES[1])[0] == 250  # the drift is live
-    dry = deploy(lab, outputs, outputs.base, "--check", relays=[relay])
-    assert dry.code == 0 and dry.recap[relay.name]["changed"] == 1, str(dry)
-    assert "legacy_clients.lmdb: entry '10.0.0.99" in dry.stdout
-    repaired = deploy(lab, outputs, outputs.base, relays=[relay])
-    assert repaired.code == 0 and repaired.recap[relay.name]["changed"] == 1, str(repaired)
-    assert relay.xclient(intruder, HODGES[1])[0] == 554
-    assert relay.xclient(*HODGES)[0] == 250
-    again = deploy(lab, outputs, outputs.base, relays=[relay])
-    assert again.recap[relay.name]["changed"] == 0, str(again)
-
-
-# --- 5. the fast revoke ------------------------------------------------------------------------
-
-
-@pytest.mark.integration
-def test_revoke_refuses_extra_changes_unless_allowed(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
-) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
-    before = hashes(lab)
-    refused = deploy(lab, outputs, outputs.revoke_extra, "--tags", "revoke")
-    assert refused.code != 0, str(refused)
-    assert "the release changes more than refusals" in refused.stdout
-    assert "legacy allow entry" in refused.stdout and "nft set legacy_v4" in refused.stdout
-    assert hashes(lab) == before
-    for relay in lab.relays:
-        assert len(relay.nft_set("legacy_v4")) == 13  # the allow set was not cut
-    allowed = deploy(
-        lab,
-        outputs,
-        outputs.revoke_extra,
-        "--tags",
-        "revoke",
-        "-e",
-        "relaygate_allow_revoke_extra=true",
-    )
-    lab.deployed = None
-    assert allowed.code == 0, str(allowed)
-    for relay in lab.relays:
-        assert relay.outside(SCANNER[0], RELAY_PORT, SCANNER[1])[0] == DROPPED
-        assert len(relay.nft_set("legacy_v4")) == 13  # still only the refusal was applied
-        assert relay.outside(*HODGES[:1], RELAY_PORT, HODGES[1])[0] == 250
-
-
-@pytest.mark.integration
-def test_revoke_adds_elements_swaps_refused_maps_and_is_fast_on_three_relays(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
-) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
-    tables = {r.name: r.in_namespace("nft", "-a", "list", "tables").stdout for r in lab.relays}
-    handles = {
-        r.name: r.in_namespace("nft", "-a", "list", "chain", "inet", "relaygate", "input").stdout
-        for r in lab.relays
-    }
-    classes = {r.name: r.postconf("smtpd_restriction_classes") for r in lab.relays}
-    started = time.monotonic()
-    process = start_playbook(
-        "deploy.yml",
-        lab.inventory(relaygate_release_inventory=str(outputs.inventory)),
-        lab.root / "ansible",
-        "-e",
-        f"relaygate_out={outputs.revoked}",
-        "--tags",
-        "revoke",
-    )
-    refused_at: dict[str, float] = {}
-    while len(refused_at) < len(lab.relays) and time.monotonic() - started < 60:
-        for relay in lab.relays:
-            if relay.name not in refused_at and relay.nft_set("revoked_v4") >= {SCANNER[0]}:
-                refused_at[relay.name] = time.monotonic() - started
-        time.sleep(0.05)
-    done = finish(process)
-    lab.deployed = f"revoke:{outputs.revoked}" if done.code == 0 else None
-    assert done.code == 0, str(done)
-    print(f"time to refused on every relay: {max(refused_at.values()):.2f} s")
-    assert max(refused_at.values()) < 10.0, refused_at
-    for relay in lab.relays:
-        assert done.recap[relay.name]["changed"] == 1, done.recap
-        code, text = relay.xclient(*SCANNER)
-        assert code == 554 and "relay access revoked: sent spam (SEC-5001)" in text
-        assert relay.outside(SCANNER[0], RELAY_PORT, SCANNER[1])[0] == DROPPED
-        assert relay.outside(*HODGES[:1], RELAY_PORT, HODGES[1])[0] == 250
-        # No full reload: the table and its rules keep their handles; the allow set is
-        # untouched; main.cf's classes are the live ones.
-        assert relay.in_namespace("nft", "-a", "list", "tables").stdout == tables[relay.name]
-        chain = relay.in_namespace("nft", "-a", "list", "chain", "inet", "relaygate", "input")
-        assert chain.stdout == handles[relay.name]
-        assert SCANNER[0] in relay.nft_set("legacy_v4")
-        assert relay.postconf("smtpd_restriction_classes") == classes[relay.name]
-
-
 # --- 7. pre-flight ---------------------------------------------------------------------------
 
 
@@ -838,112 +672,48 @@ def test_revoke_adds_elements_swaps_refused_maps_and_is_fast_on_three_relays(
 def test_preflight_refuses_a_relay_that_is_down_short_of_disk_or_already_warning(
     lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
 ) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
     relay = lab.relays[2]
+    ensure(lab, first_deploy, outputs, outputs.base, [relay])
     before = relay.state_hash()
-    short = deploy(lab, outputs, outputs.revoked, relays=[relay], relaygate_min_free_mb=10**9)
-    assert short.code != 0 and "less than min_free_mb=1000000000" in short.stdout, str(short)
+    refused(
+        lab,
+        outputs,
+        outputs.revoked,
+        says=("less than min_free_mb=1000000000",),
+        relays=[relay],
+        relaygate_min_free_mb=10**9,
+    )
     main_cf = relay.config / "main.cf"
     original = main_cf.read_text()
     main_cf.write_text(original + "relaygate_leftover = 1\n")
     try:
-        warned = deploy(lab, outputs, outputs.revoked, relays=[relay])
-        assert warned.code != 0, str(warned)
-        assert "postfix check already warns before any change" in warned.stdout
-        assert "unused parameter: relaygate_leftover=1" in warned.stdout
+        warned = refused(
+            lab,
+            outputs,
+            outputs.revoked,
+            says=(
+                "postfix check already warns before any change",
+                "unused parameter: relaygate_leftover=1",
+            ),
+            relays=[relay],
+        )
         assert "Rolled back" not in warned.stdout  # refused before, not undone after
     finally:
         main_cf.write_text(original)
     assert relay.state_hash() == before
     relay.in_namespace("postfix", "-c", str(relay.config), "stop")
     try:
-        down = deploy(lab, outputs, outputs.revoked, relays=[relay])
-        assert down.code != 0 and "Postfix is not running" in down.stdout, str(down)
+        refused(lab, outputs, outputs.revoked, says=("Postfix is not running",), relays=[relay])
         assert relay.state_hash() == before
     finally:
         relay.in_namespace("postfix", "-c", str(relay.config), "start")
     # Positive control, and no warning of relaygate's in postfix check or the mail log.
     log_size = relay.maillog.stat().st_size
-    good = deploy(lab, outputs, outputs.revoked, relays=[relay])
+    deployed(lab, outputs, outputs.revoked, relays=[relay], changed=1)
     lab.deployed = None
-    assert good.code == 0, str(good)
     assert postfix_instance.check(relay.config) == ""
     new_lines = relay.maillog.read_bytes()[log_size:].decode(errors="replace")
     assert "warning" not in new_lines and "fatal" not in new_lines, new_lines
-
-
-# --- 10 (issue 12). STARTTLS needs a certificate ------------------------------------------------
-
-
-@pytest.mark.integration
-def test_auth_only_after_starttls_without_a_certificate_is_refused(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
-) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
-    relay = lab.relays[1]
-    subprocess.run(
-        [
-            "postconf",
-            "-c",
-            str(relay.config),
-            "-P",
-            "submission/inet/smtpd_tls_auth_only=yes",
-        ],
-        check=True,
-    )
-    certificate = relay.root / "tls" / "relay.pem"
-    kept = certificate.read_bytes()
-    certificate.unlink()
-    try:
-        before = relay.state_hash()
-        done = deploy(lab, outputs, outputs.revoked, relays=[relay])
-        assert done.code != 0, str(done)
-        assert "offers AUTH only after STARTTLS but has no certificate" in done.stdout
-        assert relay.state_hash() == before
-    finally:
-        certificate.write_bytes(kept)
-    done = deploy(lab, outputs, outputs.revoked, relays=[relay])
-    lab.deployed = None
-    assert done.code == 0, str(done)
-    subprocess.run(
-        ["postconf", "-c", str(relay.config), "-PX", "submission/inet/smtpd_tls_auth_only"],
-        check=True,
-    )
-    subprocess.run(["postfix", "-c", str(relay.config), "reload"], check=True)
-
-
-# --- the mass-change guard ---------------------------------------------------------------------
-
-
-@pytest.mark.integration
-def test_mass_change_guard_stops_before_any_relay_changes_unless_allowed(
-    lab: Lab, first_deploy: PlaybookRun, outputs: Outputs
-) -> None:
-    ensure(lab, first_deploy, outputs, outputs.base)
-    before = hashes(lab)
-    stopped = deploy(lab, outputs, outputs.mass)
-    assert stopped.code != 0, str(stopped)
-    now = set(release.verify_release(outputs.base, None).facts["allow_entries"])
-    after = set(release.verify_release(outputs.mass, None).facts["allow_entries"])
-    lost = len(now - after)
-    assert lost / len(now) > 0.3  # the five-device folder drops most of the allow entries
-    assert f"Mass change refused: {lost} of {len(now)} allow entries" in stopped.stdout
-    assert hashes(lab) == before
-    allowed = deploy(
-        lab,
-        outputs,
-        outputs.mass,
-        "-e",
-        "relaygate_allow_mass_change=true",
-        "-e",
-        "relaygate_serial=3",
-    )
-    lab.deployed = str(outputs.mass) if allowed.code == 0 else None
-    assert allowed.code == 0, str(allowed)
-    survivor = "10.80.34.17"  # bus-ap-mfd, one of the five records left
-    for relay in lab.relays:
-        assert relay.xclient(*HODGES)[0] == 554
-        assert relay.xclient(survivor, senders_of(outputs.mass, survivor)[0])[0] == 250
 
 
 # --- 10. CI jobs and routers ---------------------------------------------------------------------

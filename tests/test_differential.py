@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 
 from relaygate import compile as compile_
-from tests.conftest import require, require_postfix_lmdb
+from tests.conftest import closing_line, require, require_postfix_lmdb
 from tests.differential import inventory as generated
 from tests.differential import matrix, namespaces, oracle
 from tests.differential.relay import XclientRelay
@@ -83,24 +83,13 @@ class Tally:
         ]
 
 
-class _Summary:
-    """Prints the tally in pytest's closing lines (a plugin registered by the fixture)."""
-
-    def __init__(self, tally: Tally) -> None:
-        self.tally = tally
-
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if self.tally.inventories or self.tally.namespace_connections:
-            for line in self.tally.lines():
-                terminalreporter.write_line(line, bold=True)
-
-
 @pytest.fixture(scope="module")
 def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
     found = Tally()
-    plugin = _Summary(found)
-    request.config.pluginmanager.register(plugin, "relaygate-differential-summary")
     yield found
+    if found.inventories or found.namespace_connections:
+        for number, line in enumerate(found.lines()):
+            closing_line(request.config, f"differential {number}", line)
 
 
 def _require_postfix() -> None:

@@ -48,7 +48,7 @@ from relaygate.model import LAPSE_REASONS
 from relaygate.pipeline import touched
 from relaygate.rules import RULES
 from relaygate.verify import verify
-from tests.conftest import AS_OF, EXAMPLE, CliResult, require
+from tests.conftest import AS_OF, EXAMPLE, CliResult, closing_line, require
 from tests.test_cases import (
     build_inventory,
     case_dirs,
@@ -182,7 +182,7 @@ def test_hostile_corpus_is_organised_by_family() -> None:
             ), f"{case.name}: no error"
 
 
-def test_hostile_corpus_summary(capsys: pytest.CaptureFixture[str]) -> None:
+def test_hostile_corpus_summary(request: pytest.FixtureRequest) -> None:
     counts = {family: len(case_dirs(HOSTILE / family)) for family in FAMILIES}
     xfail = sum(
         1 for family in FAMILIES for case in case_dirs(HOSTILE / family) if read_expected(case)[1]
@@ -190,8 +190,12 @@ def test_hostile_corpus_summary(capsys: pytest.CaptureFixture[str]) -> None:
     total = sum(counts.values())
     assert total == len(_params())
     summary = ", ".join(f"{family} {count}" for family, count in counts.items())
-    with capsys.disabled():  # shown in `pytest -q` output, not only on failure
-        print(f"\nhostile corpus: {summary} ({total} cases, {xfail} documenting a known bug)")
+    # Shown in `pytest -q` output, not only on failure.
+    closing_line(
+        request.config,
+        "hostile corpus",
+        f"hostile corpus: {summary} ({total} cases, {xfail} documenting a known bug)",
+    )
 
 
 # --- action words that are valid names and tickets --------------------------------------

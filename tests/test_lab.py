@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
+from tests.conftest import AS_OF, EXAMPLE, closing_line, require, require_postfix_lmdb
 from tests.lab import Lab, LabError, Result, Session, leftovers, postfwd
 from tests.lab.cases import run_matrix
 from tests.lab.lab import TEMP_PARENT
@@ -696,11 +696,10 @@ def test_null_sender_is_refused_on_both_ports(lab: Lab) -> None:
 
 
 def test_every_active_record_is_exercised_both_ways(
-    lab: Lab, capsys: pytest.CaptureFixture[str]
+    lab: Lab, request: pytest.FixtureRequest
 ) -> None:
     report = run_matrix(lab)
-    with capsys.disabled():
-        print(f"\n{report.summary()}")
+    closing_line(request.config, "lab", report.summary())
     assert report.failures == []
     active = [c for c in lab.plan.clients if c.status.value == "active"]
     assert (report.positive, report.negative) == (len(active), len(active)) == (31, 31)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, one_build_at_a_time, require
 
 
 @pytest.mark.integration
@@ -18,13 +18,24 @@ def test_wheel_builds_without_warnings(tmp_path: Path) -> None:
     # Byte-compiling off (PYTHONDONTWRITEBYTECODE) makes setuptools say so; that is the
     # environment's choice, not the package's.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", str(ROOT), "-w", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    with one_build_at_a_time():
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "-v",
+                str(ROOT),
+                "-w",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
     assert done.returncode == 0, done.stdout + done.stderr
     # pip's own notes about its index locations are not the build's.
     warnings = [

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from relaygate import __version__, release
-from tests.conftest import AS_OF, ROOT, require, require_postfix_lmdb
+from tests.conftest import AS_OF, ROOT, one_build_at_a_time, require, require_postfix_lmdb
 from tests.deploy_support import ansible_env, make_lab
 
 pytestmark = pytest.mark.integration
@@ -36,11 +36,12 @@ def test_the_wheel_serves_a_policy_repository_of_its_own(tmp_path: Path) -> None
     require(shutil.which("git") is not None, "git is not installed")
     wheels = tmp_path / "wheels"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(wheels)],
-        tmp_path,
-        env,
-    )
+    with one_build_at_a_time():
+        run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(wheels)],
+            tmp_path,
+            env,
+        )
     (wheel,) = wheels.glob("relaygate-*.whl")
     environment = tmp_path / "env"
     venv.create(environment, with_pip=True)
