@@ -20,7 +20,6 @@ The last test runs deploy.yml itself with a compiled folder and its compiled rul
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib.util
 import json
 import os
@@ -42,9 +41,8 @@ import jinja2
 import pytest
 import yaml
 
-from relaygate import compile as compile_
 from relaygate import release
-from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
+from tests.conftest import EXAMPLE, require, require_postfix_lmdb
 from tests.deploy_support import (
     PLAYBOOKS,
     RECIPIENT,
@@ -57,6 +55,7 @@ from tests.deploy_support import (
     make_lab,
     playbook,
 )
+from tests.test_deploy import commit_and_compile, git
 
 pytestmark = pytest.mark.integration
 
@@ -91,28 +90,6 @@ BROKEN = RULES_B + "id=lab-broken; this is not a rule ;;; action=\n"
 
 
 # --- the policy repository and the releases ---------------------------------------------------
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.edu", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
-def commit_and_compile(repo: Path, message: str, out: Path) -> Path:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-    inventory = repo / "inventory"
-    result = compile_.build(
-        inventory, dt.date.fromisoformat(AS_OF), compile_.inventory_commit(inventory)
-    )
-    assert result.artifacts is not None, [str(f) for f in result.validation.findings]
-    compile_.write(out, result.artifacts)
-    return out
 
 
 @dataclass(frozen=True)
