@@ -35,7 +35,8 @@ OUTSIDE = "victim@evil.example"
 SHORT = 1.5  # seconds a dropped SYN is waited for; a reachable port answers in milliseconds
 
 
-def _require_components() -> None:
+def require_lab_components() -> None:
+    """Skip (off CI) or fail (in CI) unless everything a relay lab runs is here."""
     require(os.geteuid() == 0, "the lab needs root (network namespaces, nft, Postfix)")
     for tool, package in (
         ("ip", "iproute2"),
@@ -65,7 +66,7 @@ def lab_runs() -> Iterator[list[Lab]]:
 
 @pytest.fixture(scope="module")
 def lab(lab_runs: list[Lab]) -> Iterator[Lab]:
-    _require_components()
+    require_lab_components()
     with Lab.running(EXAMPLE, TODAY) as built:
         lab_runs.append(built)
         yield built

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -33,11 +32,12 @@ from typing import Any
 import pytest
 
 from relaygate import limits
-from tests.conftest import AS_OF, EXAMPLE, require, require_postfix_lmdb
+from tests.conftest import AS_OF, EXAMPLE
 from tests.lab import Lab, LabError, Result, Session, leftovers
 from tests.lab import postfwd as lab_postfwd
 from tests.lab.netns import Address
 from tests.lab.plan import Client, load
+from tests.test_lab import require_lab_components
 
 pytestmark = pytest.mark.integration
 
@@ -75,20 +75,6 @@ def _with_limits(source: Path, target: Path, limits: dict[str, int]) -> Path:
     return target
 
 
-def _require_components() -> None:
-    require(os.geteuid() == 0, "the lab needs root (network namespaces, nft, Postfix)")
-    for tool, package in (
-        ("ip", "iproute2"),
-        ("nft", "nftables"),
-        ("postfix", "postfix"),
-        ("saslpasswd2", "sasl2-bin"),
-    ):
-        require(shutil.which(tool) is not None, f"{tool} is not installed ({package})")
-    require_postfix_lmdb()
-    missing = lab_postfwd.installed()
-    require(missing is None, missing or "")
-
-
 @pytest.fixture(scope="module")
 def inventories(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The lab's inventory, and the same with ``RAISED`` applied (the redeploy's)."""
@@ -100,7 +86,7 @@ def inventories(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def lab(inventories: tuple[Path, Path]) -> Iterator[Lab]:
-    _require_components()
+    require_lab_components()
     with Lab.running(inventories[0], TODAY) as built:
         assert built.postfwd is not None, "the compiled folder has no postfwd/postfwd.cf"
         yield built
