@@ -33,9 +33,10 @@ tests/test_postfwd.py (with a real Postfix in front of it):
   matches ``svc@example.edu``, and counts on the same counter); an IPv6
   address matches only in Postfix's own compressed form, which is the
   canonical form relaygate writes.
-- ``--keep_rates`` keeps the counters over a reload (SIGHUP or ``postfwd
-  --reload``); a rule whose limit changed starts from zero, unchanged rules
-  keep counting. ``--cache=0`` turns off the request cache, so no answer is
+- ``--keep_rates`` keeps the counters over a reload (a SIGHUP to the policy
+  server, as the deploy sends; ``postfwd --reload`` signals the master, which
+  leaves the port closed for seconds); a rule whose limit changed starts from
+  zero, unchanged rules keep counting. ``--cache=0`` turns off the request cache, so no answer is
   ever a cached one (rate rules were still counted with the default 600 s
   cache in our runs, but nothing in the manual promises it). Run postfwd with
   both flags.
