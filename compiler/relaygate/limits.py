@@ -15,6 +15,7 @@ float, so the same inventory always gives the same limits.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,9 +57,14 @@ class Limit:
         return f"estimate {self.volume_per_day} x {self.factor} = {scaled}"
 
 
+@functools.lru_cache(maxsize=64)
+def _exact(factor: str) -> Fraction:
+    return Fraction(Decimal(factor))
+
+
 def scaled_estimate(volume_per_day: int, factor: str) -> int:
     """``ceil(volume_per_day x factor)``, exactly (``factor`` is decimal text)."""
-    return math.ceil(Fraction(volume_per_day) * Fraction(Decimal(factor)))
+    return math.ceil(volume_per_day * _exact(factor))
 
 
 def record_limit(device: Device, limits: VolumeLimits) -> Limit:

@@ -39,8 +39,11 @@ def limit_changes(base: Side, head: Side) -> list[LimitChange]:
     changes: list[LimitChange] = []
     if base.site is None or head.site is None:  # a side without site.yaml has no limits
         return changes
+    same_site = base.site.volume_limits == head.site.volume_limits
     for key in sorted(set(base.devices) | set(head.devices)):
         old, new = base.devices.get(key), head.devices.get(key)
+        if same_site and old is new:
+            continue  # one record object on both sides (unchanged bytes): the same limit
         before, after = _limit(base, old), _limit(head, new)
         if (before.per_day if before else None) == (after.per_day if after else None):
             continue
