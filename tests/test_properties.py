@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from relaygate import addresses, checks
 from relaygate import compile as compile_
-from relaygate import verify as verify_module
+from relaygate.addresses import PrefixIndex
 from relaygate.findings import Finding
 from relaygate.load import FORBIDDEN_CHARACTERS, Document
 from relaygate.model import ModSegment
@@ -187,21 +187,23 @@ _V6 = st.builds(_network, st.just(6), st.integers(0, 2**128 - 1), st.integers(0,
     segments=st.lists(st.lists(st.one_of(_SMALL_V4, _V4, _V6), max_size=3), max_size=6),
     networks=st.lists(st.one_of(_SMALL_V4, _V4, _V6), min_size=1, max_size=10),
 )
-def test_the_segment_index_places_networks_as_containment_does(
+def test_the_prefix_index_places_networks_as_containment_does(
     segments: list[list[netaddr.IPNetwork]], networks: list[netaddr.IPNetwork]
 ) -> None:
     mod = [
         ModSegment(name=f"mod-{i}", vlan=i + 1, description="", prefixes=tuple(prefixes))
         for i, prefixes in enumerate(segments)
     ]
-    index = verify_module._segment_index(mod)
+    index = PrefixIndex((s.name, s.prefixes) for s in mod)
     for network in networks:
-        expected = sorted(
+        holding = [
             s.name
             for s in mod
             if any(p.version == network.version and network in p for p in s.prefixes)
-        )
-        assert verify_module._segments_of(network, index) == expected
+        ]
+        assert index.names(network) == sorted(holding)
+        # The first in the segments' order, as the policy's scan used to find it.
+        assert index.first(network) == (holding[0] if holding else None)
 
 
 def _old_text_checks(document: Document) -> list[Finding]:

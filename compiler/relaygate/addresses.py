@@ -190,3 +190,41 @@ def inside(network: netaddr.IPNetwork, prefixes: Iterable[netaddr.IPNetwork]) ->
         p.version == network.version and p.first <= network.first and network.last <= p.last
         for p in prefixes
     )
+
+
+class PrefixIndex:
+    """Named prefixes (e.g. MOD segments) by (IP version, prefix length, network bits).
+
+    Which names hold a network: one dictionary lookup per prefix length in
+    use, not a comparison with every prefix. A prefix holds a network when it
+    is no longer than the network's and their leading bits agree. Names keep
+    the order they were given in (``first`` is the first of them that holds
+    the network, as a scan in that order would find).
+    """
+
+    def __init__(self, named: Iterable[tuple[str, Iterable[netaddr.IPNetwork]]]) -> None:
+        self._table: dict[tuple[int, int, int], list[tuple[int, str]]] = {}
+        for order, (name, prefixes) in enumerate(named):
+            for prefix in prefixes:
+                bits = 32 if prefix.version == 4 else 128
+                key = (prefix.version, prefix.prefixlen, prefix.first >> (bits - prefix.prefixlen))
+                self._table.setdefault(key, []).append((order, name))
+        self._lengths = tuple(sorted({(version, length) for version, length, _ in self._table}))
+
+    def _holding(self, network: netaddr.IPNetwork) -> list[tuple[int, str]]:
+        version, length, first = network.version, network.prefixlen, network.first
+        bits = 32 if version == 4 else 128
+        found: list[tuple[int, str]] = []
+        for v, prefix_length in self._lengths:
+            if v == version and prefix_length <= length:
+                found += self._table.get((v, prefix_length, first >> (bits - prefix_length)), [])
+        return found
+
+    def names(self, network: netaddr.IPNetwork) -> list[str]:
+        """Every name with a prefix that holds all of ``network``, sorted."""
+        return sorted({name for _, name in self._holding(network)})
+
+    def first(self, network: netaddr.IPNetwork) -> str | None:
+        """The first name (in the given order) with a prefix that holds ``network``."""
+        found = self._holding(network)
+        return min(found)[1] if found else None

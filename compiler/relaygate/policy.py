@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import netaddr
 
-from relaygate.addresses import canonical_text, inside
+from relaygate.addresses import PrefixIndex, canonical_text
 from relaygate.limits import Limit, LoginLimit, login_limit, record_limit
 from relaygate.model import Device, Inventory, ModSegment, Site, Status
 
@@ -119,13 +119,6 @@ def _sort_key(network: netaddr.IPNetwork, name: str) -> tuple[int, int, int, str
     return (network.version, network.first, network.prefixlen, name)
 
 
-def _segment_of(site: Site, network: netaddr.IPNetwork) -> str | None:
-    for segment in site.mod_segments:
-        if inside(network, segment.prefixes):
-            return segment.name
-    return None
-
-
 def _ticket(device: Device) -> str:
     return device.exception.mod_ticket or "" if device.exception else ""
 
@@ -138,6 +131,7 @@ def build_policy(inventory: Inventory) -> Policy:
     classes: dict[str, SenderClass] = {}
     lapsed = inventory.lapsed
     inventory = inventory.effective()
+    segments = PrefixIndex((segment.name, segment.prefixes) for segment in site.mod_segments)
     for device in inventory.devices:
         address = canonical_text(device.network)
         if device.status in (Status.REVOKED, Status.SUSPENDED):
@@ -160,7 +154,7 @@ def build_policy(inventory: Inventory) -> Policy:
         if device.is_legacy:
             name = class_name(senders)
             classes.setdefault(name, SenderClass(name, senders))
-            segment = _segment_of(site, device.network)
+            segment = segments.first(device.network)
             if segment is None:  # pragma: no cover - legacy.outside-mod stops this earlier
                 raise AssertionError(f"legacy device {device.name} outside every MOD segment")
             legacy.append(
@@ -183,7 +177,7 @@ def build_policy(inventory: Inventory) -> Policy:
                     address,
                     device.network,
                     senders,
-                    _segment_of(site, device.network),
+                    segments.first(device.network),
                     record_limit(device, site.volume_limits),
                 )
             )

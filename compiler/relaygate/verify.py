@@ -32,10 +32,10 @@ from collections.abc import Iterable, Mapping
 import netaddr
 
 from relaygate import addresses
-from relaygate.addresses import canonical_text
+from relaygate.addresses import PrefixIndex, canonical_text
 from relaygate.errors import InternalError
 from relaygate.limits import record_limit
-from relaygate.model import Device, Inventory, ModSegment, Status
+from relaygate.model import Device, Inventory, Status
 from relaygate.policy import build_policy
 from relaygate.render import Header, postfix, postfwd
 from relaygate.render.postfix import syntax
@@ -198,39 +198,6 @@ def _aerleon_groups(text: str) -> dict[str, set[str]]:
         elif not line.strip():
             current = None
     return groups
-
-
-#: Segment prefixes by (IP version, prefix length, network bits): the names of
-#: the segments with that prefix (two segments may list the same one); and the
-#: (version, length) pairs in use.
-_Index = tuple[dict[tuple[int, int, int], list[str]], tuple[tuple[int, int], ...]]
-
-
-def _segment_index(segments: Iterable[ModSegment]) -> _Index:
-    table: dict[tuple[int, int, int], list[str]] = {}
-    for segment in segments:
-        for prefix in segment.prefixes:
-            bits = 32 if prefix.version == 4 else 128
-            key = (prefix.version, prefix.prefixlen, prefix.first >> (bits - prefix.prefixlen))
-            table.setdefault(key, []).append(segment.name)
-    return table, tuple(sorted({(version, length) for version, length, _ in table}))
-
-
-def _segments_of(network: netaddr.IPNetwork, index: _Index) -> list[str]:
-    """The names of the segments with a prefix that holds all of ``network``.
-
-    A prefix holds a network when it is no longer than the network's and
-    their leading bits agree: one lookup per prefix length in use, not a
-    comparison with every prefix of every segment.
-    """
-    table, lengths = index
-    version, length, first = network.version, network.prefixlen, network.first
-    bits = 32 if version == 4 else 128
-    names: list[str] = []
-    for v, prefix_length in lengths:
-        if v == version and prefix_length <= length:
-            names += table.get((v, prefix_length, first >> (bits - prefix_length)), [])
-    return sorted(set(names))
 
 
 def _compare(what: str, got: Iterable[str], want: Iterable[str], problems: list[str]) -> None:
@@ -442,9 +409,9 @@ def verify(
     # Each address is parsed once and placed in its segments by integer range
     # (an address in two segments is expected in both).
     by_segment: dict[str, set[str]] = {segment.name: set() for segment in site.mod_segments}
-    index = _segment_index(site.mod_segments)
+    index = PrefixIndex((segment.name, segment.prefixes) for segment in site.mod_segments)
     for text in set(legacy) | suspended:
-        for name in _segments_of(netaddr.IPNetwork(text), index):
+        for name in index.names(netaddr.IPNetwork(text)):
             by_segment[name].add(text)
     for segment in site.mod_segments:
         inside = by_segment[segment.name]
@@ -470,9 +437,7 @@ def verify(
         if name != "RELAYGATE_RELAY_HOSTS":
             in_groups |= members
     authenticated_in_mod = {
-        canonical_text(d.network)
-        for d in active
-        if not d.is_legacy and _segments_of(d.network, index)
+        canonical_text(d.network) for d in active if not d.is_legacy and index.names(d.network)
     }
     _compare("Aerleon groups", in_groups, set(legacy) | authenticated_in_mod | suspended, problems)
     return problems
