@@ -59,6 +59,10 @@ RAISED = {"eng-perkins-2f-copier": 5}
 CONTROL_LEGACY = "fac-bas-controller"
 CONTROL_LOGIN = "lib-illiad"
 STEADY_SENDER = "med-lab-freezer-monitor"  # keeps sending through the redeploy
+#: The steady sender's limit: far above what it can send while a redeploy runs, however
+#: slow the machine (it sends at most one message per ``STEADY_INTERVAL`` seconds).
+STEADY_LIMIT = 5000
+STEADY_INTERVAL = 0.1
 
 
 def _with_limits(source: Path, target: Path, limits: dict[str, int]) -> Path:
@@ -70,7 +74,7 @@ def _with_limits(source: Path, target: Path, limits: dict[str, int]) -> Path:
         path.write_text(
             text + "volume_limit:\n"
             f"  per_day: {per_day}\n"
-            "  justification: a small limit so that the lab reaches it within a few messages\n"
+            "  justification: a limit the lab test chose, to reach it or to stay far below it\n"
         )
     return target
 
@@ -79,8 +83,9 @@ def _with_limits(source: Path, target: Path, limits: dict[str, int]) -> Path:
 def inventories(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The lab's inventory, and the same with ``RAISED`` applied (the redeploy's)."""
     root = tmp_path_factory.mktemp("volume")
-    first = _with_limits(EXAMPLE, root / "inventory", LIMITS)
-    second = _with_limits(EXAMPLE, root / "raised", {**LIMITS, **RAISED})
+    steady = {STEADY_SENDER: STEADY_LIMIT}
+    first = _with_limits(EXAMPLE, root / "inventory", {**LIMITS, **steady})
+    second = _with_limits(EXAMPLE, root / "raised", {**LIMITS, **RAISED, **steady})
     return first, second
 
 
@@ -195,6 +200,7 @@ def test_the_lab_limits_are_the_records_overrides(lab: Lab, inventories: tuple[P
         for d in inventory.devices
     }
     assert {name: computed[name] for name in LIMITS} == LIMITS
+    assert computed[STEADY_SENDER] == STEADY_LIMIT
     # The controls' limits (the site's floor or factor) are far above what they send here.
     assert min(computed[n] for n in (CONTROL_LEGACY, CONTROL_LOGIN, STEADY_SENDER)) >= 20
     ruleset = lab.postfwd.live.read_text() if lab.postfwd else ""
@@ -398,7 +404,7 @@ def test_ingest_and_query_see_the_refusal(
 
 
 class SteadySender(threading.Thread):
-    """Sends one message after another from a device far below its limit, until stopped."""
+    """Sends a message every ``STEADY_INTERVAL`` seconds from a device far below its limit."""
 
     def __init__(self, lab: Lab, client: Client) -> None:
         super().__init__(daemon=True)
@@ -414,6 +420,7 @@ class SteadySender(threading.Thread):
                 start = time.monotonic()
                 (result,) = self.lab.send(_messages(self.lab, self.client, 1, "steady"))
                 self.sent.append((start, time.monotonic(), result))
+                self.stop.wait(STEADY_INTERVAL)
         except BaseException as error:  # reported by the test
             self.error = error
 
@@ -443,6 +450,8 @@ def test_a_limit_change_deploys_without_dropping_mail(
     sender.join(timeout=30)
     assert sender.error is None, repr(sender.error)
     during = [r for s, e, r in sender.sent if s < finished and e > started]
+    # The sender stayed far below its limit, so a refusal below is the deploy's doing.
+    assert len(sender.sent) < STEADY_LIMIT // 2, len(sender.sent)
     assert during, "no message was in flight during the redeploy"
     # Every message the sender sent, before, during and after, was accepted and delivered.
     _delivered(lab, [r for _, _, r in sender.sent])
