@@ -172,35 +172,48 @@ class Namespaces:
         for address in relay_addresses:
             self._ip("-n", client, "route", "add", _host(address), "dev", CLIENT_LINK)
 
-    def pids(self, namespace: str) -> list[int]:
-        done = subprocess.run(
-            ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False
-        )
-        return [int(word) for word in done.stdout.split() if word.isdigit()]
-
     def destroy(self) -> list[str]:
         """Kill what still runs inside the lab namespaces, delete them; the problems left."""
         problems: list[str] = []
         for namespace in reversed(self.created):
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                pids = self.pids(namespace)
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, sig)
-                deadline = time.monotonic() + 3.0
-                while self.pids(namespace) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if not self.pids(namespace):
-                    break
-            if self.pids(namespace):
-                problems.append(f"{namespace}: processes {self.pids(namespace)} survived SIGKILL")
-            done = subprocess.run(
-                ["ip", "netns", "del", namespace], capture_output=True, text=True, check=False
-            )
-            if done.returncode != 0:
-                problems.append(f"{namespace}: ip netns del: {done.stderr.strip()}")
+            problems.extend(delete_namespace(namespace))
         self.created.clear()
         return problems
+
+
+def namespace_pids(namespace: str) -> list[int]:
+    """The processes whose network namespace is ``namespace``."""
+    done = subprocess.run(
+        ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False
+    )
+    return [int(word) for word in done.stdout.split() if word.isdigit()]
+
+
+def delete_namespace(namespace: str) -> list[str]:
+    """End every process inside ``namespace``, then delete it; the problems left.
+
+    Kills in passes until none is left: a pre-forking daemon (postfwd, Postfix's
+    master) may start a new child between the listing and the kill, and a child
+    that outlives its master would otherwise hold on with the namespace deleted.
+    """
+    problems: list[str] = []
+    for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL):
+        for pid in namespace_pids(namespace):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 3.0
+        while namespace_pids(namespace) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not namespace_pids(namespace):
+            break
+    if left := namespace_pids(namespace):
+        problems.append(f"{namespace}: processes {left} survived SIGKILL")
+    done = subprocess.run(
+        ["ip", "netns", "del", namespace], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        problems.append(f"{namespace}: ip netns del: {done.stderr.strip()}")
+    return problems
 
 
 def _host(address: Address) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from relaygate.render.postfix import service_name
 from relaygate.render.postfix.effective import stale_parameters
-from tests.lab.netns import LabError, Namespaces
+from tests.lab.netns import LabError, Namespaces, namespace_pids
 from tests.postfix_instance import BASE_MASTER_CF as MASTER_CF
 from tests.postfix_instance import TLSMGR, self_signed_certificate
 
@@ -309,7 +309,7 @@ class Relay:
     def _daemons(self) -> set[int]:
         """smtpd processes running in the relay namespace."""
         found: set[int] = set()
-        for pid in self.ns.pids(self.namespace):
+        for pid in namespace_pids(self.namespace):
             try:
                 name = Path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
