@@ -641,7 +641,8 @@ def test_daemon_down_mail_keeps_flowing_with_a_warning(
     # Down: the message is still accepted, at once (try_limit=1: no retry, no stall)...
     code, text, seconds = send(relay, *HODGES)
     assert code == 250, text
-    assert seconds < 5, f"the end of DATA took {seconds:.1f} s with the daemon down"
+    # (A stall would be the 10 s timeout; the margin is for a slow machine.)
+    assert seconds < 8, f"the end of DATA took {seconds:.1f} s with the daemon down"
     # ...and Postfix says why, loudly, in the mail log.
     lines = wait_for_log(relay, problem, before)
     assert len(lines) > before, "no 'problem talking to server' warning in the mail log"
@@ -831,7 +832,8 @@ def test_sessions_held_open_cannot_starve_the_limit(
         for code, text, seconds in results[2:]:
             assert code == 450, results
             assert f"{HELD} is over its limit of 2 messages a day" in text, results
-            assert seconds < 3, f"the end of DATA took {seconds:.1f} s: {results}"
+            # (Starved, it would wait for the 10 s timeout; the margin is for a slow machine.)
+            assert seconds < 8, f"the end of DATA took {seconds:.1f} s: {results}"
         # The control that the holding is real: one connection more than the servers postfwd
         # may run gets no answer (the starvation the server count prevents).
         extra = in_namespace(relay, HOLDER, str(PORT), "1", "2")
