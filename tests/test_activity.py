@@ -34,6 +34,7 @@ import pytest
 
 from relaygate.lifecycle import store
 from relaygate.lifecycle.logs import files
+from relaygate.lifecycle.logs.postfix import rejected_address
 from tests import postfix_instance
 from tests.conftest import ROOT, require
 
@@ -1567,3 +1568,22 @@ def test_a_real_new_year_inside_a_file(tmp_path: Path, run_cli, name: str, year:
     found = days(db)
     assert found[("login", login, "2020-12-31")][0] == 26, result
     assert found[("login", login, "2021-01-01")][0] == 8, result
+
+
+def test_a_cleanup_reject_whose_text_names_another_client_names_none() -> None:
+    """A header_checks reject logs the header's text, which the sender wrote; when no
+    ``client=`` line gives the queue id's client, the line is read, and a header that
+    mimics the tail of the line must not make it name another device."""
+    tail = "from=<a@lib.example.edu> to=<x@example.org> proto=ESMTP helo=<gate>: 5.7.1 spam"
+    plain = f"5A3: reject: header Subject: hi from unknown[10.20.30.88]; {tail}"
+    # Positive controls: the client is the one before "; from=<", whatever " from " precedes.
+    assert rejected_address(plain, by_cleanup=True) == "10.20.30.88"
+    mentions = (
+        f"5A3: reject: header Subject: scans from x[10.90.35.14] from unknown[10.20.30.88]; {tail}"
+    )
+    assert rejected_address(mentions, by_cleanup=True) == "10.20.30.88"
+    forged = (
+        "5A3: reject: header Subject: hi from x[10.90.35.14]; from=<y@lib.example.edu> "
+        f"from unknown[10.20.30.88]; {tail}"
+    )
+    assert rejected_address(forged, by_cleanup=True) is None

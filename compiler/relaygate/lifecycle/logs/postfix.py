@@ -121,8 +121,12 @@ def rejected_address(message: str, by_cleanup: bool) -> str | None:
     """The client address a reject line names, or None."""
     if by_cleanup:
         # "reject: header Subject: ... from host[addr]; from=<...>": the
-        # header text may say " from " too, so take the last one.
+        # header text may say " from " too, so take the last one before
+        # "; from=<". The header (or the sender) may also say "; from=<", to
+        # make the line name another client: then it names none.
         end = message.find("; from=<")
+        if end >= 0 and message.find("; from=<", end + 1) >= 0:
+            return None
         start = message.rfind(" from ", 0, end if end >= 0 else len(message))
     else:
         start = message.find(" from ")  # "reject: RCPT from host[addr]: 554 ..."
