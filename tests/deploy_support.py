@@ -18,6 +18,7 @@ JSON (``xclient PORT CLIENT SENDER RECIPIENT``; ``smtp HOST PORT SOURCE SENDER R
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ import smtplib
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -480,8 +482,52 @@ def ansible_bin(tool: str) -> str:
     return str(beside) if beside.exists() else (shutil.which(tool) or tool)
 
 
-def playbook_argv(name: str, inventory: Path | None, *args: str) -> list[str]:
-    argv = [ansible_bin("ansible-playbook"), str(PLAYBOOKS / name)]
+#: The shipped module's fault seam (it does nothing) ...
+FAULT_SEAM = re.compile(
+    r"    def fault\(self, step: str\) -> None:\n        \"\"\".*?\"\"\"\n", re.S
+)
+#: ... and what the tests' copy of the module does there, as the environment says:
+#: RELAYGATE_TEST_KILL_AT=STEP dies by SIGKILL after STEP, like a controller killed there;
+#: RELAYGATE_TEST_PAUSE_AT=STEP:FILE holds the relay (and its lock) there until FILE exists.
+FAULT_HOOK = """\
+    def fault(self, step: str) -> None:
+        if os.environ.get("RELAYGATE_TEST_KILL_AT") == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        where, _, until = os.environ.get("RELAYGATE_TEST_PAUSE_AT", "").partition(":")
+        if where == step:
+            deadline = time.monotonic() + 120
+            while not os.path.exists(until) and time.monotonic() < deadline:
+                time.sleep(0.05)
+"""
+FAULT_VARIABLES = ("RELAYGATE_TEST_KILL_AT", "RELAYGATE_TEST_PAUSE_AT")
+
+
+def fault_playbooks() -> Path:
+    """A copy of playbooks/ whose module obeys ``FAULT_VARIABLES`` (made once per process).
+
+    The module shipped reads no test variable; only this copy, which the fault tests
+    run, stops at its ``fault`` points.
+    """
+    target = Path(tempfile.gettempdir()) / f"relaygate-fault-playbooks-{os.getpid()}"
+    if not target.exists():
+        building = target.with_name(f"{target.name}.{uuid.uuid4().hex}")
+        shutil.copytree(PLAYBOOKS, building)
+        module = building / "roles" / "relaygate" / "library" / "relaygate_relay.py"
+        text, count = FAULT_SEAM.subn(FAULT_HOOK, module.read_text())
+        assert count == 1, f"{module}: the fault seam was not found once ({count})"
+        module.write_text(text)
+        building.rename(target)
+        atexit.register(shutil.rmtree, target, True)
+    return target
+
+
+def playbook_argv(
+    name: str, inventory: Path | None, *args: str, env: dict[str, str] | None = None
+) -> list[str]:
+    """ansible-playbook's command line; with a fault variable in ``env``, the fault copy."""
+    faults = any(key in (env or {}) for key in FAULT_VARIABLES)
+    playbooks = fault_playbooks() if faults else PLAYBOOKS
+    argv = [ansible_bin("ansible-playbook"), str(playbooks / name)]
     if inventory is not None:
         argv += ["-i", str(inventory)]
     return [*argv, *args]
@@ -496,7 +542,7 @@ def playbook(
     env: dict[str, str] | None = None,
 ) -> PlaybookRun:
     done = subprocess.run(
-        playbook_argv(name, inventory, *args),
+        playbook_argv(name, inventory, *args, env=env),
         capture_output=True,
         text=True,
         check=False,
@@ -512,7 +558,7 @@ def start_playbook(
 ) -> subprocess.Popen[str]:
     """Start ansible-playbook without waiting (concurrent runs); ``finish`` collects it."""
     return subprocess.Popen(
-        playbook_argv(name, inventory, *args),
+        playbook_argv(name, inventory, *args, env=env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

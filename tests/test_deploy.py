@@ -13,9 +13,10 @@ tests/test_deploy_guards.py, on a lab of their own (built by ``make_outputs`` an
 ``running_lab`` here): `make test` runs each file on one worker, so the two labs work
 side by side.
 
-Fault injection uses two environment variables the module reads (RELAYGATE_TEST_KILL_AT,
-RELAYGATE_TEST_PAUSE_AT): the module process dies by SIGKILL, or holds its lock, at a
-named step - the worst a killed controller or a concurrent run can do.
+Fault injection runs a copy of the playbooks whose module reads two environment variables
+(RELAYGATE_TEST_KILL_AT, RELAYGATE_TEST_PAUSE_AT; ``deploy_support.fault_playbooks``): the
+module process dies by SIGKILL, or holds its lock, at a named step - the worst a killed
+controller or a concurrent run can do. The module shipped reads neither.
 
 Also here, without root: the release check, the MOD ACL change package, syntax checks,
 the CI jobs and ansible-lint.
@@ -48,6 +49,8 @@ from relaygate import release
 from tests import postfix_instance
 from tests.conftest import AS_OF, EXAMPLE, ROOT, require, require_postfix_lmdb
 from tests.deploy_support import (
+    FAULT_HOOK,
+    FAULT_SEAM,
     PLAYBOOKS,
     PROBE_LOGIN,
     RELAY_PORT,
@@ -57,6 +60,7 @@ from tests.deploy_support import (
     Relay,
     ansible_bin,
     ansible_env,
+    fault_playbooks,
     finish,
     make_lab,
     playbook,
@@ -984,3 +988,14 @@ def test_deploy_lab_master_cf_matches_the_shared_one() -> None:
     from tests import deploy_support  # noqa: PLC0415 - the module under comparison
 
     assert deploy_support.MASTER_CF == postfix_instance.MASTER_CF
+
+
+def test_the_shipped_module_has_no_test_hook_and_the_fault_copy_has_one() -> None:
+    """The module on a relay reads no test variable; the copy the fault tests run does."""
+    module = Path("roles") / "relaygate" / "library" / "relaygate_relay.py"
+    shipped = (PLAYBOOKS / module).read_text()
+    assert "RELAYGATE_TEST" not in shipped and "os.environ" not in shipped
+    copy = (fault_playbooks() / module).read_text()
+    assert copy.count("RELAYGATE_TEST_KILL_AT") == 1 and copy.count("RELAYGATE_TEST_PAUSE_AT") == 1
+    # Everything else is the shipped module, line for line.
+    assert copy.replace(FAULT_HOOK, "") == FAULT_SEAM.sub("", shipped)

@@ -1231,20 +1231,11 @@ class Run:
         self.lock_fd = fd
 
     def fault(self, step: str) -> None:
-        """Fault injection for the deploy tests (environment of the run; unset in production).
+        """A named point of the run, where a deploy killed or held stops (does nothing here).
 
-        RELAYGATE_TEST_KILL_AT=STEP dies by SIGKILL after STEP, like a controller killed
-        there; RELAYGATE_TEST_PAUSE_AT=STEP:FILE holds the relay (and its lock) there
-        until FILE exists.
+        The deploy tests run a copy of this module whose ``fault`` dies or waits at a
+        chosen point; the module shipped has no test hook.
         """
-        if os.environ.get("RELAYGATE_TEST_KILL_AT") == step:
-            os.kill(os.getpid(), signal.SIGKILL)
-        where, _, until = os.environ.get("RELAYGATE_TEST_PAUSE_AT", "").partition(":")
-        if where == step:
-            # Hold until the file ``until`` exists (at most two minutes).
-            deadline = time.monotonic() + 120
-            while not os.path.exists(until) and time.monotonic() < deadline:
-                time.sleep(0.05)
 
     # -- pre-flight -----------------------------------------------------------------
 
