@@ -8,12 +8,14 @@ is run with ``-c`` pointing at it.
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,8 +95,22 @@ def lmdb_missing() -> str | None:
     return None
 
 
+def command(*argv: str) -> str:
+    """Run one command (a Postfix tool, always with ``-c``, or openssl); its stdout.
+
+    A non-zero exit is an AssertionError naming the command, its exit code and its output.
+    """
+    done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise AssertionError(
+            f"`{' '.join(argv)}` exited {done.returncode}: {done.stderr}{done.stdout}".strip()
+        )
+    return done.stdout
+
+
 def make_instance(root: Path) -> Path:
-    """Create a config folder under ``root`` and return it."""
+    """Create an instance under ``root`` (``conf``, ``queue``, and ``data`` owned by the
+    postfix user) and return its config folder."""
     config = root / "conf"
     (root / "queue").mkdir(parents=True)
     (root / "data").mkdir()
@@ -112,43 +128,63 @@ def make_instance(root: Path) -> Path:
     return config
 
 
+def fragment_lines(path: Path) -> list[str]:
+    """The settings of a compiled fragment: its lines that are neither blank nor comments."""
+    return [
+        line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
+
+
 def install_maps(compiled: Path, config: Path) -> None:
-    """Copy the compiled Postfix folder into CONFIG/relaygate and build the lmdb maps."""
+    """Copy the compiled Postfix folder into CONFIG/relaygate (replacing what an earlier
+    install left there) and build the lmdb maps with postmap."""
     source = compiled / "postfix"
     target = config / "relaygate"
+    if target.exists():
+        shutil.rmtree(target)
     shutil.copytree(source, target)
     for path in sorted(target.rglob("*")):
         if path.is_file() and not path.name.endswith((".cidr", ".fragment", ".lmdb")):
-            subprocess.run(
-                ["postmap", "-c", str(config), f"lmdb:{path}"],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
+            command("postmap", "-c", str(config), f"lmdb:{path}")
 
 
 def apply_fragment(compiled: Path, config: Path) -> None:
-    """Apply main.cf.fragment with postconf -e, the way the deploy does."""
-    for line in (compiled / "postfix" / "main.cf.fragment").read_text().splitlines():
-        if line and not line.startswith("#"):
-            subprocess.run(
-                ["postconf", "-c", str(config), "-e", line],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
+    """Apply main.cf.fragment with one postconf -e, the way the deploy does."""
+    settings = fragment_lines(compiled / "postfix" / "main.cf.fragment")
+    if settings:
+        command("postconf", "-c", str(config), "-e", *settings)
 
 
-def apply_master_fragment(compiled: Path, config: Path) -> None:
-    """Apply master.cf.fragment with postconf -P (the submission service's settings)."""
-    for line in (compiled / "postfix" / "master.cf.fragment").read_text().splitlines():
-        if line and not line.startswith("#"):
-            subprocess.run(
-                ["postconf", "-c", str(config), "-P", line],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
+def apply_master_fragment(
+    compiled: Path, config: Path, services: Mapping[str, str] | None = None
+) -> None:
+    """Apply master.cf.fragment with one postconf -P, the way the deploy does.
+
+    With ``services``, each line's service (the compiled name, e.g. ``submission`` or a
+    port number) is renamed to this instance's listener for it (e.g. ``127.0.0.1:40123``);
+    a line naming a service not in ``services`` is an AssertionError.
+    """
+    lines = fragment_lines(compiled / "postfix" / "master.cf.fragment")
+    if services is not None:
+        renamed = []
+        for line in lines:
+            service, slash, rest = line.partition("/")
+            if not slash or service not in services:
+                raise AssertionError(
+                    f"master.cf.fragment names a service this instance does not run: {line}"
+                )
+            renamed.append(f"{services[service]}/{rest}")
+        lines = renamed
+    if lines:
+        command("postconf", "-c", str(config), "-P", *lines)
+
+
+def renamed_services(
+    relay_port: int, submission_port: int, relay: str, submission: str
+) -> dict[str, str]:
+    """The compiled master.cf names of the site's two services -> this instance's listeners
+    (``relay`` and ``submission``, master.cf service names such as ``127.0.0.1:40123``)."""
+    return {service_name(relay_port): relay, service_name(submission_port): submission}
 
 
 def check(config: Path) -> str:
@@ -161,6 +197,13 @@ def check(config: Path) -> str:
         if (done.returncode or done.stdout or done.stderr)
         else ""
     )
+
+
+def require_silent_check(config: Path) -> None:
+    """AssertionError unless `postfix check` is silent (it exits 0 even when it warns)."""
+    problems = check(config)
+    if problems:
+        raise AssertionError(f"postfix check is not silent: {problems}")
 
 
 def query(config: Path, table: str, key: str) -> str | None:
@@ -182,36 +225,76 @@ OUTSIDE = "someone@elsewhere.example"
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    """A throwaway key and certificate for STARTTLS (openssl), readable by Postfix."""
+def self_signed_certificate(folder: Path, name: str = "relay.test.invalid") -> tuple[Path, Path]:
+    """A throwaway key and certificate (CN ``name``) for STARTTLS (openssl), readable by
+    Postfix; returns (key, certificate)."""
     key, cert = folder / "relay.key", folder / "relay.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=relay.test.invalid",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    command(
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert),
+    )  # fmt: skip
     key.chmod(0o600)
     return key, cert
+
+
+def listener_master_cf(listeners: Iterable[str], extra: str = "") -> str:
+    """master.cf: the standard services, tlsmgr, an smtpd on each listener (a master.cf
+    service name such as ``127.0.0.1:40123``), then ``extra`` as it is."""
+    smtpd = "".join(f"{listener} inet n - n - - smtpd\n" for listener in listeners)
+    return BASE_MASTER_CF + TLSMGR + smtpd + extra
+
+
+def read_maillog(path: Path, lines: int | None = None) -> str:
+    """The instance's maillog (its last ``lines`` lines when given); "" before it exists."""
+    if not path.exists():
+        return ""
+    text = path.read_text(errors="replace")
+    return text if lines is None else "\n".join(text.splitlines()[-lines:])
+
+
+def start_postfix(config: Path) -> None:
+    """`postfix check` (silent) then `postfix start`; AssertionError naming what failed."""
+    require_silent_check(config)
+    command("postfix", "-c", str(config), "start")
+
+
+def wait_listening(ports: Iterable[int], log: Callable[[], str], seconds: float = 20) -> None:
+    """Return once something accepts on 127.0.0.1 at every port; after ``seconds`` in all,
+    an AssertionError with the port, the error and ``log()``."""
+    deadline = time.monotonic() + seconds
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError as error:
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"nothing listens on 127.0.0.1:{port}: {error}\n{log()}"
+                    ) from error
+                time.sleep(0.1)
+
+
+def stop_postfix(config: Path) -> None:
+    """`postfix stop` for an instance made by make_instance, then wait (up to 10 s) until
+    its master process is gone. Never fails: it is the clean-up."""
+    subprocess.run(["postfix", "-c", str(config), "stop"], capture_output=True, check=False)
+    pid_file = config.parent / "queue" / "pid" / "master.pid"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            pid = pid_file.read_text().strip()
+        except OSError:
+            return
+        if not pid.isdigit() or not os.path.exists(f"/proc/{pid}"):
+            return
+        time.sleep(0.05)
 
 
 @dataclass(frozen=True)
@@ -354,22 +437,18 @@ class RunningRelay:
         key, cert = self_signed_certificate(self.config)
         self.relay_port = relay_port if site_ports else free_port()
         self.submission_port = submission_port if site_ports else free_port()
-        names = {
-            service_name(relay_port): f"127.0.0.1:{self.relay_port}",
-            service_name(submission_port): f"127.0.0.1:{self.submission_port}",
-        }
+        names = renamed_services(
+            relay_port,
+            submission_port,
+            f"127.0.0.1:{self.relay_port}",
+            f"127.0.0.1:{self.submission_port}",
+        )
         if site_ports:
             names = {name: name for name in names}
-        lines = [x for x in BASE_MASTER_CF.splitlines()]
-        lines.append(TLSMGR.rstrip("\n"))
-        lines += [f"{service} inet n - n - - smtpd" for service in names.values()]
-        (self.config / "master.cf").write_text("\n".join(lines) + "\n" + extra_master)
+        (self.config / "master.cf").write_text(listener_master_cf(names.values(), extra_master))
         install_maps(compiled, self.config)
         apply_fragment(compiled, self.config)
-        for line in (compiled / "postfix" / "master.cf.fragment").read_text().splitlines():
-            if line and not line.startswith("#"):
-                service, _, rest = line.partition("/")
-                self.postconf("-P", f"{names[service]}/{rest}")
+        apply_master_fragment(compiled, self.config, names)
         for setting in (
             "smtpd_authorized_xclient_hosts = 127.0.0.1",
             f"smtpd_tls_cert_file = {cert}",
@@ -388,56 +467,24 @@ class RunningRelay:
             self.postconf("-e", setting)
 
     def postconf(self, *args: str) -> str:
-        done = subprocess.run(
-            ["postconf", "-c", str(self.config), *args], capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise AssertionError(f"postconf {args}: {done.stderr}")
-        return done.stdout
+        return command("postconf", "-c", str(self.config), *args)
 
     def start(self) -> RunningRelay:
         """Start Postfix and wait until both services listen; on failure, stop and clean up."""
         try:
-            return self._start()
+            start_postfix(self.config)
+            wait_listening((self.relay_port, self.submission_port), self.log)
         except BaseException:
             self.stop()
             raise
-
-    def _start(self) -> RunningRelay:
-        problems = check(self.config)
-        if problems:
-            raise AssertionError(f"postfix check: {problems}")
-        done = subprocess.run(
-            ["postfix", "-c", str(self.config), "start"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise AssertionError(f"postfix start: {done.stdout}{done.stderr}")
-        deadline = time.monotonic() + 20
-        for port in (self.relay_port, self.submission_port):
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError as error:
-                    if time.monotonic() > deadline:
-                        raise AssertionError(
-                            f"smtpd is not listening on {port}\n{self.log()}"
-                        ) from error
-                    time.sleep(0.1)
         return self
 
     def reload(self) -> None:
-        subprocess.run(
-            ["postfix", "-c", str(self.config), "reload"], check=True, capture_output=True
-        )
+        command("postfix", "-c", str(self.config), "reload")
         time.sleep(1.5)
 
     def log(self) -> str:
-        path = self.root / "maillog"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return read_maillog(self.root / "maillog")
 
     def relay(self, sender: str, **options: Any) -> Outcome:
         return transaction(self.relay_port, sender, **options)
@@ -446,9 +493,7 @@ class RunningRelay:
         return transaction(self.submission_port, sender, **options)
 
     def stop(self) -> None:
-        subprocess.run(
-            ["postfix", "-c", str(self.config), "stop"], capture_output=True, check=False
-        )
+        stop_postfix(self.config)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> RunningRelay:

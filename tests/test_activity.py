@@ -799,12 +799,6 @@ def test_two_ingests_of_one_file_count_it_once(tmp_path: Path) -> None:
 # --- a real Postfix ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _send(port: int, address: str, login: str | None = None) -> tuple[int, bytes] | None:
     """One message through XCLIENT (as if from ``address``); the refusal, if any."""
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
@@ -834,7 +828,7 @@ def test_a_real_postfix_log_is_counted_exactly(
     request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
     root = base / "pf"
     config = postfix_instance.make_instance(root)
-    port = _free_port()
+    port = postfix_instance.free_port()
     with (config / "master.cf").open("a") as master:
         master.write(f"127.0.0.1:{port} inet n - n - - smtpd\n")
     log = root / "mail.log"

@@ -208,12 +208,6 @@ def test_the_lapse_takes_effect_on_its_day(tmp_path: Path) -> None:
 # --- a real Postfix ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _rcpt_reply(port: int, client: str, sender: str) -> str:
     """One transaction through XCLIENT (the client address the relay sees); the RCPT reply."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
@@ -254,7 +248,7 @@ def test_real_postfix_refuses_the_expired_device_with_its_reason(tmp_path: Path)
     instance = Path(tempfile.mkdtemp(prefix="relaygate-lapse-"))
     instance.chmod(0o755)
     config = postfix_instance.make_instance(instance / "pf")
-    port, submission_port = _free_port(), _free_port()
+    port, submission_port = postfix_instance.free_port(), postfix_instance.free_port()
     master = config / "master.cf"
     # Private ports instead of 25/587, which other instances on this machine may hold.
     lines = [x for x in master.read_text().splitlines() if not x.startswith("submission ")]

@@ -20,18 +20,34 @@ the flow-control tokens back), and no local alias or recipient tables (no host
 file is read); none of them is a relay policy parameter. ``deploy`` replaces
 the whole configuration and reloads, and waits until no smtpd of the previous
 configuration is left.
+
+The instance, the maps, both fragments (services renamed to our listeners), the
+certificate, the ports, start, stop and the maillog are ``tests.postfix_instance``'s,
+as ``RunningRelay`` uses them; what is this module's own is the base main.cf above
+and the redeploy with reload.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
 import time
 from pathlib import Path
 
-from tests.postfix_instance import BASE_MASTER_CF
+from tests.postfix_instance import (
+    apply_fragment,
+    apply_master_fragment,
+    command,
+    free_port,
+    install_maps,
+    listener_master_cf,
+    make_instance,
+    read_maillog,
+    renamed_services,
+    require_silent_check,
+    self_signed_certificate,
+    start_postfix,
+    stop_postfix,
+    wait_listening,
+)
 
 #: What a stock Debian relay has in main.cf before relaygate's fragment is applied,
 #: plus the test-only settings (XCLIENT, error limits) the module docstring names.
@@ -51,8 +67,8 @@ smtpd_banner = $myhostname ESMTP
 # Debian's debconf default is '+'; '-' is the other common choice. The compiled policy
 # must mean the same with either (issue: extension addresses).
 recipient_delimiter = +-
-smtpd_tls_cert_file = {root}/tls/cert.pem
-smtpd_tls_key_file = {root}/tls/key.pem
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
 smtpd_tls_security_level = may
 smtpd_peername_lookup = no
 smtpd_authorized_xclient_hosts = 127.0.0.1
@@ -63,115 +79,49 @@ in_flow_delay = 0
 smtpd_junk_command_limit = 1000000
 """
 
-TLSMGR = "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
-
-
-class RelayError(RuntimeError):
-    """The private instance could not be configured or started."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _run(argv: list[str]) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RelayError(f"`{' '.join(argv)}` exited {done.returncode}: {done.stderr}{done.stdout}")
-    return done.stdout + done.stderr
-
 
 class XclientRelay:
+    """The instance (``tests.postfix_instance.make_instance``) under ``root``, its two
+    listeners on free ports; nothing runs until the first ``deploy``."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.config = root / "conf"
+        self.config = make_instance(root)
         self.relay_port = free_port()
         self.submission_port = free_port()
         self.started = False
-        for folder in (self.config, root / "queue", root / "data", root / "tls"):
-            folder.mkdir(parents=True)
-        shutil.chown(root / "data", user="postfix")
-        _run(
-            [
-                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                "-subj", "/CN=relay.example.edu",
-                "-keyout", str(root / "tls" / "key.pem"), "-out", str(root / "tls" / "cert.pem"),
-            ]
-        )  # fmt: skip
+        self.key, self.cert = self_signed_certificate(self.config, "relay.example.edu")
 
     def postconf(self, *args: str) -> str:
-        return _run(["postconf", "-c", str(self.config), *args])
+        return command("postconf", "-c", str(self.config), *args)
 
-    def services(self, relay_port: int, submission_port: int) -> dict[str, str]:
-        """Compiled service name -> our listener's master.cf name."""
-        relay = f"127.0.0.1:{self.relay_port}"
-        submission = f"127.0.0.1:{self.submission_port}"
-        return {
-            "smtp": relay,
-            str(relay_port): relay,
-            "submission": submission,
-            str(submission_port): submission,
-        }
+    def listeners(self) -> tuple[str, str]:
+        """Our relay and submission listeners' master.cf names."""
+        return f"127.0.0.1:{self.relay_port}", f"127.0.0.1:{self.submission_port}"
 
     def deploy(self, compiled: Path, relay_port: int, submission_port: int) -> None:
         """Replace the configuration with the compiled folder's and (re)load it."""
-        (self.config / "main.cf").write_text(BASE_MAIN_CF.format(root=self.root))
-        (self.config / "master.cf").write_text(
-            BASE_MASTER_CF
-            + TLSMGR
-            + f"127.0.0.1:{self.relay_port} inet n - n - - smtpd\n"
-            + f"127.0.0.1:{self.submission_port} inet n - n - - smtpd\n"
+        (self.config / "main.cf").write_text(
+            BASE_MAIN_CF.format(root=self.root, cert=self.cert, key=self.key)
         )
-        maps = self.config / "relaygate"
-        if maps.exists():
-            shutil.rmtree(maps)
-        shutil.copytree(compiled / "postfix", maps)
-        for path in sorted(maps.rglob("*")):
-            if path.is_file() and not path.name.endswith((".cidr", ".fragment")):
-                _run(["postmap", "-c", str(self.config), f"lmdb:{path}"])
-        main = _settings(compiled / "postfix" / "main.cf.fragment")
-        if main:
-            self.postconf("-e", *main)
-        names = self.services(relay_port, submission_port)
-        master = []
-        for line in _settings(compiled / "postfix" / "master.cf.fragment"):
-            service, slash, rest = line.partition("/")
-            if not slash or service not in names:
-                raise RelayError(f"master.cf.fragment names a service this test cannot map: {line}")
-            master.append(f"{names[service]}/{rest}")
-        if master:
-            self.postconf("-P", *master)
-        problems = _run(["postfix", "-c", str(self.config), "check"]).strip()
-        if problems:
-            raise RelayError(f"postfix check is not silent: {problems}")
+        (self.config / "master.cf").write_text(listener_master_cf(self.listeners()))
+        install_maps(compiled, self.config)
+        apply_fragment(compiled, self.config)
+        services = renamed_services(relay_port, submission_port, *self.listeners())
+        apply_master_fragment(compiled, self.config, services)
         if self.started:
+            require_silent_check(self.config)
             before = self.smtpd()
-            _run(["postfix", "-c", str(self.config), "reload"])
+            command("postfix", "-c", str(self.config), "reload")
             deadline = time.monotonic() + 20
             while before & self.smtpd():
                 if time.monotonic() > deadline:
-                    raise RelayError(f"smtpd {sorted(before & self.smtpd())} survived reload")
+                    raise AssertionError(f"smtpd {sorted(before & self.smtpd())} survived reload")
                 time.sleep(0.05)
         else:
-            _run(["postfix", "-c", str(self.config), "start"])
+            start_postfix(self.config)
             self.started = True
-        self._wait_listening()
-
-    def _wait_listening(self) -> None:
-        deadline = time.monotonic() + 20
-        for port in (self.relay_port, self.submission_port):
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError as error:
-                    if time.monotonic() > deadline:
-                        raise RelayError(
-                            f"nothing listens on {port}: {error}\n{self.log()}"
-                        ) from error
-                    time.sleep(0.1)
+        wait_listening((self.relay_port, self.submission_port), self.log)
 
     def smtpd(self) -> set[int]:
         """smtpd processes of this instance (their MAIL_CONFIG names our config)."""
@@ -191,29 +141,9 @@ class XclientRelay:
         return found
 
     def log(self, lines: int = 40) -> str:
-        path = self.root / "maillog"
-        if not path.exists():
-            return "(no maillog)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return read_maillog(self.root / "maillog", lines) or "(no maillog)"
 
     def stop(self) -> None:
         if self.started:
-            subprocess.run(
-                ["postfix", "-c", str(self.config), "stop"], capture_output=True, check=False
-            )
-            deadline = time.monotonic() + 10
-            pid_file = self.root / "queue" / "pid" / "master.pid"
-            while pid_file.exists() and time.monotonic() < deadline:
-                text = pid_file.read_text().strip()
-                if not text.isdigit() or not os.path.exists(f"/proc/{text}"):
-                    break
-                time.sleep(0.05)
+            stop_postfix(self.config)
             self.started = False
-
-
-def _settings(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [
-        line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
-    ]
