@@ -34,6 +34,7 @@ from tests.differential import matrix, namespaces, oracle
 from tests.differential.relay import XclientRelay
 from tests.differential.run import Outcome, check
 from tests.lab import Lab
+from tests.test_lab import require_lab_components
 
 #: The CI profile: the same examples every run, a bounded number of them, no example
 #: database; shrinking stays on so a disagreement is reported on a minimal inventory.
@@ -172,15 +173,7 @@ def test_random_inventories_agree_on_every_cell(
 def test_real_addresses_through_nft_agree(
     tally: Tally, record_property: Callable[[str, object], None]
 ) -> None:
-    require(os.geteuid() == 0, "the lab needs root (network namespaces, nft, Postfix)")
-    for tool, package in (
-        ("ip", "iproute2"),
-        ("nft", "nftables"),
-        ("postfix", "postfix"),
-        ("saslpasswd2", "sasl2-bin"),
-    ):
-        require(shutil.which(tool) is not None, f"{tool} is not installed ({package})")
-    require_postfix_lmdb()
+    require_lab_components()
     spec = generated.full_coverage()
     work = Path(tempfile.mkdtemp(prefix="relaygate-diff-lab-"))
     try:
