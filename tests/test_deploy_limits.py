@@ -525,6 +525,43 @@ def test_a_ruleset_postfwd_refuses_stops_the_run_before_the_switch(
     assert ask(relay, KEPT, 1) == [over("kept", 2)]
 
 
+#: A stand-in that takes the policy port and never answers: it accepts and holds every
+#: connection. Runs in the namespace; prints "listening" once it holds the port.
+SILENT = r"""
+import socket, sys
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+print("listening", flush=True)
+held = []
+while True:
+    held.append(s.accept())
+"""
+
+
+def deploy_over_a_stand_in(
+    lab: Lab, relay: Relay, script: str, facts: dict[str, Any], answers: str | None = None
+) -> tuple[PlaybookRun, int]:
+    """Start ``script`` (a stand-in that takes the policy port and prints "listening") in
+    ``relay``'s namespace, deploy ``facts`` to that relay alone (postfwd given 2 s to come
+    up), then kill the stand-in. With ``answers``, the stand-in first answers one policy
+    request with it. Asserts what every such deploy must show: the run failed, the relay
+    rolled back its main.cf and its live generation is the one before. Returns the run and
+    the stand-in's pid, for each test's own assertions about why the gate failed."""
+    live = relay.live()
+    stand_in = in_namespace(relay, script, str(PORT))
+    try:
+        assert stand_in.stdout is not None and stand_in.stdout.readline().strip() == "listening"
+        if answers is not None:
+            assert ask(relay, "192.0.2.1") == [answers]  # it answers as postfwd would
+        failed = apply(lab, facts, "-e", "relaygate_postfwd_wait=2", relays=[relay])
+    finally:
+        stand_in.kill()
+        stand_in.communicate()
+    assert failed.code != 0, str(failed)
+    assert fatal(failed, "Rolled back: restored main.cf") == [relay.name], str(failed)
+    assert relay.live() == live
+    return failed, stand_in.pid
+
+
 def test_a_daemon_that_does_not_answer_fails_the_gate_and_rolls_back(
     lab: Lab, releases: Releases, first: PlaybookRun
 ) -> None:
@@ -532,42 +569,9 @@ def test_a_daemon_that_does_not_answer_fails_the_gate_and_rolls_back(
     assert first.code == 0, str(first)
     relay = lab.relays[1]
     assert daemon_pid(relay) is None, "the revoke test leaves postfwd down here"
-    live = relay.live()
-    silent = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            relay.namespace,
-            sys.executable,
-            "-c",
-            "import socket, time\n"
-            f"s = socket.create_server(('127.0.0.1', {PORT}))\n"
-            "print('listening', flush=True)\n"
-            "held = []\n"
-            "while True:\n"
-            "    held.append(s.accept())\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert silent.stdout is not None and silent.stdout.readline().strip() == "listening"
-        failed = apply(
-            lab,
-            with_limits(releases.revoked, RULES_B),
-            "-e",
-            "relaygate_postfwd_wait=2",
-            relays=[relay],
-        )
-    finally:
-        silent.kill()
-        silent.communicate()
-    assert failed.code != 0, str(failed)
+    failed, _ = deploy_over_a_stand_in(lab, relay, SILENT, with_limits(releases.revoked, RULES_B))
     assert fatal(failed, "does not answer a policy request with DUNNO") == ["relay-b"], str(failed)
-    assert fatal(failed, "Rolled back: restored main.cf") == ["relay-b"], str(failed)
     assert fatal(failed, "restored postfwd.cf") == ["relay-b"], str(failed)
-    assert relay.live() == live
     assert (state(relay) / "postfwd.cf").read_text() == RULES_A
     # Down, as the revoke test left it (the next test's deploy starts it again).
     if daemon_pid(relay) is not None:
@@ -909,27 +913,12 @@ def test_a_rogue_listener_on_the_policy_port_fails_the_gate(
     relay = lab.relays[1]
     if daemon_pid(relay) is not None:
         kill_daemon(relay)
-    live = relay.live()
-    rogue = in_namespace(relay, ROGUE, str(PORT))
-    try:
-        assert rogue.stdout is not None and rogue.stdout.readline().strip() == "listening"
-        assert ask(relay, "192.0.2.1") == [DUNNO]  # it answers as postfwd would
-        failed = apply(
-            lab,
-            with_limits(releases.revoked, RULES_HELD),
-            "-e",
-            "relaygate_postfwd_wait=2",
-            relays=[relay],
-        )
-    finally:
-        rogue.kill()
-        rogue.communicate()
-    assert failed.code != 0, str(failed)
+    failed, rogue = deploy_over_a_stand_in(
+        lab, relay, ROGUE, with_limits(releases.revoked, RULES_HELD), answers=DUNNO
+    )
     # The DUNNO check passed (the rogue answers it); the listener's pid failed the gate.
     assert fatal(failed, "is not the relay's postfwd") == ["relay-b"], str(failed)
-    assert re.search(rf"127\.0\.0\.1:{PORT} held by pid {rogue.pid} \(\S*python", failed.stdout)
-    assert fatal(failed, "Rolled back: restored main.cf") == ["relay-b"], str(failed)
-    assert relay.live() == live
+    assert re.search(rf"127\.0\.0\.1:{PORT} held by pid {rogue} \(\S*python", failed.stdout)
     # The positive control: the rogue gone, the same release deploys, the gate names the
     # listener's pids (all the relay's postfwd).
     done = apply(lab, with_limits(releases.revoked, RULES_HELD), relays=[relay])
