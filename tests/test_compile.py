@@ -15,6 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relaygate import compile as compile_
 from relaygate.errors import InternalError, RenderRefused
@@ -466,6 +468,45 @@ def test_postfix_files_are_read_back_one_way() -> None:
     assert syntax.expand("$a ${b} $$x", {"a": "1", "b": "$a$a"}) == "1 11 $x"
     overrides = syntax.overrides("127.0.0.1:25/inet/smtpd_x = y\nsubmission/inet/z=1\n")
     assert overrides == {"127.0.0.1:25/inet": {"smtpd_x": "y"}, "submission/inet": {"z": "1"}}
+
+
+def _tokens_char_by_char(value: str) -> list[str]:
+    """The restriction list split one character at a time (the reference for ``tokens``)."""
+    found: list[str] = []
+    current = ""
+    depth = 0
+    for char in value:
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth < 0:
+                raise InternalError(f"unbalanced braces in {value!r}")
+        if depth == 0 and (char.isspace() or char == ","):
+            if current:
+                found.append(current)
+            current = ""
+            continue
+        current += char
+    if depth != 0:
+        raise InternalError(f"unbalanced braces in {value!r}")
+    if current:
+        found.append(current)
+    return found
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab{}, \t\n\u00a0\u2003:=/")), max_size=40))
+def test_tokens_split_as_the_char_by_char_reference(value: str) -> None:
+    try:
+        expected: list[str] | str = _tokens_char_by_char(value)
+    except InternalError:
+        expected = "refused"
+    try:
+        got: list[str] | str = syntax.tokens(value)
+    except InternalError:
+        got = "refused"
+    assert got == expected
 
 
 def _as_postconf(artifacts: dict[str, str]) -> tuple[str, str, str]:

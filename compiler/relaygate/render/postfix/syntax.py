@@ -163,28 +163,32 @@ def services(text: str) -> list[Service]:
     return found
 
 
+#: What ends a token outside braces (commas and whitespace, as ``str.isspace`` has it)
+#: and the braces themselves: ``tokens`` looks only at these, not at every character.
+_TOKEN_BREAK = re.compile(r"[\s,]+|[{}]")
+
+
 def tokens(value: str) -> list[str]:
     """A restriction list split as Postfix splits it (module docstring)."""
     found: list[str] = []
-    current = ""
+    start = 0  # where the current token starts
     depth = 0
-    for char in value:
+    for match in _TOKEN_BREAK.finditer(value):
+        char = match.group()
         if char == "{":
             depth += 1
         elif char == "}":
             depth -= 1
             if depth < 0:
                 raise InternalError(f"unbalanced braces in {value!r}")
-        if depth == 0 and (char.isspace() or char == ","):
-            if current:
-                found.append(current)
-            current = ""
-            continue
-        current += char
+        elif depth == 0:  # a run of separators outside braces ends the token
+            if match.start() > start:
+                found.append(value[start : match.start()])
+            start = match.end()
     if depth != 0:
         raise InternalError(f"unbalanced braces in {value!r}")
-    if current:
-        found.append(current)
+    if start < len(value):
+        found.append(value[start:])
     return found
 
 
