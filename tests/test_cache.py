@@ -296,6 +296,31 @@ def test_an_entry_under_another_key_is_foreign_and_ignored(tmp_path: Path) -> No
     assert Cache(folder, b"o" * 32).get("a") is None  # written under someone else's key
 
 
+def test_many_entries_read_at_once_are_each_their_own_value(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    writer = Cache(folder, SECRET)
+    values: dict[str, Any] = {f"k{i}": {"name": f"r{i}", "list": [i, "x,y]"]} for i in range(700)}
+    values["null"] = None
+    for key, value in values.items():
+        writer.put(key, value)
+    writer.close()
+    # Two entries that are not one JSON document each, under a valid MAC (only the key's
+    # owner can write these): together they would parse as one array of the right length.
+    db = sqlite3.connect(folder / "cache.sqlite3", isolation_level=None)
+    for key, text in (("bad1", "1,2"), ("bad2", "")):
+        db.execute("INSERT INTO entries VALUES (?, ?, ?)", (key, writer._mac(key, text), text))
+    db.close()
+    reader = Cache(folder, SECRET)
+    got = reader.get_many([*values, "bad1", "bad2", "absent", "k3"])
+    assert got == {k: v for k, v in values.items() if v is not None}
+    assert reader.hits == 701  # the null entry is a hit that holds nothing
+    assert reader.misses == 3  # bad1, bad2, absent
+    # A value read once is served again from memory, the same object.
+    assert reader.get_many(["k1"])["k1"] is got["k1"]
+    assert reader.get("k1") is got["k1"]
+
+
 def test_a_corrupt_database_is_rebuilt(tmp_path: Path) -> None:
     folder = tmp_path / "cache"
     folder.mkdir()
