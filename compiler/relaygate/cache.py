@@ -214,10 +214,10 @@ class Cache:
 
     def _authentic(self, key: str, row: tuple[Any, Any] | None) -> str | None:
         """The stored text of ``row`` if its MAC verifies under ``key`` (else a miss)."""
-        if row is None or not isinstance(row[0], str) or not isinstance(row[1], str):
+        mac, value = row if row is not None else (None, None)
+        if not isinstance(mac, str) or not isinstance(value, str):
             self.misses += 1
             return None
-        mac, value = row
         if not hmac.compare_digest(mac, self._mac(key, value)):
             self.misses += 1
             return None  # foreign or damaged: recomputed and overwritten
