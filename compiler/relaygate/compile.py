@@ -100,7 +100,38 @@ def _artifacts_key(
     parts = [f"{relative}\0{loaded.key}" for relative, loaded in sorted(result.files.items())]
     if any(loaded.key is None for loaded in result.files.values()):
         return None
-    return store.key("artifacts", as_of.isoformat(), commit or "", result.shown, *parts)
+    return store.key("artifacts-index", as_of.isoformat(), commit or "", result.shown, *parts)
+
+
+def _cached_artifacts(store: Cache, key: str) -> Artifacts | None:
+    """The artifacts stored under ``key`` (``_keep_artifacts``), or None unless all are there."""
+    index = store.get(key)
+    if not isinstance(index, dict) or not all(
+        isinstance(path, str) and isinstance(text_key, str) for path, text_key in index.items()
+    ):
+        return None
+    texts = store.get_many(list(index.values()))
+    artifacts: Artifacts = {}
+    for path, text_key in index.items():
+        text = texts.get(text_key)
+        if not isinstance(text, str):
+            return None
+        artifacts[path] = text
+    return artifacts
+
+
+def _keep_artifacts(store: Cache, key: str, artifacts: Artifacts) -> None:
+    """Store ``artifacts`` as an index under ``key`` and each text under a hash of itself.
+
+    Two compiles that share a file (the two sides of a plan, one record apart:
+    all but a few of thousands of files) share its entry, and read back the
+    same string: a plan holds one copy of what both sides render alike.
+    """
+    index = {}
+    for path, text in artifacts.items():
+        text_key = index[path] = store.key("artifact-text", text)
+        store.put(text_key, text)
+    store.put(key, index)
 
 
 def build_loaded(
@@ -117,18 +148,16 @@ def build_loaded(
         return CompileResult(result, None)
     key = _artifacts_key(result, as_of, commit, store) if store is not None else None
     if store is not None and key is not None:
-        cached = store.get(key)
-        if isinstance(cached, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in cached.items()
-        ):
-            return CompileResult(result, dict(cached))
+        cached = _cached_artifacts(store, key)
+        if cached is not None:
+            return CompileResult(result, cached)
     built = _render_and_verify(result, inventory, as_of, commit)
     # A tree with uncommitted changes is a state that the next edit replaces: its
     # artifacts (about 11 MB at 10k records) are not kept, or a working session
     # would fill the cache to its cap in a few dozen compiles.
     dirty = commit is not None and commit.endswith("-dirty")
     if store is not None and key is not None and built.artifacts is not None and not dirty:
-        store.put(key, built.artifacts)
+        _keep_artifacts(store, key, built.artifacts)
     return built
 
 
