@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import netaddr
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -166,6 +167,34 @@ def test_renderers_refuse_values_that_slipped_past_validation(field: str, value:
     broken = replace(policy, legacy=(client, *policy.legacy[1:]))
     with pytest.raises(RenderRefused):
         render_all(broken, Header(site="x"))
+
+
+@pytest.mark.parametrize(
+    ("value", "passes"),
+    [
+        ("10.20.30.41", True),
+        ("10.20.30.0/24", True),
+        ("::1", False),
+        ("ff02::1", False),
+        ("2620:0:2d0::/48", True),
+        ("127.0.0.1", False),
+        ("169.254.1.1", False),
+        ("224.0.0.5", False),
+        ("10.0.0.0/7", False),  # broader than /8
+        ("10.20.30.41/24", False),  # host bits set
+        ("010.20.30.41", False),
+    ],
+)
+def test_the_address_guard_judges_each_text_the_same_every_time(value: str, passes: bool) -> None:
+    from relaygate.render import guards  # noqa: PLC0415 - the guard module itself
+
+    for _ in range(3):  # the verdict is kept per text: a refusal must stay a refusal
+        if passes:
+            assert guards.address(value) == value
+            assert guards.address(netaddr.IPNetwork(value)) == value
+        else:
+            with pytest.raises(RenderRefused):
+                guards.address(value)
 
 
 def test_renderers_refuse_a_smuggled_sender() -> None:
