@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 import netaddr
 
 from relaygate import addresses
-from relaygate.addresses import PrefixIndex, canonical_text
+from relaygate.addresses import canonical_text
 from relaygate.errors import InternalError
 from relaygate.limits import record_limit
 from relaygate.model import Device, Inventory, Status
@@ -409,7 +409,7 @@ def verify(
     # Each address is parsed once and placed in its segments by integer range
     # (an address in two segments is expected in both).
     by_segment: dict[str, set[str]] = {segment.name: set() for segment in site.mod_segments}
-    index = PrefixIndex((segment.name, segment.prefixes) for segment in site.mod_segments)
+    index = site.segment_index()
     for text in set(legacy) | suspended:
         for name in index.names(netaddr.IPNetwork(text)):
             by_segment[name].add(text)
