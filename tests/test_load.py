@@ -132,6 +132,16 @@ def test_a_file_read_in_short_pieces_is_read_whole_and_capped(
     data, findings = load.read_bytes(str(path), "r.yaml", len(text) - 1)
     assert data is None and [f.rule for f in findings] == ["file.too-large"]
     assert load.read_bytes(str(path), "r.yaml", len(text)) == (text, [])  # exactly at the cap
+    monkeypatch.setattr(load.os, "read", real)
+    # A file that grows between its size check and its read is read on, up to the cap.
+    real_lstat = os.lstat
+    monkeypatch.setattr(
+        load.os, "lstat", lambda p: os.stat_result((*real_lstat(p)[:6], 3, 0, 0, 0))
+    )
+    assert load.os.lstat(path).st_size == 3
+    assert load.read_bytes(path, "r.yaml", 1000) == (text, [])
+    data, findings = load.read_bytes(path, "r.yaml", 20)
+    assert data is None and [f.message for f in findings] == ["more than the cap of 20 bytes"]
 
 
 def test_alias_bomb_is_refused_without_expanding(tmp_path: Path) -> None:

@@ -198,6 +198,19 @@ def _render_and_verify(
     return CompileResult(result, artifacts)
 
 
+def _read_file(path: str) -> bytes:
+    """A whole regular file, with plain ``os`` calls (no buffered file object)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        # Sized by the file (one more byte sees the end): no large buffer per small file.
+        chunks = [os.read(fd, os.fstat(fd).st_size + 1)]
+        while chunks[-1] and (chunk := os.read(fd, 1 << 16)):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
 def read_tree(out: Path) -> dict[str, bytes]:
     """Every regular file under ``out`` by relative path, sorted (empty if it does not exist).
 
@@ -217,8 +230,7 @@ def read_tree(out: Path) -> dict[str, bytes]:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(relative)
                 elif entry.is_file(follow_symlinks=False):
-                    with open(entry.path, "rb") as handle:
-                        found[relative] = handle.read()
+                    found[relative] = _read_file(entry.path)
     return dict(sorted(found.items()))
 
 

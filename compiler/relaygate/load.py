@@ -338,15 +338,19 @@ def _scan_events(text: str, display: str) -> list[Finding]:
     return found
 
 
-def _read_at_most(fd: int, limit: int) -> bytes:
-    """Up to ``limit`` bytes from ``fd``, reading until the end of the file or the limit."""
-    first = os.read(fd, limit)
+def _read_at_most(fd: int, limit: int, expected: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd``, reading until the end of the file or the limit.
+
+    The first read asks for ``expected`` bytes and one more (the size the file
+    had a moment ago): a small file does not get a buffer of the cap's size.
+    """
+    first = os.read(fd, max(1, min(limit, expected + 1)))
     if not first or len(first) >= limit:
         return first
     chunks = [first]
     size = len(first)
     while size < limit:
-        more = os.read(fd, limit - size)
+        more = os.read(fd, min(limit - size, 1 << 16))
         if not more:
             break
         chunks.append(more)
@@ -380,7 +384,7 @@ def read_bytes(
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
-            raw = _read_at_most(fd, max_bytes + 1)
+            raw = _read_at_most(fd, max_bytes + 1, info.st_size)
         finally:
             os.close(fd)
     except OSError as error:
