@@ -258,7 +258,8 @@ def stale(out: Path, artifacts: Artifacts) -> list[str]:
     return sorted(
         p
         for p in set(current) | set(wanted)
-        if _comparable(p, current.get(p)) != _comparable(p, wanted.get(p))
+        if (old := current.get(p)) != (new := wanted.get(p))
+        and _comparable(p, old) != _comparable(p, new)
     )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 import netaddr
 
@@ -49,6 +50,7 @@ _NFT_SETS = frozenset(
 )
 
 
+@lru_cache(maxsize=1 << 16)
 def _canonical(text: str) -> str:
     """The canonical spelling, or the text marked as odd: never raises on tampered input."""
     # Artifacts write hosts as net/len (nft sets, cidr maps, Junos): accept
