@@ -538,6 +538,29 @@ def test_tokens_split_as_the_char_by_char_reference(value: str) -> None:
     assert got == expected
 
 
+def _logical_lines_reference(text: str) -> list[tuple[int, str, bool]]:
+    """Logical lines as the module docstring states them (the reference for ``logical_lines``)."""
+    lines: list[tuple[int, str, bool]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        if raw[0].isspace():
+            if lines:
+                lines[-1] = (lines[-1][0], f"{lines[-1][1]} {raw.strip()}", True)
+            else:
+                lines.append((number, raw.strip(), True))
+            continue
+        lines.append((number, raw.rstrip(), False))
+    return lines
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("a# \t\n\r\u00a0\u2028=")), max_size=40))
+def test_logical_lines_as_the_reference_reads_them(text: str) -> None:
+    got = [(line.number, line.text, line.continued) for line in syntax.logical_lines(text)]
+    assert got == _logical_lines_reference(text)
+
+
 def _as_postconf(artifacts: dict[str, str]) -> tuple[str, str, str]:
     """What `postconf -n`, `-P` and `-M` print on a relay deployed exactly as compiled."""
     main = "".join(

@@ -412,8 +412,9 @@ def verify(
     # (an address in two segments is expected in both).
     by_segment: dict[str, set[str]] = {segment.name: set() for segment in site.mod_segments}
     index = site.segment_index()
+    networks = {canonical_text(d.network): d.network for d in inventory.devices}
     for text in set(legacy) | suspended:
-        for name in index.names(netaddr.IPNetwork(text)):
+        for name in index.names(networks[text]):
             by_segment[name].add(text)
     for segment in site.mod_segments:
         inside = by_segment[segment.name]

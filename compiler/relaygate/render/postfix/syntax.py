@@ -45,9 +45,10 @@ def logical_lines(text: str) -> list[Line]:
     """The logical lines of a Postfix configuration or table source (module docstring)."""
     lines: list[Line] = []
     for number, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
+        stripped = raw.lstrip()
+        if not stripped or stripped[0] == "#":
             continue
-        if raw[0].isspace():
+        if len(stripped) < len(raw):  # it starts with whitespace
             if lines:
                 last = lines[-1]
                 lines[-1] = Line(last.number, f"{last.text} {raw.strip()}", True)
