@@ -164,9 +164,11 @@ def services(text: str) -> list[Service]:
     return found
 
 
-#: What ends a token outside braces (commas and whitespace, as ``str.isspace`` has it)
-#: and the braces themselves: ``tokens`` looks only at these, not at every character.
-_TOKEN_BREAK = re.compile(r"[\s,]+|[{}]")
+#: What ends a token outside braces (a run of commas and whitespace, as
+#: ``str.isspace`` has it) or opens one; inside braces only a brace matters.
+#: ``tokens`` looks only at these, not at every character.
+_OUTSIDE = re.compile(r"[\s,]+|[{}]")
+_INSIDE = re.compile(r"[{}]")
 
 
 def tokens(value: str) -> list[str]:
@@ -174,7 +176,9 @@ def tokens(value: str) -> list[str]:
     found: list[str] = []
     start = 0  # where the current token starts
     depth = 0
-    for match in _TOKEN_BREAK.finditer(value):
+    position = 0
+    while match := (_INSIDE if depth else _OUTSIDE).search(value, position):
+        position = match.end()
         char = match.group()
         if char == "{":
             depth += 1
@@ -182,10 +186,10 @@ def tokens(value: str) -> list[str]:
             depth -= 1
             if depth < 0:
                 raise InternalError(f"unbalanced braces in {value!r}")
-        elif depth == 0:  # a run of separators outside braces ends the token
+        else:  # a run of separators outside braces ends the token
             if match.start() > start:
                 found.append(value[start : match.start()])
-            start = match.end()
+            start = position
     if depth != 0:
         raise InternalError(f"unbalanced braces in {value!r}")
     if start < len(value):
