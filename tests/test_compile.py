@@ -561,6 +561,22 @@ def test_logical_lines_as_the_reference_reads_them(text: str) -> None:
     assert got == _logical_lines_reference(text)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    artifacts=st.dictionaries(st.text(max_size=12), st.text(max_size=20), max_size=6),
+    commit=st.one_of(st.none(), st.text(max_size=8)),
+    counts=st.dictionaries(
+        st.text(max_size=5), st.dictionaries(st.text(max_size=5), st.integers()), max_size=3
+    ),
+)
+def test_the_manifest_is_the_json_of_its_document(
+    artifacts: dict[str, str], commit: str | None, counts: dict[str, dict[str, int]]
+) -> None:
+    text = compile_.manifest(artifacts, DAY, commit, counts)
+    document = compile_.manifest_document(artifacts, DAY, commit, counts)
+    assert text == json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
 def _as_postconf(artifacts: dict[str, str]) -> tuple[str, str, str]:
     """What `postconf -n`, `-P` and `-M` print on a relay deployed exactly as compiled."""
     main = "".join(

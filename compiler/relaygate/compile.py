@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from relaygate import __version__
 from relaygate.cache import Cache
@@ -72,7 +73,35 @@ def _sha256(text: str) -> str:
 def manifest(
     artifacts: Artifacts, as_of: dt.date, commit: str | None, counts: dict[str, dict[str, int]]
 ) -> str:
-    document = {
+    """``manifest.json``: the JSON text of ``manifest_document``, indented by two, keys sorted.
+
+    The artifacts (thousands of entries, all of one shape) are written here in
+    exactly the form ``json.dumps(..., indent=2, sort_keys=True)`` gives, which
+    formats them in pure Python once it indents; the rest goes through it. A
+    test holds the two to the same bytes.
+    """
+    rest = manifest_document({}, as_of, commit, counts)
+    del rest["artifacts"]  # sorts before every other key: written first, below
+    if not artifacts:
+        return json.dumps({"artifacts": {}, **rest}, indent=2, sort_keys=True) + "\n"
+    entries = []
+    for path, text in sorted(artifacts.items()):
+        data = text.encode("utf-8")
+        entries.append(
+            f"    {json.dumps(path)}: {{\n"
+            f'      "bytes": {len(data)},\n'
+            f'      "sha256": "{hashlib.sha256(data).hexdigest()}"\n'
+            "    }"
+        )
+    others = json.dumps(rest, indent=2, sort_keys=True).removeprefix("{\n")
+    return '{\n  "artifacts": {\n' + ",\n".join(entries) + "\n  },\n" + others + "\n"
+
+
+def manifest_document(
+    artifacts: Artifacts, as_of: dt.date, commit: str | None, counts: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """What ``manifest.json`` says, as a value."""
+    return {
         "tool": "relaygate",
         "version": __version__,
         "as_of": as_of.isoformat(),
@@ -83,7 +112,6 @@ def manifest(
             for path, text in sorted(artifacts.items())
         },
     }
-    return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 def build(
