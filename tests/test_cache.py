@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import multiprocessing
 import random
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -296,6 +297,31 @@ def test_an_entry_under_another_key_is_foreign_and_ignored(tmp_path: Path) -> No
     assert Cache(folder, b"o" * 32).get("a") is None  # written under someone else's key
 
 
+def test_many_entries_read_at_once_are_each_their_own_value(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    writer = Cache(folder, SECRET)
+    values: dict[str, Any] = {f"k{i}": {"name": f"r{i}", "list": [i, "x,y]"]} for i in range(700)}
+    values["null"] = None
+    for key, value in values.items():
+        writer.put(key, value)
+    writer.close()
+    # Two entries that are not one JSON document each, under a valid MAC (only the key's
+    # owner can write these): together they would parse as one array of the right length.
+    db = sqlite3.connect(folder / "cache.sqlite3", isolation_level=None)
+    for key, text in (("bad1", "1,2"), ("bad2", "")):
+        db.execute("INSERT INTO entries VALUES (?, ?, ?)", (key, writer._mac(key, text), text))
+    db.close()
+    reader = Cache(folder, SECRET)
+    got = reader.get_many([*values, "bad1", "bad2", "absent", "k3"])
+    assert got == {k: v for k, v in values.items() if v is not None}
+    assert reader.hits == 701  # the null entry is a hit that holds nothing
+    assert reader.misses == 3  # bad1, bad2, absent
+    # A value read once is served again from memory, the same object.
+    assert reader.get_many(["k1"])["k1"] is got["k1"]
+    assert reader.get("k1") is got["k1"]
+
+
 def test_a_corrupt_database_is_rebuilt(tmp_path: Path) -> None:
     folder = tmp_path / "cache"
     folder.mkdir()
@@ -518,6 +544,62 @@ def test_artifacts_of_a_tree_with_local_changes_are_not_kept(
         store.close()
         assert built.artifacts is not None
     assert len(renders) == (1 if kept else 2)
+
+
+def test_two_compiles_one_record_apart_share_the_texts_they_render_alike(tmp_path: Path) -> None:
+    """Artifacts are kept file by file under a hash of each text: the two sides of a
+    plan read an unchanged file back as one string, and a missing text renders again."""
+    root = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, root)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    record = _records(root)[0]
+    before = record.read_text("utf-8")
+    after = re.sub(r"(?m)^volume_per_day: .*$", "volume_per_day: 4321", before)
+    assert before != after
+    uncached = {}
+    for text in (before, after):  # fill the cache, and the expected bytes
+        record.write_text(text, "utf-8")
+        store = Cache(folder, SECRET)
+        compile_.build(root, DAY, "0" * 40, store=store)
+        store.close()
+        uncached[text] = compile_.build(root, DAY, "0" * 40).artifacts
+    store = Cache(folder, SECRET)
+    sides = []
+    for text in (before, after):
+        record.write_text(text, "utf-8")
+        sides.append(compile_.build(root, DAY, "0" * 40, store=store).artifacts)
+    store.close()
+    assert sides == [uncached[before], uncached[after]]  # byte for byte
+    old, new = sides
+    assert old is not None and new is not None
+    same = [path for path in old if old[path] == new[path]]
+    changed = [path for path in old if old[path] != new[path]]
+    assert same and changed
+    assert all(old[path] is new[path] for path in same)  # one string for both
+    # An index whose texts are not all there is not used: the compile renders again.
+    db = sqlite3.connect(folder / "cache.sqlite3", isolation_level=None)
+    deleted = db.execute(
+        "DELETE FROM entries WHERE value = ?",
+        (json.dumps(new[changed[0]], ensure_ascii=False, separators=(",", ":")),),
+    ).rowcount
+    db.close()
+    assert deleted == 1
+    renders: list[int] = []
+    real = compile_.render_all
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, str]:
+        renders.append(1)
+        return real(*args, **kwargs)
+
+    store = Cache(folder, SECRET)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compile_, "render_all", counted)
+        assert compile_.build(root, DAY, "0" * 40, store=store).artifacts == uncached[after]
+        record.write_text(before, "utf-8")
+        assert compile_.build(root, DAY, "0" * 40, store=store).artifacts == uncached[before]
+    store.close()
+    assert renders == [1]  # the side with every text kept is read back (positive control)
 
 
 def test_one_edited_record_reruns_its_own_checks_only_and_a_site_edit_reruns_all(

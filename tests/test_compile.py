@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import netaddr
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relaygate import compile as compile_
 from relaygate.errors import InternalError, RenderRefused
@@ -164,6 +167,34 @@ def test_renderers_refuse_values_that_slipped_past_validation(field: str, value:
     broken = replace(policy, legacy=(client, *policy.legacy[1:]))
     with pytest.raises(RenderRefused):
         render_all(broken, Header(site="x"))
+
+
+@pytest.mark.parametrize(
+    ("value", "passes"),
+    [
+        ("10.20.30.41", True),
+        ("10.20.30.0/24", True),
+        ("::1", False),
+        ("ff02::1", False),
+        ("2620:0:2d0::/48", True),
+        ("127.0.0.1", False),
+        ("169.254.1.1", False),
+        ("224.0.0.5", False),
+        ("10.0.0.0/7", False),  # broader than /8
+        ("10.20.30.41/24", False),  # host bits set
+        ("010.20.30.41", False),
+    ],
+)
+def test_the_address_guard_judges_each_text_the_same_every_time(value: str, passes: bool) -> None:
+    from relaygate.render import guards  # noqa: PLC0415 - the guard module itself
+
+    for _ in range(3):  # the verdict is kept per text: a refusal must stay a refusal
+        if passes:
+            assert guards.address(value) == value
+            assert guards.address(netaddr.IPNetwork(value)) == value
+        else:
+            with pytest.raises(RenderRefused):
+                guards.address(value)
 
 
 def test_renderers_refuse_a_smuggled_sender() -> None:
@@ -466,6 +497,84 @@ def test_postfix_files_are_read_back_one_way() -> None:
     assert syntax.expand("$a ${b} $$x", {"a": "1", "b": "$a$a"}) == "1 11 $x"
     overrides = syntax.overrides("127.0.0.1:25/inet/smtpd_x = y\nsubmission/inet/z=1\n")
     assert overrides == {"127.0.0.1:25/inet": {"smtpd_x": "y"}, "submission/inet": {"z": "1"}}
+
+
+def _tokens_char_by_char(value: str) -> list[str]:
+    """The restriction list split one character at a time (the reference for ``tokens``)."""
+    found: list[str] = []
+    current = ""
+    depth = 0
+    for char in value:
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth < 0:
+                raise InternalError(f"unbalanced braces in {value!r}")
+        if depth == 0 and (char.isspace() or char == ","):
+            if current:
+                found.append(current)
+            current = ""
+            continue
+        current += char
+    if depth != 0:
+        raise InternalError(f"unbalanced braces in {value!r}")
+    if current:
+        found.append(current)
+    return found
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab{}, \t\n\u00a0\u2003:=/")), max_size=40))
+def test_tokens_split_as_the_char_by_char_reference(value: str) -> None:
+    try:
+        expected: list[str] | str = _tokens_char_by_char(value)
+    except InternalError:
+        expected = "refused"
+    try:
+        got: list[str] | str = syntax.tokens(value)
+    except InternalError:
+        got = "refused"
+    assert got == expected
+
+
+def _logical_lines_reference(text: str) -> list[tuple[int, str, bool]]:
+    """Logical lines as the module docstring states them (the reference for ``logical_lines``)."""
+    lines: list[tuple[int, str, bool]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        if raw[0].isspace():
+            if lines:
+                lines[-1] = (lines[-1][0], f"{lines[-1][1]} {raw.strip()}", True)
+            else:
+                lines.append((number, raw.strip(), True))
+            continue
+        lines.append((number, raw.rstrip(), False))
+    return lines
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("a# \t\n\r\u00a0\u2028=")), max_size=40))
+def test_logical_lines_as_the_reference_reads_them(text: str) -> None:
+    got = [(line.number, line.text, line.continued) for line in syntax.logical_lines(text)]
+    assert got == _logical_lines_reference(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    artifacts=st.dictionaries(st.text(max_size=12), st.text(max_size=20), max_size=6),
+    commit=st.one_of(st.none(), st.text(max_size=8)),
+    counts=st.dictionaries(
+        st.text(max_size=5), st.dictionaries(st.text(max_size=5), st.integers()), max_size=3
+    ),
+)
+def test_the_manifest_is_the_json_of_its_document(
+    artifacts: dict[str, str], commit: str | None, counts: dict[str, dict[str, int]]
+) -> None:
+    text = compile_.manifest(artifacts, DAY, commit, counts)
+    document = compile_.manifest_document(artifacts, DAY, commit, counts)
+    assert text == json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 def _as_postconf(artifacts: dict[str, str]) -> tuple[str, str, str]:

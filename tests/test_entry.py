@@ -9,9 +9,12 @@ output without the flush).
 from __future__ import annotations
 
 import gc
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+
+import click
 
 from relaygate import cli
 from relaygate.catalogue import catalogue
@@ -54,3 +57,36 @@ def test_main_restores_the_collector_thresholds() -> None:
     assert before != cli.GC_THRESHOLD
     assert cli.main(["rules", "file.missing"]) == 0
     assert gc.get_threshold() == before
+
+
+def test_each_command_module_registers_exactly_the_commands_it_is_listed_for() -> None:
+    listed: dict[str, set[str]] = {}
+    for name, module in cli.COMMANDS.items():
+        listed.setdefault(module, set()).add(name)
+    for module, names in listed.items():
+        group = click.Group()
+        importlib.import_module(module).register(group)
+        assert set(group.commands) == names, module
+    assert not set(cli.COMMANDS) & {"validate", "compile", "rules"}  # defined in cli itself
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    # A fresh interpreter: `plan --help` loads the review commands and no other module.
+    probe = (
+        "import sys\n"
+        "from relaygate.cli import main\n"
+        "main(['plan', '--help'])\n"
+        "print(sorted(m for m in sys.modules if m in "
+        "('relaygate.commands_review', 'relaygate.lifecycle.commands',"
+        " 'relaygate.commands_repo', 'relaygate.release')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--base" in done.stdout  # the plan command's own help: it was found
+    assert done.stdout.splitlines()[-1] == "['relaygate.commands_review']"
+    listing = _entry("--help")  # the list names commands of every module
+    assert listing.returncode == 0, listing.stderr
+    for name in ("plan", "revoke", "deploy", "release"):
+        assert f"  {name} " in listing.stdout, name

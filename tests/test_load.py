@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import subprocess
 import sys
@@ -110,6 +111,37 @@ def test_files_it_will_not_read(tmp_path: Path) -> None:
     assert [f.rule for f in load_document(folder, "dir.yaml", 1000).findings] == [
         "file.not-regular"
     ]
+
+
+def test_a_file_read_in_short_pieces_is_read_whole_and_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.read
+    calls: list[int] = []
+
+    def short(fd: int, size: int) -> bytes:  # the kernel may return fewer bytes than asked
+        calls.append(size)
+        return real(fd, min(size, 7))
+
+    monkeypatch.setattr(load.os, "read", short)
+    path = tmp_path / "r.yaml"
+    text = b"name: a\nunit: b\n" * 5
+    path.write_bytes(text)
+    assert load.read_bytes(path, "r.yaml", 1000) == (text, [])
+    assert len(calls) > len(text) // 7  # it really came in pieces
+    data, findings = load.read_bytes(str(path), "r.yaml", len(text) - 1)
+    assert data is None and [f.rule for f in findings] == ["file.too-large"]
+    assert load.read_bytes(str(path), "r.yaml", len(text)) == (text, [])  # exactly at the cap
+    monkeypatch.setattr(load.os, "read", real)
+    # A file that grows between its size check and its read is read on, up to the cap.
+    real_lstat = os.lstat
+    monkeypatch.setattr(
+        load.os, "lstat", lambda p: os.stat_result((*real_lstat(p)[:6], 3, 0, 0, 0))
+    )
+    assert load.os.lstat(path).st_size == 3
+    assert load.read_bytes(path, "r.yaml", 1000) == (text, [])
+    data, findings = load.read_bytes(path, "r.yaml", 20)
+    assert data is None and [f.message for f in findings] == ["more than the cap of 20 bytes"]
 
 
 def test_alias_bomb_is_refused_without_expanding(tmp_path: Path) -> None:

@@ -1564,3 +1564,17 @@ def test_a_cached_plan_is_the_uncached_plan(tmp_path: Path, run_cli, change: str
         assert [a["device"] for a in plan["access"]] == ["lib-gate-counter"]
     else:
         assert plan["access"] == [] and plan["risks"] == []
+
+
+@pytest.mark.parametrize("day", ["2026-11-29", "2028-06-30"])
+def test_a_side_grants_exactly_the_records_it_gives_access(day: str) -> None:
+    """``Side.grants`` (what the mass-change count reads) says ``access`` is not empty."""
+    as_of = dt.date.fromisoformat(day)
+    side = plan_.load_side("working tree", None, EXAMPLE, "inventory", as_of, base=False)
+    devices = list(side.devices.values())
+    granted = [d for d in devices if side.grants(d)]
+    assert [d for d in devices if side.access(d)] == granted
+    lapsed = [d for d in devices if side.lapse(d) is not None]
+    assert 0 < len(granted) < len(devices)  # refused records are among them
+    assert bool(lapsed) == (day != AS_OF)  # two years on, exceptions have expired
+    assert not set(map(id, lapsed)) & set(map(id, granted))

@@ -167,6 +167,26 @@ def test_verify_catches_a_tampered_ruleset(old: str, new: str, problem: str) -> 
     assert any(p.startswith(problem) for p in semantic), problems
 
 
+def test_the_limit_check_names_every_extra_missing_and_wrong_limit_in_order() -> None:
+    """``postfwd.check`` against limits that differ from the ruleset in every way at once."""
+    text = _artifacts()["postfwd/postfwd.cf"]
+    rules = postfwd.read_rules(text, [])
+    logins = {r.key: r.limit for r in rules if r.item == "sasl_username" and r.limit is not None}
+    legacy = {r.key: r.limit for r in rules if r.item == "client_address" and r.limit is not None}
+    assert len(logins) > 2 and len(legacy) > 2
+    assert postfwd.check(text, logins, legacy) == []  # positive control: the records' limits
+    first_login, second_login = sorted(logins)[:2]
+    wrong = {**logins, first_login: logins[first_login] + 1}
+    del wrong[second_login]
+    extra = {**legacy, "10.255.255.254": 7}
+    assert postfwd.check(text, wrong, extra) == [
+        "postfwd/postfwd.cf: 10.255.255.254 has no limit rule",
+        f"postfwd/postfwd.cf: {first_login} is limited to {logins[first_login]} a day,"
+        f" the records say {logins[first_login] + 1}",
+        f"postfwd/postfwd.cf: {second_login} has a limit but no active record grants it",
+    ]
+
+
 def test_widenings_flag_an_override_that_drops_the_volume_check() -> None:
     artifacts = _artifacts()
     main = "".join(

@@ -272,3 +272,39 @@ def test_text_checks_find_what_they_found_before_their_shortcut(
 ) -> None:
     document = Document(path=Path("r.yaml"), display="r.yaml", data=data, text=f"a: {literal}\n")
     assert list(checks.text_checks(document)) == _old_text_checks(document)
+
+
+def _v4_edges() -> list[int]:
+    """Every first and last address (and its neighbours) of the special IPv4 ranges."""
+    edges = {0, 1, 0x00FFFFFF, 0x01000000, 0xFFFFFFFE, 0xFFFFFFFF}
+    for _, ranges in addresses._SPECIAL_V4:
+        for first, last in ranges:
+            edges |= {first - 1, first, first + 1, last - 1, last, last + 1}
+    return sorted(e for e in edges if 0 <= e <= 0xFFFFFFFF)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.one_of(st.sampled_from(_v4_edges()), st.integers(0, 2**32 - 1)),
+    length=st.integers(0, 32),
+)
+def test_the_ipv4_special_ranges_answer_as_netaddr_does(value: int, length: int) -> None:
+    network = netaddr.IPNetwork((value, length), version=4).cidr
+    assert addresses.special_kind(network) == addresses.special_kind_by_netaddr(network)
+
+
+def test_every_ipv4_special_kind_is_reached_and_ordinary_addresses_pass() -> None:
+    kinds = {
+        addresses.special_kind(netaddr.IPNetwork((edge, 32), version=4)) for edge in _v4_edges()
+    }
+    assert kinds >= {
+        None,
+        "the broadcast address",
+        "an address in 0.0.0.0/8 ('this network')",
+        "an unspecified address",
+        "a loopback address",
+        "a link-local address",
+        "a multicast address",
+        "a reserved address",
+    }
+    assert addresses.special_kind(netaddr.IPNetwork("10.20.30.0/24")) is None

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Literal
 
 import netaddr
+from netaddr import ip as netaddr_ip
 
 _IPV4_SHAPE = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
 _PREFIX_LEN = re.compile(r"0|[1-9][0-9]{0,2}")
@@ -159,8 +160,45 @@ def _parse_text(text: str) -> Parsed | str:
     return Parsed(text=text, network=network, canonical=canonical, problem=problem)
 
 
+def _ranges(*items: netaddr.IPNetwork | netaddr.IPRange) -> tuple[tuple[int, int], ...]:
+    return tuple((int(item.first), int(item.last)) for item in items)
+
+
+#: netaddr's own IPv4 tables behind ``is_loopback``, ``is_link_local``,
+#: ``is_multicast`` and ``is_reserved``, as integer ranges, in the order
+#: ``special_kind`` asks (a test holds both ways to the same answers).
+_SPECIAL_V4 = (
+    ("a loopback address", _ranges(netaddr_ip.IPV4_LOOPBACK)),
+    ("a link-local address", _ranges(netaddr_ip.IPV4_LINK_LOCAL)),
+    ("a multicast address", _ranges(netaddr_ip.IPV4_MULTICAST)),
+    ("a reserved address", _ranges(*netaddr_ip.IPV4_RESERVED)),
+)
+
+
 def special_kind(network: netaddr.IPNetwork) -> str | None:
-    """Why this network can never be a device address, or None if it can be."""
+    """Why this network can never be a device address, or None if it can be.
+
+    IPv4 is answered from integer ranges (the render guard asks it of every
+    address); IPv6 through netaddr's methods (``special_kind_by_netaddr``).
+    """
+    if network.version != 4:
+        return special_kind_by_netaddr(network)
+    ip = int(network.first)
+    if ip != 0:
+        if ip == 0xFFFFFFFF:
+            return "the broadcast address"
+        if ip >> 24 == 0:
+            return "an address in 0.0.0.0/8 ('this network')"
+    if ip == 0:
+        return "an unspecified address"
+    for name, ranges in _SPECIAL_V4:
+        if any(first <= ip <= last for first, last in ranges):
+            return name
+    return None
+
+
+def special_kind_by_netaddr(network: netaddr.IPNetwork) -> str | None:
+    """``special_kind`` through netaddr's address methods (any IP version)."""
     ip = network.network
     if network.version == 4 and int(ip) != 0:
         if int(ip) == 0xFFFFFFFF:

@@ -212,14 +212,21 @@ class Cache:
             h.update(data)
         return h.hexdigest()
 
-    def _decode(self, key: str, row: tuple[Any, Any] | None) -> Any | None:
-        if row is None or not isinstance(row[0], str) or not isinstance(row[1], str):
+    def _authentic(self, key: str, row: tuple[Any, Any] | None) -> str | None:
+        """The stored text of ``row`` if its MAC verifies under ``key`` (else a miss)."""
+        mac, value = row if row is not None else (None, None)
+        if not isinstance(mac, str) or not isinstance(value, str):
             self.misses += 1
             return None
-        mac, value = row
         if not hmac.compare_digest(mac, self._mac(key, value)):
             self.misses += 1
             return None  # foreign or damaged: recomputed and overwritten
+        return value
+
+    def _decode(self, key: str, row: tuple[Any, Any] | None) -> Any | None:
+        value = self._authentic(key, row)
+        if value is None:
+            return None
         try:
             decoded = json.loads(value)
         except ValueError:
@@ -229,7 +236,12 @@ class Cache:
         return decoded
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
-        """The authentic values among ``keys`` (absent keys are misses), in few queries."""
+        """The authentic values among ``keys`` (absent keys are misses), in few queries.
+
+        The entries read from the database are decoded as one JSON array: one
+        parse, and the field names that every record repeats are one string
+        each, not one per record (a tenth of a 10k-record plan's memory).
+        """
         found: dict[str, Any] = {}
         rows: dict[str, tuple[Any, Any]] = {}
         if self._db is not None:
@@ -245,6 +257,7 @@ class Cache:
                         rows[key] = (mac, value)
             except sqlite3.Error:
                 rows = {}
+        stored: dict[str, str] = {}
         for key in keys:
             known = self._read.get(key)
             if known is not None:
@@ -254,10 +267,39 @@ class Cache:
             if pending is not None:
                 found[key] = json.loads(pending)
                 continue
-            value = self._decode(key, rows.get(key))
+            if key in stored:
+                continue
+            value = self._authentic(key, rows.get(key))
             if value is not None:
-                found[key] = self._read[key] = value
+                stored[key] = value
+        del rows
+        for key, decoded in self._decode_all(stored).items():
+            if decoded is not None:
+                found[key] = self._read[key] = decoded
         return found
+
+    def _decode_all(self, stored: dict[str, str]) -> dict[str, Any]:
+        """Authentic entries' values, decoded together; one by one if that fails."""
+        if not stored:
+            return {}
+        try:
+            together = json.loads(f"[{','.join(stored.values())}]")
+        except ValueError:
+            together = None
+        if isinstance(together, list) and len(together) == len(stored):
+            self.hits += len(stored)
+            return dict(zip(stored, together, strict=True))
+        # Every entry is one JSON document as ``put`` wrote it, so this is only
+        # reached when one is not (damage under a valid MAC): each is decoded alone.
+        decoded: dict[str, Any] = {}
+        for key, value in stored.items():
+            try:
+                decoded[key] = json.loads(value)
+            except ValueError:
+                self.misses += 1
+                continue
+            self.hits += 1
+        return decoded
 
     def get(self, key: str) -> Any | None:
         """The value under ``key`` if present and authentic, else None."""

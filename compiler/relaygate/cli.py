@@ -16,6 +16,7 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -39,30 +40,33 @@ from relaygate.report import FORMATTERS, summary_line
 
 
 class _LazyGroup(click.Group):
-    """The top-level group; the modules of ``COMMAND_MODULES`` load when first needed.
+    """The top-level group; each module of ``COMMANDS`` loads when first needed.
 
-    ``validate``, ``compile`` and ``rules`` are defined here. Asking for any other
-    command, or for the list (``--help``), imports every command module once, so
-    a ``validate`` does not pay for importing the review, lifecycle and
-    repository commands.
+    ``validate``, ``compile`` and ``rules`` are defined here. Asking for another
+    command imports only the module that defines it (``COMMANDS``), so a
+    ``plan`` does not pay for importing the lifecycle and repository commands;
+    asking for the list (``--help``) or for a name no module defines imports
+    every command module once.
     """
 
-    _loaded = False
+    _loaded: frozenset[str] = frozenset()
 
-    def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            _register_commands()
+    def _load(self, modules: Iterable[str]) -> None:
+        for name in modules:
+            if name not in self._loaded:
+                self._loaded |= {name}
+                importlib.import_module(name).register(self)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is None:
-            self._load()
+            module = COMMANDS.get(cmd_name)
+            self._load((module,) if module is not None else COMMAND_MODULES)
             command = super().get_command(ctx, cmd_name)
         return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        self._load()
+        self._load(COMMAND_MODULES)
         return super().list_commands(ctx)
 
 
@@ -202,18 +206,22 @@ def rules_command(rule_ids: tuple[str, ...]) -> None:
         click.echo(f"{entry.id} ({label}): {entry.summary}\n  what to do: {entry.hint}")
 
 
-#: Command groups that live in their own modules; each has ``register(group)``.
-COMMAND_MODULES: tuple[str, ...] = (
-    "relaygate.commands_review",
-    "relaygate.lifecycle.commands",
-    "relaygate.commands_repo",
-    "relaygate.release",
-)
-
-
-def _register_commands() -> None:
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(cli)
+#: The commands that live in their own modules, by name, and the module that
+#: defines each (it has ``register(group)``, which adds exactly these; a test
+#: holds the two together).
+COMMANDS: dict[str, str] = {
+    **dict.fromkeys(("plan", "codeowners", "new", "query"), "relaygate.commands_review"),
+    **dict.fromkeys(
+        ("activity", "review", "revoke", "suspend", "reinstate", "retire", "renew"),
+        "relaygate.lifecycle.commands",
+    ),
+    **dict.fromkeys(
+        ("init", "schemas", "import", "netreg", "list", "deploy", "approvals"),
+        "relaygate.commands_repo",
+    ),
+    "release": "relaygate.release",
+}
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 #: Allocations between young-generation collections while a command runs: a

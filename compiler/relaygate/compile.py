@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from relaygate import __version__
 from relaygate.cache import Cache
@@ -72,7 +73,35 @@ def _sha256(text: str) -> str:
 def manifest(
     artifacts: Artifacts, as_of: dt.date, commit: str | None, counts: dict[str, dict[str, int]]
 ) -> str:
-    document = {
+    """``manifest.json``: the JSON text of ``manifest_document``, indented by two, keys sorted.
+
+    The artifacts (thousands of entries, all of one shape) are written here in
+    exactly the form ``json.dumps(..., indent=2, sort_keys=True)`` gives, which
+    formats them in pure Python once it indents; the rest goes through it. A
+    test holds the two to the same bytes.
+    """
+    rest = manifest_document({}, as_of, commit, counts)
+    del rest["artifacts"]  # sorts before every other key: written first, below
+    if not artifacts:
+        return json.dumps({"artifacts": {}, **rest}, indent=2, sort_keys=True) + "\n"
+    entries = []
+    for path, text in sorted(artifacts.items()):
+        data = text.encode("utf-8")
+        entries.append(
+            f"    {json.dumps(path)}: {{\n"
+            f'      "bytes": {len(data)},\n'
+            f'      "sha256": "{hashlib.sha256(data).hexdigest()}"\n'
+            "    }"
+        )
+    others = json.dumps(rest, indent=2, sort_keys=True).removeprefix("{\n")
+    return '{\n  "artifacts": {\n' + ",\n".join(entries) + "\n  },\n" + others + "\n"
+
+
+def manifest_document(
+    artifacts: Artifacts, as_of: dt.date, commit: str | None, counts: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """What ``manifest.json`` says, as a value."""
+    return {
         "tool": "relaygate",
         "version": __version__,
         "as_of": as_of.isoformat(),
@@ -83,7 +112,6 @@ def manifest(
             for path, text in sorted(artifacts.items())
         },
     }
-    return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 def build(
@@ -100,7 +128,38 @@ def _artifacts_key(
     parts = [f"{relative}\0{loaded.key}" for relative, loaded in sorted(result.files.items())]
     if any(loaded.key is None for loaded in result.files.values()):
         return None
-    return store.key("artifacts", as_of.isoformat(), commit or "", result.shown, *parts)
+    return store.key("artifacts-index", as_of.isoformat(), commit or "", result.shown, *parts)
+
+
+def _cached_artifacts(store: Cache, key: str) -> Artifacts | None:
+    """The artifacts stored under ``key`` (``_keep_artifacts``), or None unless all are there."""
+    index = store.get(key)
+    if not isinstance(index, dict) or not all(
+        isinstance(path, str) and isinstance(text_key, str) for path, text_key in index.items()
+    ):
+        return None
+    texts = store.get_many(list(index.values()))
+    artifacts: Artifacts = {}
+    for path, text_key in index.items():
+        text = texts.get(text_key)
+        if not isinstance(text, str):
+            return None
+        artifacts[path] = text
+    return artifacts
+
+
+def _keep_artifacts(store: Cache, key: str, artifacts: Artifacts) -> None:
+    """Store ``artifacts`` as an index under ``key`` and each text under a hash of itself.
+
+    Two compiles that share a file (the two sides of a plan, one record apart:
+    all but a few of thousands of files) share its entry, and read back the
+    same string: a plan holds one copy of what both sides render alike.
+    """
+    index = {}
+    for path, text in artifacts.items():
+        text_key = index[path] = store.key("artifact-text", text)
+        store.put(text_key, text)
+    store.put(key, index)
 
 
 def build_loaded(
@@ -117,18 +176,16 @@ def build_loaded(
         return CompileResult(result, None)
     key = _artifacts_key(result, as_of, commit, store) if store is not None else None
     if store is not None and key is not None:
-        cached = store.get(key)
-        if isinstance(cached, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in cached.items()
-        ):
-            return CompileResult(result, dict(cached))
+        cached = _cached_artifacts(store, key)
+        if cached is not None:
+            return CompileResult(result, cached)
     built = _render_and_verify(result, inventory, as_of, commit)
     # A tree with uncommitted changes is a state that the next edit replaces: its
     # artifacts (about 11 MB at 10k records) are not kept, or a working session
     # would fill the cache to its cap in a few dozen compiles.
     dirty = commit is not None and commit.endswith("-dirty")
     if store is not None and key is not None and built.artifacts is not None and not dirty:
-        store.put(key, built.artifacts)
+        _keep_artifacts(store, key, built.artifacts)
     return built
 
 
@@ -169,6 +226,19 @@ def _render_and_verify(
     return CompileResult(result, artifacts)
 
 
+def _read_file(path: str) -> bytes:
+    """A whole regular file, with plain ``os`` calls (no buffered file object)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        # Sized by the file (one more byte sees the end): no large buffer per small file.
+        chunks = [os.read(fd, os.fstat(fd).st_size + 1)]
+        while chunks[-1] and (chunk := os.read(fd, 1 << 16)):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
 def read_tree(out: Path) -> dict[str, bytes]:
     """Every regular file under ``out`` by relative path, sorted (empty if it does not exist).
 
@@ -188,8 +258,7 @@ def read_tree(out: Path) -> dict[str, bytes]:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(relative)
                 elif entry.is_file(follow_symlinks=False):
-                    with open(entry.path, "rb") as handle:
-                        found[relative] = handle.read()
+                    found[relative] = _read_file(entry.path)
     return dict(sorted(found.items()))
 
 
@@ -217,7 +286,8 @@ def stale(out: Path, artifacts: Artifacts) -> list[str]:
     return sorted(
         p
         for p in set(current) | set(wanted)
-        if _comparable(p, current.get(p)) != _comparable(p, wanted.get(p))
+        if (old := current.get(p)) != (new := wanted.get(p))
+        and _comparable(p, old) != _comparable(p, new)
     )
 
 

@@ -62,8 +62,13 @@ def _exact(factor: str) -> Fraction:
     return Fraction(Decimal(factor))
 
 
+@functools.lru_cache(maxsize=4096)
 def scaled_estimate(volume_per_day: int, factor: str) -> int:
-    """``ceil(volume_per_day x factor)``, exactly (``factor`` is decimal text)."""
+    """``ceil(volume_per_day x factor)``, exactly (``factor`` is decimal text).
+
+    Cached: the policy, the verifier and a plan's limit comparison each ask
+    it for every record, and a campus has far fewer distinct estimates.
+    """
     return math.ceil(volume_per_day * _exact(factor))
 
 

@@ -338,8 +338,34 @@ def _scan_events(text: str, display: str) -> list[Finding]:
     return found
 
 
-def read_bytes(path: Path, display: str, max_bytes: int) -> tuple[bytes | None, list[Finding]]:
-    """The file's bytes if it is a regular file within ``max_bytes`` (nothing decoded yet)."""
+def _read_at_most(fd: int, limit: int, expected: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd``, reading until the end of the file or the limit.
+
+    The first read asks for ``expected`` bytes and one more (the size the file
+    had a moment ago): a small file does not get a buffer of the cap's size.
+    """
+    first = os.read(fd, max(1, min(limit, expected + 1)))
+    if not first or len(first) >= limit:
+        return first
+    chunks = [first]
+    size = len(first)
+    while size < limit:
+        more = os.read(fd, min(limit - size, 1 << 16))
+        if not more:
+            break
+        chunks.append(more)
+        size += len(more)
+    return b"".join(chunks)
+
+
+def read_bytes(
+    path: str | os.PathLike[str], display: str, max_bytes: int
+) -> tuple[bytes | None, list[Finding]]:
+    """The file's bytes if it is a regular file within ``max_bytes`` (nothing decoded yet).
+
+    Plain ``os`` calls on the descriptor (no buffered file object): an
+    inventory is thousands of small files, read on every run.
+    """
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -357,8 +383,10 @@ def read_bytes(path: Path, display: str, max_bytes: int) -> tuple[bytes | None, 
         ]
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as handle:
-            raw = handle.read(max_bytes + 1)
+        try:
+            raw = _read_at_most(fd, max_bytes + 1, info.st_size)
+        finally:
+            os.close(fd)
     except OSError as error:
         return None, [rule("file.unreadable").at(display, 1, 1, f"cannot read: {error.strerror}")]
     if len(raw) > max_bytes:  # grew after lstat

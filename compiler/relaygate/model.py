@@ -228,6 +228,11 @@ class Site:
     notices_from: tuple[str, str, str | None] | None = None
     volume_limits: VolumeLimits = field(default_factory=VolumeLimits)
 
+    def segment_index(self) -> addresses.PrefixIndex:
+        """Which MOD segments hold an address: the one lookup the policy, the verifier,
+        the plan and ``query`` all use (``first``: the segment a device is placed in)."""
+        return addresses.PrefixIndex((s.name, s.prefixes) for s in self.mod_segments)
+
 
 @dataclass(frozen=True, slots=True)
 class Unit:

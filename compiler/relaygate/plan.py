@@ -253,7 +253,8 @@ def _file_changes(base: Side, head: Side, shown: str) -> list[FileChange]:
     changes = []
     for name in (SITE_FILE, UNITS_FILE, NETREG_FILE):
         old, new = base.files.get(name), head.files.get(name)
-        fields = field_changes(old, new)
+        # Equal data (one object when the bytes are the same) has no field changes.
+        fields = () if old == new else field_changes(old, new)
         if (old is None) != (new is None):
             fields = (
                 FieldChange(

@@ -25,7 +25,6 @@ from relaygate.plan_types import (
     Side,
     refusal,
     same_record,
-    segment_of,
 )
 
 #: Every risk id a plan can raise, with when it is raised (listed by ``relaygate rules``).
@@ -130,8 +129,8 @@ def device_risks(base: Side, head: Side) -> list[Risk]:
                             f"unauthenticated access moves from {old_address} to {address}",
                         )
                     )
-                old_segment = segment_of(base.site, old.network)
-                new_segment = segment_of(head.site, new.network)
+                old_segment = base.segment(old.network)
+                new_segment = head.segment(new.network)
                 if old_segment != new_segment:
                     risks.append(
                         new_risk(
@@ -255,18 +254,19 @@ def file_risks(files: Sequence[FileChange], shown: str) -> list[Risk]:
 
 def mass_change(base: Side, head: Side) -> MassChange:
     same = same_record(base, head)
-    entries = {k: set(base.access(d)) for k, d in base.devices.items()}
-    entries = {k: v for k, v in entries.items() if v}
-    affected = 0
-    for key, before in entries.items():
+    entries = affected = 0
+    for key, old in base.devices.items():
+        if not base.grants(old):
+            continue  # no allow entry on the base: nothing to remove or change
+        entries += 1
         new = head.devices.get(key)
-        if same(base.devices[key], new):
+        if same(old, new):
             continue
-        if new is None or set(head.access(new)) != before:
+        if new is None or set(head.access(new)) != set(base.access(old)):
             affected += 1
     thresholds = [s.policy.mass_change_share for s in (base.site, head.site) if s is not None]
     # The stricter of the two: a change cannot raise its own threshold.
-    return MassChange(len(entries), affected, min(thresholds) if thresholds else None)
+    return MassChange(entries, affected, min(thresholds) if thresholds else None)
 
 
 def mass_risk(mass: MassChange, shown: str) -> list[Risk]:

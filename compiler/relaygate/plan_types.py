@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import netaddr
 
 from relaygate import model
-from relaygate.addresses import canonical_text
+from relaygate.addresses import PrefixIndex, canonical_text
 from relaygate.findings import Finding
 from relaygate.pipeline import ValidationResult
 from relaygate.render import Artifacts
@@ -40,6 +40,7 @@ class Side:
     files: dict[str, dict[str, Any] | None]  # site/units/netreg -> raw data
     devices: dict[str, model.Device]  # key -> schema-valid record
     note: str | None = None  # why the artifacts are missing beyond findings
+    _segments: PrefixIndex | None = field(default=None, init=False, repr=False)
 
     @property
     def valid(self) -> bool:
@@ -52,6 +53,18 @@ class Side:
     def access(self, device: model.Device) -> tuple[Access, ...]:
         """What the compiled policy grants this record on this side."""
         return () if self.lapse(device) is not None else access_of(device, self.site)
+
+    def grants(self, device: model.Device) -> bool:
+        """Whether ``access(device)`` is not empty, without building it."""
+        return device.status is model.Status.ACTIVE and self.lapse(device) is None
+
+    def segment(self, network: netaddr.IPNetwork) -> str | None:
+        """The MOD segment this side's site places ``network`` in (None: none, or no site)."""
+        if self.site is None:
+            return None
+        if self._segments is None:
+            self._segments = self.site.segment_index()
+        return self._segments.first(network)
 
     def refused(self, device: model.Device | None) -> str | None:
         """How the relay refuses this record on this side, or None."""
@@ -238,17 +251,6 @@ def same_record(
         return sites_equal and old is not None and old is new and base.lapse(old) == head.lapse(new)
 
     return same
-
-
-def segment_of(site: model.Site | None, network: netaddr.IPNetwork) -> str | None:
-    if site is None:
-        return None
-    first, last, version = network.first, network.last, network.version
-    for segment in site.mod_segments:
-        for prefix in segment.prefixes:
-            if prefix.version == version and prefix.first <= first and last <= prefix.last:
-                return segment.name
-    return None
 
 
 def access_of(device: model.Device, site: model.Site | None) -> tuple[Access, ...]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import netaddr
 
-from relaygate.addresses import PrefixIndex, canonical_text
+from relaygate.addresses import canonical_text
 from relaygate.limits import Limit, LoginLimit, login_limit, record_limit
 from relaygate.model import Device, Inventory, ModSegment, Site, Status
 
@@ -131,7 +131,7 @@ def build_policy(inventory: Inventory) -> Policy:
     classes: dict[str, SenderClass] = {}
     lapsed = inventory.lapsed
     inventory = inventory.effective()
-    segments = PrefixIndex((segment.name, segment.prefixes) for segment in site.mod_segments)
+    segments = site.segment_index()
     for device in inventory.devices:
         address = canonical_text(device.network)
         if device.status in (Status.REVOKED, Status.SUSPENDED):

@@ -139,15 +139,6 @@ def appearances(device: Device, artifacts: Artifacts) -> tuple[Appearance, ...]:
     return tuple(found)
 
 
-def _segment(site: Site | None, network: netaddr.IPNetwork) -> str | None:
-    if site is None:
-        return None
-    for segment in site.mod_segments:
-        if any(p.version == network.version and network in p for p in segment.prefixes):
-            return segment.name
-    return None
-
-
 def find(devices: list[Device], query: str) -> list[tuple[Device, str]]:
     """Records matching the query: by address (exact, then inside a prefix) or by name."""
     parsed = addresses.parse(query)
@@ -198,6 +189,7 @@ def run_query(
     """Answer ``query`` from a validation result and (when it compiled) its artifacts."""
     matches = []
     limits = _limits(result, site)
+    segments = site.segment_index() if site is not None else None
     for device, how in find(result.devices, query):
         unit = (units or {}).get(device.unit)
         matches.append(
@@ -205,7 +197,7 @@ def run_query(
                 device=device,
                 how=how,
                 unit_name=getattr(unit, "name", None),
-                segment=_segment(site, device.network),
+                segment=segments.first(device.network) if segments is not None else None,
                 appearances=appearances(device, artifacts) if artifacts is not None else (),
                 limit=limits.get(device.source),
             )

@@ -92,7 +92,7 @@ class FolderSource:
     def read(
         self, relative: str, display: str, max_bytes: int
     ) -> tuple[bytes | None, list[Finding]]:
-        return read_bytes(self.root / relative, display, max_bytes)
+        return read_bytes(os.path.join(self.root, relative), display, max_bytes)
 
 
 @dataclass(slots=True)

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 import netaddr
 
 from relaygate import addresses
-from relaygate.addresses import PrefixIndex, canonical_text
+from relaygate.addresses import canonical_text
 from relaygate.errors import InternalError
 from relaygate.limits import record_limit
 from relaygate.model import Device, Inventory, Status
@@ -49,6 +50,7 @@ _NFT_SETS = frozenset(
 )
 
 
+@lru_cache(maxsize=1 << 16)
 def _canonical(text: str) -> str:
     """The canonical spelling, or the text marked as odd: never raises on tampered input."""
     # Artifacts write hosts as net/len (nft sets, cidr maps, Junos): accept
@@ -409,9 +411,10 @@ def verify(
     # Each address is parsed once and placed in its segments by integer range
     # (an address in two segments is expected in both).
     by_segment: dict[str, set[str]] = {segment.name: set() for segment in site.mod_segments}
-    index = PrefixIndex((segment.name, segment.prefixes) for segment in site.mod_segments)
+    index = site.segment_index()
+    networks = {canonical_text(d.network): d.network for d in inventory.devices}
     for text in set(legacy) | suspended:
-        for name in index.names(netaddr.IPNetwork(text)):
+        for name in index.names(networks[text]):
             by_segment[name].add(text)
     for segment in site.mod_segments:
         inside = by_segment[segment.name]

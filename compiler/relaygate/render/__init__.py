@@ -57,9 +57,15 @@ class Header:
 
 @cache
 def environment() -> jinja2.Environment:
-    """The one Jinja environment; templates are package data (``resources/templates``)."""
+    """The one Jinja environment; templates are package data (``resources/templates``).
+
+    Templates are part of the installed package: each is read and compiled
+    once per process, not checked for changes on disk at every use (thousands
+    of uses per compile).
+    """
     return jinja2.Environment(
         loader=jinja2.PackageLoader("relaygate", "resources/templates"),
+        auto_reload=False,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,

@@ -9,6 +9,7 @@ reviewed. Each guard returns the exact text to emit.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import netaddr
 
@@ -32,15 +33,22 @@ def _refuse(kind: str, value: object) -> RenderRefused:
 def address(value: str | netaddr.IPNetwork) -> str:
     """A canonical, non-special address or prefix no broader than /8 (IPv4) or /32 (IPv6)."""
     text = value if isinstance(value, str) else addresses.canonical_text(value)
-    parsed = addresses.parse(text)
-    if isinstance(parsed, str) or parsed.problem or parsed.canonical != text:
-        raise _refuse("address", value)
-    if (
-        addresses.special_kind(parsed.network)
-        or parsed.network.prefixlen < _BROADEST[parsed.version]
-    ):
+    if not _address_passes(text):
         raise _refuse("address", value)
     return text
+
+
+@lru_cache(maxsize=1 << 16)
+def _address_passes(text: str) -> bool:
+    """The verdict of ``address`` on a text: a pure function of it, so each address is
+    judged once per process however many artifacts print it (most print it twice)."""
+    parsed = addresses.parse(text)
+    if isinstance(parsed, str) or parsed.problem or parsed.canonical != text:
+        return False
+    return not (
+        addresses.special_kind(parsed.network)
+        or parsed.network.prefixlen < _BROADEST[parsed.version]
+    )
 
 
 def network(value: str | netaddr.IPNetwork) -> str:

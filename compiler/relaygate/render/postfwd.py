@@ -156,6 +156,7 @@ class ReadRule:
 def read_rules(text: str, problems: list[str]) -> list[ReadRule]:
     """Every rule of ``text``, in order; a line of another shape is a problem."""
     rules = []
+    over_reply = f"{OVER} "
     for number, line in enumerate(text.splitlines(), 1):
         if not line or line.startswith("#"):
             continue
@@ -163,24 +164,24 @@ def read_rules(text: str, problems: list[str]) -> list[ReadRule]:
         if match is None or match["state"] != STATE:
             problems.append(f"{ARTIFACT}:{number}: not a rule relaygate writes: {line!r}")
             continue
-        action = match["action"]
-        if match["op"] == "=~":
-            ok = (match["item"], match["key"], action) == ("sasl_username", ".+", DUNNO)
-            if not ok or match["id"] != AUTHENTICATED_ID:
+        rule_id, item, op, key, action = match.group("id", "item", "op", "key", "action")
+        if op == "=~":
+            ok = (item, key, action) == ("sasl_username", ".+", DUNNO)
+            if not ok or rule_id != AUTHENTICATED_ID:
                 problems.append(f"{ARTIFACT}:{number}: unexpected match rule {line!r}")
                 continue
-            rules.append(ReadRule(number, match["id"], match["item"], match["key"], None))
+            rules.append(ReadRule(number, rule_id, item, key, None))
             continue
         rate = _RATE.fullmatch(action)
         if (
             rate is None
-            or rate["item"] != match["item"]
+            or rate["item"] != item
             or int(rate["window"]) != WINDOW
-            or not rate["reply"].startswith(f"{OVER} ")
+            or not rate["reply"].startswith(over_reply)
         ):
             problems.append(f"{ARTIFACT}:{number}: not a daily rate limit with {OVER}: {line!r}")
             continue
-        rules.append(ReadRule(number, match["id"], match["item"], match["key"], int(rate["limit"])))
+        rules.append(ReadRule(number, rule_id, item, key, int(rate["limit"])))
     return rules
 
 
@@ -211,7 +212,10 @@ def check(text: str, logins: dict[str, int], legacy: dict[str, int]) -> list[str
         seen[(rule.item, rule.key)] = rule.limit
     want = {("sasl_username", k): v for k, v in logins.items()}
     want |= {("client_address", k): v for k, v in legacy.items()}
-    for key in sorted(set(seen) | set(want)):
+    # Only the keys with a problem, in sorted order (sorting every key cost more than the rest).
+    differ = seen.keys() ^ want.keys()
+    differ |= {key for key, limit in seen.items() if key in want and want[key] != limit}
+    for key in sorted(differ):
         if key not in want:
             problems.append(f"{ARTIFACT}: {key[1]} has a limit but no active record grants it")
         elif key not in seen:

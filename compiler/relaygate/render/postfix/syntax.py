@@ -45,9 +45,10 @@ def logical_lines(text: str) -> list[Line]:
     """The logical lines of a Postfix configuration or table source (module docstring)."""
     lines: list[Line] = []
     for number, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
+        stripped = raw.lstrip()
+        if not stripped or stripped[0] == "#":
             continue
-        if raw[0].isspace():
+        if len(stripped) < len(raw):  # it starts with whitespace
             if lines:
                 last = lines[-1]
                 lines[-1] = Line(last.number, f"{last.text} {raw.strip()}", True)
@@ -163,28 +164,36 @@ def services(text: str) -> list[Service]:
     return found
 
 
+#: What ends a token outside braces (a run of commas and whitespace, as
+#: ``str.isspace`` has it) or opens one; inside braces only a brace matters.
+#: ``tokens`` looks only at these, not at every character.
+_OUTSIDE = re.compile(r"[\s,]+|[{}]")
+_INSIDE = re.compile(r"[{}]")
+
+
 def tokens(value: str) -> list[str]:
     """A restriction list split as Postfix splits it (module docstring)."""
     found: list[str] = []
-    current = ""
+    start = 0  # where the current token starts
     depth = 0
-    for char in value:
+    position = 0
+    while match := (_INSIDE if depth else _OUTSIDE).search(value, position):
+        position = match.end()
+        char = match.group()
         if char == "{":
             depth += 1
         elif char == "}":
             depth -= 1
             if depth < 0:
                 raise InternalError(f"unbalanced braces in {value!r}")
-        if depth == 0 and (char.isspace() or char == ","):
-            if current:
-                found.append(current)
-            current = ""
-            continue
-        current += char
+        else:  # a run of separators outside braces ends the token
+            if match.start() > start:
+                found.append(value[start : match.start()])
+            start = position
     if depth != 0:
         raise InternalError(f"unbalanced braces in {value!r}")
-    if current:
-        found.append(current)
+    if start < len(value):
+        found.append(value[start:])
     return found
 
 
