@@ -633,3 +633,15 @@ def test_one_edited_record_reruns_its_own_checks_only_and_a_site_edit_reruns_all
     pipeline.load(root, DAY, shown="inventory", store=store)
     store.close()
     assert sorted(checked) == sorted(p.stem for p in _records(root))
+
+
+def test_the_code_digest_covers_the_templates_and_schemas_behind_folder_links() -> None:
+    """In a checkout the package's resources are links to the project's folders: an edited
+    template must change every cache key, so the digest reads through the links."""
+    package = Path(cache_.__file__).resolve().parent
+    hashed = {path.relative_to(package).as_posix() for path in cache_.code_files(package)}
+    assert "cache.py" in hashed  # positive control: the code itself
+    assert "resources/templates/nftables/relay.nft.j2" in hashed
+    assert "resources/templates/postfwd/postfwd.cf.j2" in hashed
+    assert any(name.startswith("resources/schemas/") for name in hashed)
+    assert not any("__pycache__" in name for name in hashed)

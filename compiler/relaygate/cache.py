@@ -74,13 +74,26 @@ def code_digest() -> str:
     """
     package = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for path in sorted(package.rglob("*")):
-        if "__pycache__" in path.parts or not path.is_file():
-            continue
+    for path in code_files(package):
         h.update(path.relative_to(package).as_posix().encode("utf-8", "surrogateescape"))
         h.update(b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
+
+
+def code_files(package: Path) -> list[Path]:
+    """Every file of the package, in a stable order, through its folder links too.
+
+    In a source checkout ``resources/templates``, ``schemas`` and ``playbooks``
+    are links to the project's folders (a wheel has copies): a walk that did
+    not follow them would leave the templates out of the digest, and an
+    edited template would be served from the cache.
+    """
+    found: list[Path] = []
+    for folder, subfolders, names in os.walk(package, followlinks=True):
+        subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+        found.extend(Path(folder) / name for name in names if os.path.isfile(Path(folder) / name))
+    return sorted(found)
 
 
 def user_cache_home() -> Path:
@@ -289,8 +302,11 @@ class Cache:
         if isinstance(together, list) and len(together) == len(stored):
             self.hits += len(stored)
             return dict(zip(stored, together, strict=True))
-        # Every entry is one JSON document as ``put`` wrote it, so this is only
-        # reached when one is not (damage under a valid MAC): each is decoded alone.
+        # Every entry is one JSON document as ``put`` wrote it (a valid MAC means
+        # ``put`` wrote it, with this user's secret), so this is reached only when
+        # one is not: each is then decoded alone. The count check cannot tell
+        # values that parse together but split otherwise; only ``put`` writes
+        # values, so there are none.
         decoded: dict[str, Any] = {}
         for key, value in stored.items():
             try:
