@@ -281,6 +281,36 @@ def wait_listening(ports: Iterable[int], log: Callable[[], str], seconds: float 
                 time.sleep(0.1)
 
 
+def smtpd_processes(config: Path) -> set[int]:
+    """smtpd processes of the instance at ``config`` (their MAIL_CONFIG names it)."""
+    marker = f"MAIL_CONFIG={config}".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "smtpd":
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environ:
+            found.add(int(entry.name))
+    return found
+
+
+def reload_postfix(config: Path, seconds: float = 20) -> None:
+    """``postfix reload``, then wait until every smtpd that ran before it has ended (each
+    new session meets the new configuration)."""
+    before = smtpd_processes(config)
+    command("postfix", "-c", str(config), "reload")
+    deadline = time.monotonic() + seconds
+    while left := before & smtpd_processes(config):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"smtpd {sorted(left)} survived reload")
+        time.sleep(0.05)
+
+
 def stop_postfix(config: Path) -> None:
     """`postfix stop` for an instance made by make_instance, then wait (up to 10 s) until
     its master process is gone. Never fails: it is the clean-up."""
@@ -480,8 +510,7 @@ class RunningRelay:
         return self
 
     def reload(self) -> None:
-        command("postfix", "-c", str(self.config), "reload")
-        time.sleep(1.5)
+        reload_postfix(self.config)
 
     def log(self) -> str:
         return read_maillog(self.root / "maillog")

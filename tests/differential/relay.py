@@ -29,7 +29,6 @@ and the redeploy with reload.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from tests.postfix_instance import (
@@ -41,6 +40,7 @@ from tests.postfix_instance import (
     listener_master_cf,
     make_instance,
     read_maillog,
+    reload_postfix,
     renamed_services,
     require_silent_check,
     self_signed_certificate,
@@ -111,34 +111,11 @@ class XclientRelay:
         apply_master_fragment(compiled, self.config, services)
         if self.started:
             require_silent_check(self.config)
-            before = self.smtpd()
-            command("postfix", "-c", str(self.config), "reload")
-            deadline = time.monotonic() + 20
-            while before & self.smtpd():
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"smtpd {sorted(before & self.smtpd())} survived reload")
-                time.sleep(0.05)
+            reload_postfix(self.config)
         else:
             start_postfix(self.config)
             self.started = True
         wait_listening((self.relay_port, self.submission_port), self.log)
-
-    def smtpd(self) -> set[int]:
-        """smtpd processes of this instance (their MAIL_CONFIG names our config)."""
-        marker = f"MAIL_CONFIG={self.config}".encode()
-        found = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                if (entry / "comm").read_text().strip() != "smtpd":
-                    continue
-                environ = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if marker in environ:
-                found.add(int(entry.name))
-        return found
 
     def log(self, lines: int = 40) -> str:
         return read_maillog(self.root / "maillog", lines) or "(no maillog)"
