@@ -206,20 +206,26 @@ class Postfwd:
         if pid is None:
             return []
         self.master_pid = None
-        problems = []
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            problems.append(f"postfwd master {pid} was already gone")
-        for kill in (False, True):
-            for process in processes_of([pid]) if kill else []:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process, signal.SIGKILL)
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline and processes_of([pid]):
-                time.sleep(0.05)
-        problems += [f"postfwd process {p} survived SIGKILL" for p in processes_of([pid])]
-        return problems
+        return end_session(pid)
+
+
+def end_session(master: int) -> list[str]:
+    """SIGTERM to a postfwd master, then SIGKILL to whatever of its session is left after
+    5 s; the problems seen (a master already gone, a process that survived SIGKILL)."""
+    problems = []
+    try:
+        os.kill(master, signal.SIGTERM)
+    except ProcessLookupError:
+        problems.append(f"postfwd master {master} was already gone")
+    for kill in (False, True):
+        for process in processes_of([master]) if kill else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and processes_of([master]):
+            time.sleep(0.05)
+    problems += [f"postfwd process {p} survived SIGKILL" for p in processes_of([master])]
+    return problems
 
 
 def _cmdline(pid: int) -> str:
