@@ -55,7 +55,7 @@ from tests.deploy_support import (
     make_lab,
     playbook,
 )
-from tests.test_deploy import commit_and_compile, git
+from tests.test_deploy import commit_and_compile, git, revoke
 
 pytestmark = pytest.mark.integration
 
@@ -135,16 +135,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
     shutil.copytree(EXAMPLE, repo / "inventory")
     git(repo, "init", "-q")
     base = commit_and_compile(repo, "the example campus", root / "base")
-    record = repo / "inventory" / "devices" / "libraries" / "lib-special-collections-scanner.yaml"
-    text = record.read_text()
-    assert "\nstatus: active\n" in text
-    record.write_text(
-        text.replace(
-            "\nstatus: active\n",
-            "\nstatus: revoked\nstatus_reason: spam\nstatus_date: 2026-11-28\n"
-            "status_ticket: SEC-5001\n",
-        )
-    )
+    revoke(repo / "inventory", "libraries", "lib-special-collections-scanner")
     revoked = commit_and_compile(repo, "revoke the scanner", root / "revoked")
     inventory = repo / "inventory"
     return Releases(repo, facts_of(base, inventory), facts_of(revoked, inventory), revoked)
@@ -325,14 +316,18 @@ def kill_daemon(relay: Relay) -> None:
     assert ask(relay, "192.0.2.9")[0].startswith("refused"), "something still listens"
 
 
-#: One message with DATA through the XCLIENT port: (code, text, seconds). Runs in the namespace.
-SEND_CLIENT = r"""
+#: Opens N SMTP sessions through the XCLIENT port as CLIENT, one message in each, in turn, and
+#: keeps every session open; prints [code, text, seconds] per message, then holds until stdin
+#: closes. Runs in the namespace.
+SESSIONS = r"""
 import json, smtplib, sys, time
-port, client, sender, recipient = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-with smtplib.SMTP("127.0.0.1", port, timeout=60) as session:
+port, client, sender, recipient, count = (int(sys.argv[1]), sys.argv[2], sys.argv[3],
+                                           sys.argv[4], int(sys.argv[5]))
+held = []
+for number in range(count):
+    session = smtplib.SMTP("127.0.0.1", port, timeout=60)
     session.ehlo("lab-test")
-    code, text = session.docmd("XCLIENT", "ADDR=%s NAME=[UNAVAILABLE]" % client)
-    assert code == 220, (code, text)
+    assert session.docmd("XCLIENT", "ADDR=%s NAME=[UNAVAILABLE]" % client)[0] == 220
     session.ehlo_resp = None
     session.does_esmtp = False
     session.ehlo("lab-test")
@@ -340,17 +335,21 @@ with smtplib.SMTP("127.0.0.1", port, timeout=60) as session:
     assert session.docmd("RCPT", "TO:<%s>" % recipient)[0] == 250
     assert session.docmd("DATA")[0] == 354
     started = time.monotonic()
-    session.send(b"Subject: limits lab\r\n\r\nhello\r\n.\r\n")
+    session.send(b"Subject: held %d\r\n\r\nhello\r\n.\r\n" % number)
     code, text = session.getreply()
-    print(json.dumps([code, text.decode(), time.monotonic() - started]))
+    print(json.dumps([code, text.decode(), time.monotonic() - started]), flush=True)
+    held.append(session)
+sys.stdin.read()
 """
 
 
 def send(relay: Relay, client: str, sender: str) -> tuple[int, str, float]:
-    done = relay.in_namespace(
-        sys.executable, "-c", SEND_CLIENT, str(XCLIENT_PORT), client, sender, RECIPIENT
-    )
-    code, text, seconds = json.loads(done.stdout)
+    """One message with DATA through the XCLIENT port: (code, text, seconds)."""
+    process = in_namespace(relay, SESSIONS, str(XCLIENT_PORT), client, sender, RECIPIENT, "1")
+    try:
+        ((code, text, seconds),) = read_lines(process, 1)
+    finally:
+        process.communicate(timeout=60)  # closes stdin: the session ends
     return int(code), str(text), float(seconds)
 
 
@@ -728,32 +727,6 @@ for number in range(count):
     except socket.timeout:
         print(json.dumps("no answer"), flush=True)
     held.append(s)
-sys.stdin.read()
-"""
-
-#: Opens N SMTP sessions through the XCLIENT port as CLIENT, one message in each, in turn, and
-#: keeps every session open; prints [code, text, seconds] per message, then holds until stdin
-#: closes. Runs in the namespace.
-SESSIONS = r"""
-import json, smtplib, sys, time
-port, client, sender, recipient, count = (int(sys.argv[1]), sys.argv[2], sys.argv[3],
-                                           sys.argv[4], int(sys.argv[5]))
-held = []
-for number in range(count):
-    session = smtplib.SMTP("127.0.0.1", port, timeout=60)
-    session.ehlo("lab-test")
-    assert session.docmd("XCLIENT", "ADDR=%s NAME=[UNAVAILABLE]" % client)[0] == 220
-    session.ehlo_resp = None
-    session.does_esmtp = False
-    session.ehlo("lab-test")
-    assert session.docmd("MAIL", "FROM:<%s>" % sender)[0] == 250
-    assert session.docmd("RCPT", "TO:<%s>" % recipient)[0] == 250
-    assert session.docmd("DATA")[0] == 354
-    started = time.monotonic()
-    session.send(b"Subject: held %d\r\n\r\nhello\r\n.\r\n" % number)
-    code, text = session.getreply()
-    print(json.dumps([code, text.decode(), time.monotonic() - started]), flush=True)
-    held.append(session)
 sys.stdin.read()
 """
 
