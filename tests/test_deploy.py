@@ -136,8 +136,9 @@ class Outputs:
         return self.repo / "inventory"
 
 
-def make_outputs(root: Path) -> Outputs:
-    """The policy repository in ``root`` and the folders compiled from its commits."""
+def base_and_revoked(root: Path) -> tuple[Path, Path, Path]:
+    """A policy repository in ``root`` with two commits, the example campus and then its
+    scanner revoked, and the folders compiled from them: (repo, base, revoked)."""
     require(shutil.which("git") is not None, "git is not installed")
     repo = root / "repo"
     shutil.copytree(EXAMPLE, repo / "inventory")
@@ -145,6 +146,12 @@ def make_outputs(root: Path) -> Outputs:
     base = commit_and_compile(repo, "the example campus", root / "base")
     revoke(repo / "inventory", "libraries", "lib-special-collections-scanner")
     revoked = commit_and_compile(repo, "revoke the scanner", root / "revoked")
+    return repo, base, revoked
+
+
+def make_outputs(root: Path) -> Outputs:
+    """The policy repository in ``root`` and the folders compiled from its commits."""
+    repo, base, revoked = base_and_revoked(root)
     keep = sorted((repo / "inventory" / "devices").rglob("*.yaml"))
     for record in keep:
         if record.stem != "lib-special-collections-scanner" and record not in keep[:5]:

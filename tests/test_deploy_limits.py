@@ -42,7 +42,7 @@ import pytest
 import yaml
 
 from relaygate import release
-from tests.conftest import EXAMPLE, require, require_postfix_lmdb
+from tests.conftest import require, require_postfix_lmdb
 from tests.deploy_support import (
     PLAYBOOKS,
     RECIPIENT,
@@ -55,7 +55,7 @@ from tests.deploy_support import (
     make_lab,
     playbook,
 )
-from tests.test_deploy import commit_and_compile, git, revoke
+from tests.test_deploy import base_and_revoked
 
 pytestmark = pytest.mark.integration
 
@@ -129,14 +129,7 @@ def without_limits(facts: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
-    require(shutil.which("git") is not None, "git is not installed")
-    root = tmp_path_factory.mktemp("limits-releases")
-    repo = root / "repo"
-    shutil.copytree(EXAMPLE, repo / "inventory")
-    git(repo, "init", "-q")
-    base = commit_and_compile(repo, "the example campus", root / "base")
-    revoke(repo / "inventory", "libraries", "lib-special-collections-scanner")
-    revoked = commit_and_compile(repo, "revoke the scanner", root / "revoked")
+    repo, base, revoked = base_and_revoked(tmp_path_factory.mktemp("limits-releases"))
     inventory = repo / "inventory"
     return Releases(repo, facts_of(base, inventory), facts_of(revoked, inventory), revoked)
 
